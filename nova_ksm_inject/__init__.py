@@ -1,0 +1,1 @@
+"""nova-ksm-inject: guest image injection and KSM tuning for compute nodes."""

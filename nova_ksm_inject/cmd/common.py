@@ -1,0 +1,85 @@
+"""What every console script shares: config loading and error handling."""
+
+import os
+import sys
+
+from oslo_config import cfg
+from oslo_log import log as logging
+
+from nova_ksm_inject import exception
+from nova_ksm_inject.conf import CONF
+
+DEFAULT_CONFIG_FILE = '/etc/nova/nova.conf'
+CONFIG_ENV = 'NOVA_KSM_INJECT_CONFIG_FILES'
+PROG = 'nova-ksm-inject'
+
+logging.register_options(CONF)
+
+
+def config_files(explicit=None):
+    """The config files to read, in order of precedence.
+
+    ``explicit`` (``--config-file``) wins; then the colon-separated
+    ``NOVA_KSM_INJECT_CONFIG_FILES`` (the hook's argv is fixed by libvirt);
+    then ``/etc/nova/nova.conf`` when it exists.
+    """
+    if explicit:
+        return list(explicit)
+    env = os.environ.get(CONFIG_ENV)
+    if env:
+        return [f for f in env.split(':') if f]
+    if os.path.exists(DEFAULT_CONFIG_FILE):
+        return [DEFAULT_CONFIG_FILE]
+    return []
+
+
+def load_config(config_files_=None, debug=False, prog=PROG):
+    """Parse the config files into CONF and set up logging.
+
+    :raises ConfigError: a file is missing or unreadable, or a value is out
+        of range (the message names the option and the valid values).
+    """
+    files = config_files(config_files_)
+    for path in files:
+        if not os.access(path, os.R_OK):
+            raise exception.ConfigError(
+                reason='config file %s is missing or unreadable; pass '
+                       '--config-file with a readable nova.conf' % path)
+    try:
+        CONF([], project='nova', prog=prog, default_config_files=files,
+             default_config_dirs=[])
+        if debug:
+            CONF.set_override('debug', True)
+        _validate_all()
+    except (cfg.Error, ValueError) as err:
+        raise exception.ConfigError(reason=_one_line(err)) from err
+    logging.setup(CONF, prog)
+    return files
+
+
+def _validate_all():
+    """Read every registered option once so bad values fail at startup."""
+    for name in list(CONF):
+        value = getattr(CONF, name)
+        if isinstance(value, cfg.ConfigOpts.GroupAttr):
+            for opt in list(value):
+                getattr(value, opt)
+
+
+def _one_line(err):
+    return ' '.join(str(err).split())
+
+
+def fail(message, code=1):
+    print('%s: error: %s' % (PROG, message), file=sys.stderr)
+    return code
+
+
+def run(func, *args, **kwargs):
+    """Call ``func`` and turn expected failures into one line + exit code."""
+    try:
+        return func(*args, **kwargs) or 0
+    except exception.NovaKsmInjectError as err:
+        return fail(_one_line(err), err.exit_code)
+    except KeyboardInterrupt:
+        return fail('interrupted; everything attached was undone', 130)

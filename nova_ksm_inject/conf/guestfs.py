@@ -1,0 +1,45 @@
+"""``[guestfs]`` options for the libguestfs handler."""
+
+from oslo_config import cfg
+
+from nova_ksm_inject.conf import base
+
+guestfs_group = cfg.OptGroup('guestfs', title='libguestfs handler')
+
+nova_guestfs_opts = [
+    cfg.BoolOpt('debug',
+                default=False,
+                help="Enable libguestfs debug and trace output."),
+]
+
+guestfs_opts = [
+    cfg.StrOpt('backend',
+               default='direct',
+               help="""
+libguestfs backend (``LIBGUESTFS_BACKEND``).
+
+``direct`` runs qemu itself; ``libvirt`` asks libvirtd to run it.
+"""),
+    cfg.ListOpt('backend_settings',
+                default=[],
+                help="""
+libguestfs backend settings (``LIBGUESTFS_BACKEND_SETTINGS``).
+
+Set ``force_tcg`` on hosts whose KVM the appliance cannot use (nested or
+special hypervisors): the appliance then boots under software emulation.
+"""),
+    cfg.IntOpt('launch_timeout',
+               default=120,
+               min=5,
+               help="Seconds to wait for the libguestfs appliance to come "
+                    "up before the handler fails and the next is tried."),
+]
+
+
+def register_opts(conf):
+    base.register_missing(conf, nova_guestfs_opts, guestfs_group)
+    conf.register_opts(guestfs_opts, group=guestfs_group)
+
+
+def list_opts():
+    return {guestfs_group: nova_guestfs_opts + guestfs_opts}

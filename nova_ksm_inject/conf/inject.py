@@ -1,0 +1,145 @@
+"""Options for image data injection: ``[DEFAULT]`` (nova's names) and
+``[inject]`` (this project's)."""
+
+from oslo_config import cfg
+
+from nova_ksm_inject.conf import base
+
+# Names nova has defined for years; registered only when nova has not.
+nova_default_opts = [
+    cfg.ListOpt('img_handlers',
+                default=['loop', 'nbd', 'guestfs'],
+                help="""
+Image handlers tried, in order, to mount a guest image for data injection.
+
+Each name is an entry point in the ``nova_ksm_inject.image_handlers``
+namespace. A handler that cannot serve an image (no copy-on-write when
+``use_cow_images`` is on or the image is qcow2, format not supported,
+partition inspection not supported) is skipped with a logged reason; a
+handler that fails is logged and the next one is tried.
+
+Possible values:
+
+* ``loop``: host loop device (raw images only, no copy-on-write)
+* ``nbd``: qemu-nbd on /dev/nbdN (needs the nbd kernel module)
+* ``guestfs``: libguestfs appliance (slowest, safest for untrusted images)
+* ``qsd``: qemu-storage-daemon FUSE export + loop (copy-on-write without nbd)
+* any handler another package installs under the same namespace
+
+Related options:
+
+* ``use_cow_images``
+"""),
+    cfg.BoolOpt('use_cow_images',
+                default=True,
+                help="""
+Whether guest disks are copy-on-write overlays of a cached base image.
+
+When enabled, handlers that cannot do copy-on-write (``loop``) are skipped.
+qcow2 images always need a copy-on-write handler.
+
+Related options:
+
+* ``img_handlers``
+"""),
+    cfg.IntOpt('timeout_nbd',
+               default=10,
+               min=0,
+               help="""
+Seconds to wait for an nbd device to become connected.
+
+Possible values:
+
+* 0 or more seconds
+"""),
+    cfg.StrOpt('injected_network_template',
+               help="""
+Jinja2 template rendered into the guest's network configuration.
+
+When unset, the built-in Debian/Ubuntu ``/etc/network/interfaces`` template
+of this package is used. The template receives ``interfaces``: a list of
+dicts with ``name``, ``address``, ``netmask``, ``gateway``, ``broadcast``,
+``dns`` and ``use_dhcp``.
+"""),
+    cfg.StrOpt('instances_path',
+               default='/var/lib/nova/instances',
+               help="""
+Where nova keeps instance disks; ``$instances_path/_base`` is its image
+cache, the default trusted backing directory.
+"""),
+]
+
+inject_group = cfg.OptGroup(
+    'inject',
+    title='Image data injection',
+    help='Options of nova-ksm-inject for mounting and writing guest images.')
+
+inject_opts = [
+    cfg.ListOpt('trusted_backing_dirs',
+                default=['$instances_path/_base'],
+                help="""
+Directories a qcow2 backing file may live in.
+
+A qcow2 image whose backing chain (at any depth) leaves these directories,
+or that has an external data file, is refused before any handler opens it.
+
+Related options:
+
+* ``instances_path``
+"""),
+    cfg.StrOpt('state_dir',
+               default='/run/nova-ksm-inject',
+               help="""
+Where in-flight mounts are recorded, so that ``nova-ksm-inject cleanup``
+can undo what a killed process left behind.
+"""),
+    cfg.StrOpt('root_helper',
+               default='sudo nova-rootwrap /etc/nova/rootwrap.conf',
+               help="""
+Command prefix for privileged commands when not running as root.
+
+Ignored when the process is already root.
+"""),
+    cfg.IntOpt('qemu_img_cpu_time',
+               default=30,
+               min=1,
+               help="CPU seconds allowed to one ``qemu-img info`` run "
+                    "(CVE-2015-5162)."),
+    cfg.IntOpt('qemu_img_address_space',
+               default=1024 * 1024 * 1024,
+               min=64 * 1024 * 1024,
+               help="Address space in bytes allowed to one ``qemu-img info`` "
+                    "run (CVE-2015-5162)."),
+    cfg.IntOpt('max_backing_chain',
+               default=16,
+               min=1,
+               help="Longest qcow2 backing chain accepted."),
+    cfg.IntOpt('max_injected_files',
+               default=5,
+               min=0,
+               help="Most files one injection may write (nova's quota "
+                    "default)."),
+    cfg.IntOpt('max_injected_file_bytes',
+               default=10240,
+               min=0,
+               help="Largest injected file content, in bytes."),
+    cfg.IntOpt('max_injected_file_path_length',
+               default=255,
+               min=1,
+               help="Longest injected guest path, in characters."),
+    cfg.IntOpt('device_timeout',
+               default=10,
+               min=1,
+               help="Seconds to wait for a loop partition or FUSE export to "
+                    "appear."),
+]
+
+
+def register_opts(conf):
+    base.register_missing(conf, nova_default_opts)
+    conf.register_group(inject_group)
+    conf.register_opts(inject_opts, group=inject_group)
+
+
+def list_opts():
+    return {'DEFAULT': nova_default_opts, inject_group: inject_opts}

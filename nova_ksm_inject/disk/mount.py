@@ -1,0 +1,103 @@
+"""Host-kernel mounts of a raw file: loop device (with an offset for a
+partition) and ``mount -o nosuid,nodev,noexec``.
+
+Shared by the ``loop`` handler (the image itself) and the ``qsd`` handler
+(qemu-storage-daemon's raw FUSE export of a qcow2). A partition is reached
+through a loop device with ``--offset``/``--sizelimit`` read from the
+partition table by ``partx`` in user space: it works on hosts whose kernel
+has no partition parsers and no device-mapper, and leaves no partition
+mapping behind to leak.
+"""
+
+import tempfile
+
+from oslo_log import log as logging
+
+from nova_ksm_inject import exception
+from nova_ksm_inject import utils
+from nova_ksm_inject.disk import guestpath
+
+LOG = logging.getLogger(__name__)
+
+MOUNT_OPTIONS = 'nosuid,nodev,noexec'
+SECTOR = 512
+
+
+def partition_extent(path, partition):
+    """Return ``(offset, size)`` in bytes of partition N of raw ``path``.
+
+    :raises HandlerFailed: no partition table or no partition N.
+    """
+    out, _err = utils.execute(
+        'partx', '--show', '--noheadings', '--raw', '--output',
+        'NR,START,SECTORS', path, check_exit_code=False,
+        action='reading the partition table of %s' % path)
+    table = {}
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) == 3 and all(f.isdigit() for f in fields):
+            table[int(fields[0])] = (int(fields[1]) * SECTOR,
+                                     int(fields[2]) * SECTOR)
+    if partition not in table:
+        found = ', '.join(str(n) for n in sorted(table)) or 'none'
+        raise exception.HandlerFailed(
+            reason='partition %d not found in %s (partitions: %s); set '
+                   '--partition or [libvirt] inject_partition to one of '
+                   'them, or 0 for a whole-disk filesystem'
+                   % (partition, path, found))
+    return table[partition]
+
+
+def make_mountpoint(journal, prefix='nova-ksm-inject-'):
+    path = tempfile.mkdtemp(prefix=prefix)
+    journal.push('tmpdir', path=path)
+    return path
+
+
+def attach_loop(path, journal, partition=0):
+    """Attach ``path`` (raw) to a free loop device; return the device."""
+    cmd = ['losetup', '--find', '--show']
+    if partition > 0:
+        offset, size = partition_extent(path, partition)
+        cmd += ['--offset', str(offset), '--sizelimit', str(size)]
+    out, _err = utils.execute(*cmd, path, run_as_root=True,
+                              action='attaching a loop device to %s' % path)
+    device = out.strip()
+    if not device.startswith('/dev/loop'):
+        raise exception.HandlerFailed(
+            reason='losetup returned no device for %s: %r' % (path, out))
+    journal.push('loop', device=device, backing=path)
+    LOG.debug('Attached %s to %s (partition %d)', path, device, partition)
+    return device
+
+
+def mount_device(device, mountpoint, journal):
+    """Mount ``device`` at ``mountpoint`` with nosuid,nodev,noexec."""
+    try:
+        utils.execute('mount', '-o', MOUNT_OPTIONS, device, mountpoint,
+                      run_as_root=True,
+                      action='mounting %s' % device)
+    except exception.CommandFailed as err:
+        raise exception.HandlerFailed(
+            reason='no mountable filesystem on %s (%s); if the image has a '
+                   'partition table, choose the partition with --partition '
+                   'N or [libvirt] inject_partition' % (device, err)) from err
+    journal.push('mount', path=mountpoint, device=device)
+    LOG.info('Mounted %s at %s (%s)', device, mountpoint, MOUNT_OPTIONS)
+
+
+def mount_raw_file(path, partition, journal):
+    """Loop-attach and mount raw file ``path``; return its GuestFiles.
+
+    Every resource is on ``journal``; the caller unwinds it.
+    """
+    if partition < 0:
+        raise exception.HandlerFailed(
+            reason='cannot inspect %s for its root partition' % path)
+    mountpoint = make_mountpoint(journal)
+    device = attach_loop(path, journal, partition)
+    mount_device(device, mountpoint, journal)
+    files = guestpath.HostRootFiles(mountpoint)
+    # Its directory fd must be closed before the unmount, or umount fails.
+    journal.callback(files.close)
+    return files

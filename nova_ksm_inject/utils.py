@@ -1,0 +1,68 @@
+"""Running commands: the one place this package starts a process.
+
+``execute`` wraps oslo.concurrency's ``processutils.execute``: privileged
+commands use ``[inject] root_helper`` unless we are already root, a missing
+binary becomes ToolMissing and a non-zero exit becomes CommandFailed, each
+naming what was being done. Every command name used here must be listed in
+``etc/nova/rootwrap.d/nova-ksm-inject.filters`` (a unit test checks it).
+"""
+
+import os
+
+from oslo_concurrency import processutils
+from oslo_log import log as logging
+
+from nova_ksm_inject import exception
+from nova_ksm_inject.conf import CONF
+
+LOG = logging.getLogger(__name__)
+
+# Debian package providing each tool, for "install X" messages.
+PACKAGES = {
+    'qemu-img': 'qemu-utils',
+    'qemu-nbd': 'qemu-utils',
+    'qemu-storage-daemon': 'qemu-system-common',
+    'losetup': 'mount',
+    'mount': 'mount',
+    'umount': 'mount',
+    'partx': 'util-linux',
+    'blkid': 'util-linux',
+    'guestmount': 'guestmount',
+    'guestunmount': 'guestmount',
+    'debugfs': 'e2fsprogs',
+    'modprobe': 'kmod',
+}
+
+
+def execute(*cmd, action=None, run_as_root=False, check_exit_code=True,
+            **kwargs):
+    """Run ``cmd`` and return ``(stdout, stderr)``.
+
+    :param action: what is being done, for error messages
+        ("attaching loop device").
+    :param run_as_root: use the root helper unless already root.
+    :raises ToolMissing: the binary does not exist.
+    :raises CommandFailed: non-zero exit (when ``check_exit_code``).
+    """
+    action = action or 'running %s' % cmd[0]
+    if run_as_root and os.geteuid() != 0:
+        kwargs['run_as_root'] = True
+        kwargs['root_helper'] = CONF.inject.root_helper
+    try:
+        return processutils.execute(*cmd, check_exit_code=check_exit_code,
+                                    **kwargs)
+    except FileNotFoundError as err:
+        raise exception.ToolMissing(
+            tool=cmd[0], action=action,
+            package=PACKAGES.get(cmd[0], 'that provides it')) from err
+    except processutils.ProcessExecutionError as err:
+        raise exception.CommandFailed(
+            action=action.capitalize(), cmd=' '.join(str(c) for c in cmd),
+            code=err.exit_code, stderr=last_line(err.stderr)) from err
+
+
+def last_line(text):
+    """The last non-empty line of a command's output, for one-line errors."""
+    lines = [line.strip() for line in (text or '').splitlines()
+             if line.strip()]
+    return lines[-1] if lines else '(no output)'
