@@ -98,3 +98,9 @@ class KsmUnavailable(NovaKsmInjectError):
 class KsmNotWritable(NovaKsmInjectError):
     msg_fmt = ("Cannot write KSM setting %(knob)s: %(reason)s. Run as root on "
                "the host with /sys writable; nothing was changed.")
+
+
+class KsmBusy(NovaKsmInjectError):
+    msg_fmt = ("The kernel refused to change KSM setting %(knob)s while "
+               "pages are shared. Run 'nova-ksm-inject ksm apply --unmerge' "
+               "to unmerge first (guests then use more memory for a while).")

@@ -1,10 +1,160 @@
-"""``[ksm]`` options (filled in by the KSM work)."""
+"""``[ksm]`` options: Kernel Samepage Merging on the hypervisor.
+
+The names ``enabled``, ``policy``, ``pages_to_scan``, ``sleep_millisecs``,
+``merge_across_nodes``, ``use_zero_pages``, ``max_page_sharing``,
+``cpu_budget_percent``, ``restore_on_exit`` and ``connection_uri`` are a
+contract other tools rely on: keep them.
+"""
 
 from oslo_config import cfg
 
-ksm_group = cfg.OptGroup('ksm', title='Kernel Samepage Merging')
+ksm_group = cfg.OptGroup(
+    'ksm',
+    title='Kernel Samepage Merging',
+    help='KSM on the hypervisor: the libvirt hook, the tuner and the '
+         '``nova-ksm-inject ksm`` commands read these options.')
 
-ksm_opts = []
+ksm_opts = [
+    cfg.StrOpt('enabled',
+               default='auto',
+               choices=[
+                   ('true', 'ksmd runs whenever the hook, the tuner or '
+                            '``ksm apply`` act'),
+                   ('false', 'they stop ksmd (run=0, merged pages stay '
+                             'merged)'),
+                   ('auto', 'ksmd runs only while the host has guests '
+                            'whose memory can be merged'),
+               ],
+               ignore_case=True,
+               help="""
+Whether KSM runs on this hypervisor.
+
+Guests whose domain XML has ``<nosharepages/>`` or hugepage backing cannot
+be merged and do not count for ``auto``.
+
+Related options:
+
+* ``policy``
+"""),
+    cfg.StrOpt('policy',
+               default='adaptive',
+               choices=[
+                   ('static', 'the knob values below, as configured'),
+                   ('adaptive', 'nova-ksm-tuner scans hard while there is '
+                                'new memory to merge and backs off when '
+                                'sharing plateaus, within '
+                                '``cpu_budget_percent``'),
+                   ('kernel', "the kernel's advisor (Linux 6.8+, "
+                              "advisor_mode=scan-time) sets pages_to_scan; "
+                              "static where the kernel has none"),
+               ],
+               ignore_case=True,
+               help="""
+How ksmd's scan rate is chosen while KSM runs.
+
+``adaptive`` needs ``nova-ksm-tuner`` running; without it the hook falls
+back to ``static``.
+
+Related options:
+
+* ``cpu_budget_percent``
+* ``pages_to_scan``, ``sleep_millisecs``
+"""),
+    cfg.IntOpt('pages_to_scan',
+               default=100,
+               min=1,
+               max=2 ** 32 - 1,
+               help="""
+Pages ksmd scans per wake-up (``static`` policy).
+
+The kernel default 100 merges a large host only after hours; 1000000000
+merges within seconds but keeps one core busy forever.
+"""),
+    cfg.IntOpt('sleep_millisecs',
+               default=20,
+               min=0,
+               max=60000,
+               help="Milliseconds ksmd sleeps between batches (``static`` "
+                    "policy; the kernel caps it at one minute)."),
+    cfg.BoolOpt('merge_across_nodes',
+                default=True,
+                help="""
+Whether pages from different NUMA nodes may be merged.
+
+The kernel only accepts a change while no page is shared; nova-ksm-inject
+changes it then, or after ``nova-ksm-inject ksm apply --unmerge``.
+"""),
+    cfg.BoolOpt('use_zero_pages',
+                default=False,
+                help="Merge empty pages with the kernel's zero page "
+                     "instead of with each other."),
+    cfg.IntOpt('max_page_sharing',
+               default=256,
+               min=2,
+               max=2 ** 31 - 1,
+               help="Most pages that may share one KSM page (changed only "
+                    "while no page is shared, like merge_across_nodes)."),
+    cfg.IntOpt('cpu_budget_percent',
+               default=50,
+               min=1,
+               max=100,
+               help="""
+ksmd CPU ceiling, in percent of one core.
+
+``adaptive`` keeps ksmd at or below it while scanning hard after a guest
+starts; once sharing plateaus ksmd costs far less. ``kernel`` passes it to
+the advisor as ``advisor_max_cpu``.
+"""),
+    cfg.BoolOpt('restore_on_exit',
+                default=False,
+                help="""
+Restore the KSM settings saved before nova-ksm-inject first changed them
+when ``nova-ksm-tuner`` stops.
+
+When false the tuner leaves ksmd at its calm maintenance rate.
+"""),
+    cfg.StrOpt('connection_uri',
+               default='qemu:///system',
+               help="""
+libvirt URI used by the tuner and the commands to set the knobs libvirt
+supports (pages_to_scan, sleep_millisecs, merge_across_nodes) through its
+node memory parameters. Empty: always write sysfs. The libvirt hook never
+connects to libvirt.
+"""),
+    cfg.StrOpt('state_dir',
+               default='/run/nova-ksm-inject/ksm',
+               help="""
+Where the hook records guests and events for the tuner, the tuner publishes
+its state, and the KSM settings found before the first change are saved.
+"""),
+    cfg.BoolOpt('strict',
+                default=False,
+                help="""
+Make the libvirt hook exit non-zero when it cannot set up KSM.
+
+libvirt then refuses to start the guest. Leave false in production: KSM
+must never stop a guest from starting.
+"""),
+    cfg.StrOpt('hook_log_file',
+               help="""
+File the libvirt hook logs to. Unset: syslog (``/dev/log``) when present,
+else standard error (libvirt discards it when the hook succeeds).
+"""),
+    cfg.FloatOpt('poll_interval',
+                 default=1.0,
+                 min=0.1,
+                 max=60.0,
+                 help="Seconds between two looks of the tuner at the "
+                      "hook's events and the KSM counters."),
+    cfg.IntOpt('maintenance_scan_seconds',
+               default=300,
+               min=10,
+               max=86400,
+               help="""
+Once sharing plateaus, the ``adaptive`` tuner scans all mergeable memory
+once per this many seconds, to catch pages that became identical later.
+"""),
+]
 
 
 def register_opts(conf):

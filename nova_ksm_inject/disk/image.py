@@ -223,7 +223,8 @@ def _qemu_img_failed(path, fmt, err):
                         'image can do that on purpose (CVE-2015-5162). If '
                         'the image is trusted, raise those options',
                         -code, limits)
-    if 'lock' in (stderr or ''):
+    # qemu's lock failure ends "Is another process using the image ...?"
+    if 'another process' in (stderr or '') or 'lock' in (stderr or ''):
         return _refused(path, 'it is in use by another process (%s); stop '
                         'the guest or process using it first', stderr)
     return _refused(path, 'qemu-img info -f %s failed (exit %s: %s); check '

@@ -1,0 +1,65 @@
+"""The ``[ksm]`` options as one plain value object.
+
+The hook, the tuner and the commands take a :class:`KsmSettings` instead
+of reading CONF themselves, so unit tests build one directly.
+"""
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class KsmSettings(object):
+    """What nova.conf says about KSM (see nova_ksm_inject/conf/ksm.py)."""
+
+    enabled: str = 'auto'
+    policy: str = 'adaptive'
+    pages_to_scan: int = 100
+    sleep_millisecs: int = 20
+    merge_across_nodes: bool = True
+    use_zero_pages: bool = False
+    max_page_sharing: int = 256
+    cpu_budget_percent: int = 50
+    restore_on_exit: bool = False
+    connection_uri: str = 'qemu:///system'
+    state_dir: str = '/run/nova-ksm-inject/ksm'
+    strict: bool = False
+    hook_log_file: str = None
+    poll_interval: float = 1.0
+    maintenance_scan_seconds: int = 300
+
+    @classmethod
+    def from_conf(cls, conf=None):
+        """Read ``[ksm]`` from ``conf`` (the global CONF by default)."""
+        if conf is None:
+            from nova_ksm_inject.conf import CONF as conf
+        group = conf.ksm
+        values = {f.name: getattr(group, f.name)
+                  for f in dataclasses.fields(cls)}
+        values['enabled'] = values['enabled'].lower()
+        values['policy'] = values['policy'].lower()
+        return cls(**values)
+
+    def static_knobs(self):
+        """The operator's knob values, as written to sysfs."""
+        return {
+            'pages_to_scan': self.pages_to_scan,
+            'sleep_millisecs': self.sleep_millisecs,
+            'merge_across_nodes': int(self.merge_across_nodes),
+            'use_zero_pages': int(self.use_zero_pages),
+            'max_page_sharing': self.max_page_sharing,
+        }
+
+    def tree_knobs(self):
+        """Knobs every policy applies (the scan rate aside)."""
+        knobs = self.static_knobs()
+        del knobs['pages_to_scan']
+        del knobs['sleep_millisecs']
+        return knobs
+
+    def wants_run(self, mergeable_guests):
+        """Whether ksmd should run given the number of mergeable guests."""
+        if self.enabled == 'true':
+            return True
+        if self.enabled == 'false':
+            return False
+        return mergeable_guests > 0

@@ -1,0 +1,181 @@
+"""The small state directory shared by the hook, the tuner and the commands.
+
+Layout (``[ksm] state_dir``, default ``/run/nova-ksm-inject/ksm``)::
+
+    lock            fcntl lock serialising hooks, commands and the tuner
+    guests/<uuid>   one JSON record per running guest, written by the hook
+    events          JSON {"generation": N, "kind": "start"|"stop", ...}
+    tuner           JSON state the tuner publishes (pid, state, knobs...)
+    saved           JSON KSM settings found before the first change
+
+Every file is written to a temporary name and renamed, so a reader never
+sees half a file; writers hold the lock so concurrent hooks never lose an
+event. The tuner polls ``events`` instead of being signalled: a hook must
+never wait for another process.
+"""
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import tempfile
+import time
+
+from oslo_log import log as logging
+
+from nova_ksm_inject import exception
+
+LOG = logging.getLogger(__name__)
+
+
+def _pid_alive(pid):
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class KsmStateDir(object):
+    """Reader and writer of one state directory.
+
+    :param clock: wall-clock seconds (injectable for tests).
+    """
+
+    def __init__(self, path, clock=time.time, sleeper=time.sleep):
+        self.path = path
+        self.clock = clock
+        self.sleeper = sleeper
+
+    def _file(self, *names):
+        return os.path.join(self.path, *names)
+
+    def ensure(self):
+        os.makedirs(self._file('guests'), mode=0o755, exist_ok=True)
+
+    @contextlib.contextmanager
+    def locked(self, timeout=5.0):
+        """Hold the directory lock, waiting at most ``timeout`` seconds."""
+        self.ensure()
+        fd = os.open(self._file('lock'), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            deadline = self.clock() + timeout
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as err:
+                    if err.errno not in (errno.EAGAIN, errno.EACCES):
+                        raise
+                    if self.clock() >= deadline:
+                        raise exception.NovaKsmInjectError(
+                            'Timed out after %.1fs waiting for the KSM state '
+                            'lock %s; another hook or command holds it'
+                            % (timeout, self._file('lock'))) from err
+                    self.sleeper(0.01)
+            yield self
+        finally:
+            os.close(fd)
+
+    def _write_json(self, name, data):
+        self.ensure()
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(self._file(name)),
+                                   prefix='.tmp-')
+        try:
+            with os.fdopen(fd, 'w') as f:
+                json.dump(data, f, sort_keys=True)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, self._file(name))
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+    def _read_json(self, name):
+        try:
+            with open(self._file(name)) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
+
+    # Guests -------------------------------------------------------------
+    def record_guest(self, guest):
+        """Record (or update) a guest: a dict with at least ``uuid``."""
+        record = dict(self._read_json(os.path.join('guests',
+                                                   guest['uuid'])) or {})
+        record.update({k: v for k, v in guest.items() if v is not None})
+        record.setdefault('since', self.clock())
+        self._write_json(os.path.join('guests', guest['uuid']), record)
+
+    def remove_guest(self, uuid):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._file('guests', uuid))
+
+    def guests(self):
+        """Every recorded guest, oldest first."""
+        try:
+            names = os.listdir(self._file('guests'))
+        except FileNotFoundError:
+            return []
+        records = [self._read_json(os.path.join('guests', n))
+                   for n in names if not n.startswith('.')]
+        return sorted((r for r in records if r),
+                      key=lambda r: r.get('since', 0))
+
+    def prune_dead_guests(self):
+        """Drop records whose qemu process is gone (a missed release)."""
+        for record in self.guests():
+            pid = record.get('pid')
+            if pid and not _pid_alive(pid):
+                LOG.info('Guest %s (pid %s) is gone without a release '
+                         'event; forgetting it', record.get('name'), pid)
+                self.remove_guest(record['uuid'])
+
+    # Events -------------------------------------------------------------
+    def bump_event(self, kind, domain):
+        """Tell the tuner something happened; returns the new generation."""
+        generation = self.event().get('generation', 0) + 1
+        self._write_json('events', {'generation': generation, 'kind': kind,
+                                    'domain': domain, 'time': self.clock()})
+        return generation
+
+    def event(self):
+        return self._read_json('events') or {'generation': 0}
+
+    # Tuner --------------------------------------------------------------
+    def write_tuner(self, state):
+        state = dict(state, pid=os.getpid(), updated=self.clock())
+        self._write_json('tuner', state)
+
+    def tuner(self):
+        return self._read_json('tuner')
+
+    def tuner_alive(self, max_age=60.0):
+        """Whether a tuner process published its state recently."""
+        state = self.tuner()
+        if not state or state.get('state') == 'stopped':
+            return False
+        fresh = self.clock() - state.get('updated', 0) <= max_age
+        return fresh and _pid_alive(state.get('pid'))
+
+    # Saved KSM settings -------------------------------------------------
+    def save_ksm_once(self, settings):
+        """Keep ``settings`` unless some earlier change already saved."""
+        if self.saved_ksm() is not None:
+            return False
+        self._write_json('saved', {'knobs': settings, 'time': self.clock()})
+        LOG.info('Saved KSM settings %s in %s', settings, self._file('saved'))
+        return True
+
+    def saved_ksm(self):
+        data = self._read_json('saved')
+        return data['knobs'] if data else None
+
+    def clear_saved_ksm(self):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._file('saved'))

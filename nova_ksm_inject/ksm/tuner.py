@@ -1,0 +1,177 @@
+"""The tuner loop: sample, decide, apply, publish, log.
+
+Side effects live here (sysfs or libvirt writes through :class:`KsmHost`,
+the state directory); the decisions live in policy.py. The clock, the
+sleeper, the sysfs tree and the procfs root are injectable so unit tests
+run the loop against fake trees without waiting.
+"""
+
+import time
+
+from oslo_log import log as logging
+
+from nova_ksm_inject import exception
+from nova_ksm_inject.ksm import control
+from nova_ksm_inject.ksm import policy as ksm_policy
+from nova_ksm_inject.ksm import procfs
+
+LOG = logging.getLogger(__name__)
+
+
+def make_policy(settings, sysfs):
+    """The policy object for ``[ksm] policy``."""
+    name = control.effective_policy(settings, sysfs, tuner_alive=True)
+    if name == 'adaptive':
+        return ksm_policy.AdaptivePolicy(settings)
+    return ksm_policy.FixedPolicy(
+        settings, ksm_policy.KERNEL if name == 'kernel'
+        else ksm_policy.STATIC)
+
+
+class Tuner(object):
+    """Keeps one host's KSM in line with its guests.
+
+    :param clock: monotonic seconds; :param sleeper: waits N seconds
+        (``threading.Event.wait`` in the daemon, so SIGTERM is prompt).
+    """
+
+    def __init__(self, settings, host, statedir, clock=time.monotonic,
+                 sleeper=time.sleep, proc_root=procfs.PROC_ROOT):
+        self.settings = settings
+        self.host = host
+        self.sysfs = host.sysfs
+        self.statedir = statedir
+        self.clock = clock
+        self.sleeper = sleeper
+        self.proc_root = proc_root
+        self.policy = make_policy(settings, self.sysfs)
+        self.ksmd = procfs.KsmdCpu(clock, proc_root)
+        self.watcher = procfs.MergeableWatcher(proc_root)
+        self.generation = None
+        self.applied = None
+        self.decision = None
+
+    def start(self):
+        """Save the host's KSM settings and set the policy's fixed knobs."""
+        self.sysfs.require()
+        self.statedir.save_ksm_once(self.host.save())
+        self.generation = self.statedir.event().get('generation', 0)
+        self._publish(ksm_policy.IDLE, 'starting')
+        LOG.info('nova-ksm-tuner started: policy=%s enabled=%s '
+                 'cpu_budget=%d%% poll=%.1fs', self.settings.policy,
+                 self.settings.enabled, self.settings.cpu_budget_percent,
+                 self.settings.poll_interval)
+
+    def sample(self):
+        """One look at KSM, ksmd, the hook's events and the processes."""
+        values = self.sysfs.read_all()
+        new_pids = self.watcher.poll()
+        event = self.statedir.event()
+        started = bool(new_pids)
+        if event.get('generation', 0) != self.generation:
+            self.generation = event.get('generation', 0)
+            started = started or event.get('kind') == 'start'
+        self.statedir.prune_dead_guests()
+        records = [g for g in self.statedir.guests() if g.get('mergeable')]
+        known = {g.get('pid') for g in records}
+        return ksm_policy.Sample(
+            time=self.clock(),
+            full_scans=values.get('full_scans', 0),
+            merged=values.get('pages_sharing', 0)
+            + values.get('ksm_zero_pages', 0),
+            tracked=sum(values.get(k, 0) for k in (
+                'pages_shared', 'pages_sharing', 'pages_unshared',
+                'pages_volatile')),
+            pages_scanned=values.get('pages_scanned'),
+            ksmd_cpu=self.ksmd.total(),
+            guests=len(records) + len(set(self.watcher.mergeable) - known),
+            guest_pages=self._resident_pages(),
+            started=started)
+
+    def _resident_pages(self):
+        total = 0
+        for pid in self.watcher.mergeable:
+            statm = procfs._read('%s/%d/statm' % (self.proc_root, pid))
+            if statm:
+                total += int(statm.split()[1])
+        return total
+
+    def step(self):
+        """Sample, decide and apply once; returns the decision."""
+        sample = self.sample()
+        decision = self.policy.decide(sample)
+        knobs = self._knobs(decision)
+        changed = knobs != self.applied
+        if changed:
+            self.host.apply(knobs)
+            self.applied = knobs
+        if changed or decision.state != getattr(self.decision, 'state', None):
+            self._log(decision, sample)
+        self.decision = decision
+        self._publish(decision.state, decision.reason, sample, decision)
+        return decision
+
+    def _knobs(self, decision):
+        if isinstance(self.policy, ksm_policy.AdaptivePolicy):
+            knobs = decision.knobs()
+            if decision.run:
+                knobs.update(self.settings.tree_knobs())
+                if self.sysfs.has('advisor_mode'):
+                    knobs['advisor_mode'] = 'none'
+            return knobs
+        return control.desired_knobs(self.settings, decision.run,
+                                     self.sysfs, tuner_alive=True)
+
+    def _log(self, decision, sample):
+        LOG.info('KSM %s: %s; run=%s pages_to_scan=%s sleep_millisecs=%s '
+                 '(ksmd cpu %s%%, budget %d%%, merged %d pages, tracked %d, '
+                 'full scans %d, %d mergeable guests)',
+                 decision.state, decision.reason, decision.run,
+                 decision.pages_to_scan, decision.sleep_millisecs,
+                 'n/a' if decision.cpu_percent is None
+                 else '%.1f' % decision.cpu_percent,
+                 self.settings.cpu_budget_percent, sample.merged,
+                 sample.tracked, sample.full_scans, sample.guests)
+
+    def _publish(self, state, reason, sample=None, decision=None):
+        data = {'state': state, 'reason': reason,
+                'policy': self.settings.policy}
+        if decision is not None:
+            data.update(pages_to_scan=decision.pages_to_scan,
+                        sleep_millisecs=decision.sleep_millisecs,
+                        ksmd_cpu_percent=decision.cpu_percent)
+        if sample is not None:
+            data.update(merged=sample.merged, guests=sample.guests,
+                        full_scans=sample.full_scans)
+        self.statedir.write_tuner(data)
+
+    def run(self, should_stop):
+        """Loop until ``should_stop()``; always ends with :meth:`stop`."""
+        self.start()
+        try:
+            while not should_stop():
+                try:
+                    self.step()
+                except exception.NovaKsmInjectError as err:
+                    # Keep running: the next poll may succeed (EBUSY...).
+                    LOG.error('KSM tuning failed: %s', err)
+                    self.applied = None
+                self.sleeper(self.settings.poll_interval)
+        finally:
+            self.stop()
+
+    def stop(self):
+        """Restore the saved settings, or leave ksmd at a calm rate."""
+        try:
+            saved = self.statedir.saved_ksm()
+            if self.settings.restore_on_exit and saved is not None:
+                deferred = self.host.restore(saved)
+                if not deferred:
+                    self.statedir.clear_saved_ksm()
+            elif getattr(self.decision, 'state', None) == ksm_policy.BOOST:
+                calm = self.policy.calm('tuner stopping')
+                self.host.apply(self._knobs(calm))
+        finally:
+            self.statedir.write_tuner({'state': 'stopped', 'reason': 'exit',
+                                       'policy': self.settings.policy})
+            LOG.info('nova-ksm-tuner stopped')
