@@ -29,7 +29,7 @@ def partition_extent(path, partition):
     :raises HandlerFailed: no partition table or no partition N.
     """
     out, _err = utils.execute(
-        'partx', '--show', '--noheadings', '--raw', '--output',
+        'partx', '--show', '--noheadings', '--output',
         'NR,START,SECTORS', path, check_exit_code=False,
         action='reading the partition table of %s' % path)
     table = {}

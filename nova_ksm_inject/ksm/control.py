@@ -24,7 +24,7 @@ class ApplyResult(object):
     deferred: list
 
 
-def mergeable_guest_count(statedir, proc_root=procfs.PROC_ROOT):
+def mergeable_guest_count(statedir, proc_root=None):
     """Guests the hook recorded as mergeable, plus other processes that
     asked for merging (guests started before the hook was installed,
     non-libvirt workloads)."""
@@ -66,7 +66,7 @@ def desired_knobs(settings, run, sysfs, tuner_alive):
     return knobs
 
 
-def apply_configured(settings, host, statedir, proc_root=procfs.PROC_ROOT,
+def apply_configured(settings, host, statedir, proc_root=None,
                      unmerge=False, force_run=None):
     """Bring KSM to what nova.conf asks for, now.
 

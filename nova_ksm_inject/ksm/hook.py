@@ -15,7 +15,6 @@ from oslo_log import log as logging
 
 from nova_ksm_inject.ksm import control
 from nova_ksm_inject.ksm import hookevents
-from nova_ksm_inject.ksm import procfs
 
 LOG = logging.getLogger(__name__)
 
@@ -85,7 +84,7 @@ class Hook(object):
     """
 
     def __init__(self, settings, host, statedir,
-                 proc_root=procfs.PROC_ROOT,
+                 proc_root=None,
                  run_dir=LIBVIRT_QEMU_RUN_DIR):
         self.settings = settings
         self.host = host

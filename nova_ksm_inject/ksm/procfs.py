@@ -12,6 +12,11 @@ PROC_ROOT = '/proc'
 CLOCK_TICKS = os.sysconf('SC_CLK_TCK')
 
 
+def _root(proc_root):
+    """``proc_root``, or the module's (tests may redirect it)."""
+    return proc_root or PROC_ROOT
+
+
 def _read(path):
     try:
         with open(path, 'rb') as f:
@@ -21,27 +26,27 @@ def _read(path):
         return None
 
 
-def pids(proc_root=PROC_ROOT):
+def pids(proc_root=None):
     """Every numeric entry of the procfs root, as ints."""
     try:
-        names = os.listdir(proc_root)
+        names = os.listdir(_root(proc_root))
     except OSError:
         return []
     return [int(n) for n in names if n.isdigit()]
 
 
-def find_ksmd(proc_root=PROC_ROOT):
+def find_ksmd(proc_root=None):
     """The pid of the ksmd kernel thread, or None."""
     for pid in sorted(pids(proc_root)):
-        comm = _read(os.path.join(proc_root, str(pid), 'comm'))
+        comm = _read(os.path.join(_root(proc_root), str(pid), 'comm'))
         if comm is not None and comm.strip() == 'ksmd':
             return pid
     return None
 
 
-def cpu_seconds(pid, proc_root=PROC_ROOT):
+def cpu_seconds(pid, proc_root=None):
     """User plus system CPU seconds of ``pid`` (None when it is gone)."""
-    stat = _read(os.path.join(proc_root, str(pid), 'stat'))
+    stat = _read(os.path.join(_root(proc_root), str(pid), 'stat'))
     if not stat:
         return None
     # The command name may hold spaces and parentheses: split after it.
@@ -53,13 +58,22 @@ def cpu_seconds(pid, proc_root=PROC_ROOT):
         return None
 
 
+def resident_pages(pid, proc_root=None):
+    """Resident pages of ``pid`` (0 when it is gone)."""
+    statm = _read(os.path.join(_root(proc_root), str(pid), 'statm'))
+    try:
+        return int(statm.split()[1])
+    except (AttributeError, IndexError, ValueError):
+        return 0
+
+
 class KsmdCpu(object):
     """ksmd's CPU use between two calls of :meth:`sample`.
 
     :param clock: monotonic seconds (injectable for tests).
     """
 
-    def __init__(self, clock, proc_root=PROC_ROOT):
+    def __init__(self, clock, proc_root=None):
         self.clock = clock
         self.proc_root = proc_root
         self.pid = find_ksmd(proc_root)
@@ -80,9 +94,9 @@ class KsmdCpu(object):
         return 100.0 * (total - last[1]) / (now - last[0])
 
 
-def ksm_stat(pid, proc_root=PROC_ROOT):
+def ksm_stat(pid, proc_root=None):
     """``/proc/<pid>/ksm_stat`` as {key: int or 'yes'/'no'}, or None."""
-    base = os.path.join(proc_root, str(pid))
+    base = os.path.join(_root(proc_root), str(pid))
     text = _read(os.path.join(base, 'ksm_stat'))
     stats = {}
     if text is None:
@@ -108,7 +122,7 @@ def is_mergeable(stats):
             or stats.get('ksm_merging_pages', 0) > 0)
 
 
-def mergeable_processes(proc_root=PROC_ROOT):
+def mergeable_processes(proc_root=None):
     """{pid: ksm_stat} of every process with mergeable memory."""
     found = {}
     for pid in pids(proc_root):
@@ -127,7 +141,7 @@ class MergeableWatcher(object):
     per ``rescan_every`` polls.
     """
 
-    def __init__(self, proc_root=PROC_ROOT, rescan_every=10, young_polls=5):
+    def __init__(self, proc_root=None, rescan_every=10, young_polls=5):
         self.proc_root = proc_root
         self.rescan_every = rescan_every
         self.young_polls = young_polls
@@ -159,9 +173,9 @@ class MergeableWatcher(object):
         return new
 
 
-def process_name(pid, proc_root=PROC_ROOT):
+def process_name(pid, proc_root=None):
     """The libvirt domain name of a qemu process, else its command name."""
-    base = os.path.join(proc_root, str(pid))
+    base = os.path.join(_root(proc_root), str(pid))
     cmdline = _read(os.path.join(base, 'cmdline')) or ''
     args = cmdline.split('\0')
     for i, arg in enumerate(args[:-1]):

@@ -20,7 +20,7 @@ KNOBS = ('run', 'pages_to_scan', 'sleep_millisecs', 'merge_across_nodes',
          'use_zero_pages', 'max_page_sharing', 'advisor_mode', 'smart_scan')
 
 
-def guests(proc_root=procfs.PROC_ROOT):
+def guests(proc_root=None):
     """[{name, pid, merging_pages}] of every process with mergeable memory,
     named by the libvirt domain name of its qemu process."""
     found = []
@@ -35,7 +35,7 @@ def guests(proc_root=procfs.PROC_ROOT):
 
 
 def collect(sysfs, statedir, clock, sleeper, window=0.5,
-            proc_root=procfs.PROC_ROOT):
+            proc_root=None):
     """Everything ``ksm status`` shows, as one dict.
 
     :param window: seconds over which ksmd's CPU use is measured.

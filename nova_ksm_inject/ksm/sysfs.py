@@ -97,8 +97,8 @@ class KsmSysfs(object):
     :param root: the directory; tests point it at a fake tree.
     """
 
-    def __init__(self, root=KSM_ROOT):
-        self.root = root
+    def __init__(self, root=None):
+        self.root = root or KSM_ROOT
 
     def path(self, name):
         return os.path.join(self.root, name)

@@ -35,8 +35,10 @@ class Tuner(object):
         (``threading.Event.wait`` in the daemon, so SIGTERM is prompt).
     """
 
+    LOCK_TIMEOUT = 2.0
+
     def __init__(self, settings, host, statedir, clock=time.monotonic,
-                 sleeper=time.sleep, proc_root=procfs.PROC_ROOT):
+                 sleeper=time.sleep, proc_root=None):
         self.settings = settings
         self.host = host
         self.sysfs = host.sysfs
@@ -89,12 +91,8 @@ class Tuner(object):
             started=started)
 
     def _resident_pages(self):
-        total = 0
-        for pid in self.watcher.mergeable:
-            statm = procfs._read('%s/%d/statm' % (self.proc_root, pid))
-            if statm:
-                total += int(statm.split()[1])
-        return total
+        return sum(procfs.resident_pages(pid, self.proc_root)
+                   for pid in self.watcher.mergeable)
 
     def step(self):
         """Sample, decide and apply once; returns the decision."""
@@ -103,7 +101,9 @@ class Tuner(object):
         knobs = self._knobs(decision)
         changed = knobs != self.applied
         if changed:
-            self.host.apply(knobs)
+            # Hooks and commands write KSM too: one writer at a time.
+            with self.statedir.locked(timeout=self.LOCK_TIMEOUT):
+                self.host.apply(knobs)
             self.applied = knobs
         if changed or decision.state != getattr(self.decision, 'state', None):
             self._log(decision, sample)

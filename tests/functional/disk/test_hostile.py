@@ -12,9 +12,9 @@ import os
 
 import pytest
 
+from nova_ksm_inject import exception
 from nova_ksm_inject.disk import api
 from nova_ksm_inject.disk import inject
-from nova_ksm_inject import exception
 from tests.functional.conftest import build_tree
 from tests.functional.conftest import Debugfs
 

@@ -10,9 +10,9 @@ import subprocess
 
 import pytest
 
+from nova_ksm_inject import exception
 from nova_ksm_inject.disk import api
 from nova_ksm_inject.disk import inject
-from nova_ksm_inject import exception
 from tests.functional.conftest import Debugfs
 from tests.functional.conftest import SHADOW
 

@@ -14,10 +14,10 @@ import textwrap
 
 import pytest
 
-from nova_ksm_inject.disk import api
-from nova_ksm_inject.disk import inject
 from nova_ksm_inject import exception
 from nova_ksm_inject import utils
+from nova_ksm_inject.disk import api
+from nova_ksm_inject.disk import inject
 from tests.functional.conftest import Debugfs
 
 KEY = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAITeardown teardown@ci'

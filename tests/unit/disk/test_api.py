@@ -2,11 +2,11 @@
 
 import pytest
 
+from nova_ksm_inject import exception
 from nova_ksm_inject.disk import api
-from nova_ksm_inject.disk.handlers import base
 from nova_ksm_inject.disk import image as disk_image
 from nova_ksm_inject.disk import inject
-from nova_ksm_inject import exception
+from nova_ksm_inject.disk.handlers import base
 
 RAW = disk_image.ImageInfo(path='/images/disk.raw', format='raw',
                            virtual_size=2 ** 30, backing_chain=())

@@ -65,7 +65,9 @@ def host(tmp_path):
 @pytest.fixture
 def root(tmp_path, host):
     guest = tmp_path / 'root'
-    for sub in ('var/lib', 'root/.ssh', 'home/user/.ssh', 'data'):
+    # Absolute links inside the guest name a directory no host has.
+    for sub in ('var/lib', 'root/.ssh', 'home/user/.ssh',
+                'nki-guest-only-data'):
         (guest / sub).mkdir(parents=True)
     os.symlink(str(host), guest / 'etc')  # /etc -> the host's directory
     os.symlink('../../outside-dir', guest / 'var' / 'up')
@@ -73,8 +75,8 @@ def root(tmp_path, host):
     # ../../etc is the guest's /etc, itself a link to the host directory.
     os.symlink('../../etc/passwd', guest / 'root/.ssh/authorized_keys')
     os.symlink(str(host / 'passwd'), guest / 'home/user/.ssh/authorized_keys')
-    (guest / 'data' / 'f').write_bytes(b'guest data\n')
-    os.symlink('/data/f', guest / 'var' / 'to-data')
+    (guest / 'nki-guest-only-data' / 'f').write_bytes(b'guest data\n')
+    os.symlink('/nki-guest-only-data/f', guest / 'var' / 'to-data')
     return guest
 
 
@@ -162,14 +164,14 @@ def test_walk_refuses_every_symlink(root):
             files.stat('/var/to-data')
         with pytest.raises(Refused, match='symbolic link'):
             files.chmod('/var/to-data', 0o600)
-        assert files.exists('/data/f')
+        assert files.exists('/nki-guest-only-data/f')
 
 
 def test_walk_refuses_other_filesystems(root):
     with guestpath.HostRootFiles(str(root), use_openat2=False) as files:
         files._root_dev = -1  # as if /data were another mount
         with pytest.raises(Refused, match='mount point'):
-            files.read('/data/f')
+            files.read('/nki-guest-only-data/f')
 
 
 @pytest.mark.parametrize('use_openat2', [True, False])
@@ -317,7 +319,7 @@ def test_chmod_chown_follow_links_inside_root(root):
     with guestpath.HostRootFiles(str(root), use_openat2=True) as files:
         files.chmod('/var/to-data', 0o600)
         files.chown('/var/to-data', 55, 66)
-    st = os.stat(root / 'data' / 'f')
+    st = os.stat(root / 'nki-guest-only-data' / 'f')
     assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o600, 55, 66)
     assert os.path.islink(root / 'var' / 'to-data')
 

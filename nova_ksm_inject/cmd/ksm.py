@@ -1,0 +1,236 @@
+"""``nova-ksm-inject ksm ...``: KSM status and one-shot control.
+
+``status`` shows what KSM does and saves; ``enable``, ``disable``,
+``apply`` and ``restore`` change it now (the hook and the tuner keep
+applying ``[ksm] enabled`` at their next event); ``install-hook`` puts
+the libvirt hook in place.
+"""
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import tempfile
+import time
+
+from nova_ksm_inject import exception
+from nova_ksm_inject.ksm import control
+from nova_ksm_inject.ksm import host as ksm_host
+from nova_ksm_inject.ksm import settings as ksm_settings
+from nova_ksm_inject.ksm import statedir as ksm_statedir
+from nova_ksm_inject.ksm import status as ksm_status
+
+HOOKS_DIR = '/etc/libvirt/hooks'
+SHIM_NAME = 'nova-ksm-inject'
+HOOK_SCRIPT = 'nova-ksm-libvirt-hook'
+LOCK_TIMEOUT = 10.0
+
+EPILOG = """\
+Exit status: 0 done; 1 KSM missing or not writable (nothing was changed);
+2 bad configuration.
+"""
+
+
+def _config_parent():
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument('--config-file', action='append', metavar='FILE',
+                        default=argparse.SUPPRESS,
+                        help='nova.conf to read (repeatable)')
+    parent.add_argument('--debug', action='store_true',
+                        default=argparse.SUPPRESS, help='log details')
+    return parent
+
+
+def add_parser(subparsers, parent=None):
+    """Add ``ksm`` and its subcommands to the main parser."""
+    parents = [parent or _config_parent()]
+    ksm = subparsers.add_parser(
+        'ksm', parents=parents, help='Kernel Samepage Merging on this host',
+        description=__doc__.split('\n')[0], epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ksm.add_subparsers(dest='ksm_command', metavar='ACTION')
+    sub.required = True
+
+    p = sub.add_parser('status', parents=parents,
+                       help='run state, savings, ksmd CPU, per guest')
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument('--json', action='store_true', help='JSON output')
+    fmt.add_argument('--prometheus', action='store_true',
+                     help='node_exporter textfile format')
+    p.add_argument('--output', metavar='FILE',
+                   help='write to FILE atomically (for the textfile '
+                        'collector directory) instead of stdout')
+    p.add_argument('--window', type=float, default=0.5, metavar='SECONDS',
+                   help='measure ksmd CPU over this long (default 0.5)')
+    p.set_defaults(func=cmd_status)
+
+    for name, func, text in (
+            ('enable', cmd_enable, 'start ksmd now with the policy knobs'),
+            ('disable', cmd_disable, 'stop ksmd now (merged pages stay '
+                                     'merged unless --unmerge)'),
+            ('apply', cmd_apply, 'apply [ksm] of nova.conf now')):
+        p = sub.add_parser(name, parents=parents, help=text)
+        p.add_argument('--unmerge', action='store_true',
+                       help='unmerge every page first when needed (disable:'
+                            ' run=2; apply/enable: so merge_across_nodes or '
+                            'max_page_sharing can change). Guests then need '
+                            'more memory until they merge again')
+        p.set_defaults(func=func)
+
+    p = sub.add_parser('restore', parents=parents,
+                       help='restore the KSM settings saved before the '
+                            'first change')
+    p.set_defaults(func=cmd_restore)
+
+    p = sub.add_parser('install-hook', parents=parents,
+                       help='install the libvirt qemu hook')
+    p.add_argument('--hooks-dir', default=HOOKS_DIR,
+                   help='libvirt hooks directory (default %(default)s)')
+    p.add_argument('--hook-command', metavar='PATH',
+                   help='hook executable (default: %s next to this '
+                        'Python)' % HOOK_SCRIPT)
+    p.add_argument('--remove', action='store_true',
+                   help='remove the hook instead')
+    p.set_defaults(func=cmd_install_hook)
+    return ksm
+
+
+def _context():
+    settings = ksm_settings.KsmSettings.from_conf()
+    return settings, ksm_statedir.KsmStateDir(settings.state_dir)
+
+
+def cmd_status(args):
+    settings, statedir = _context()
+    sysfs = ksm_host.KsmHost().sysfs
+    status = ksm_status.collect(sysfs, statedir, time.monotonic, time.sleep,
+                                window=args.window)
+    if args.json:
+        text = json.dumps(status, indent=2, sort_keys=True) + '\n'
+    elif args.prometheus:
+        text = ksm_status.format_prometheus(status)
+    else:
+        text = ksm_status.format_text(status)
+    if args.output:
+        _write_atomic(args.output, text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _write_atomic(path, text):
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix='.%s.' %
+                               os.path.basename(path))
+    with os.fdopen(fd, 'w') as f:
+        f.write(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def _apply(args, force_run=None):
+    settings, statedir = _context()
+    host = ksm_host.KsmHost.for_settings(settings)
+    try:
+        with statedir.locked(timeout=LOCK_TIMEOUT):
+            result = control.apply_configured(
+                settings, host, statedir, unmerge=args.unmerge,
+                force_run=force_run)
+    finally:
+        host.close()
+    print('KSM %s: policy=%s, %d mergeable guests' % (
+        'running' if result.run else 'stopped', settings.policy,
+        result.mergeable_guests))
+    for knob, reason in result.deferred:
+        print('note: %s unchanged: %s' % (knob, reason))
+    return 0
+
+
+def cmd_enable(args):
+    return _apply(args, force_run=True)
+
+
+def cmd_apply(args):
+    return _apply(args)
+
+
+def cmd_disable(args):
+    if not args.unmerge:
+        return _apply(args, force_run=False)
+    settings, statedir = _context()
+    host = ksm_host.KsmHost()
+    with statedir.locked(timeout=LOCK_TIMEOUT):
+        statedir.save_ksm_once(host.save())
+        host.set_run(2)
+    print('KSM stopped and every page unmerged')
+    return 0
+
+
+def cmd_restore(args):
+    settings, statedir = _context()
+    saved = statedir.saved_ksm()
+    if saved is None:
+        raise exception.NovaKsmInjectError(
+            'No saved KSM settings in %s: nova-ksm-inject has not changed '
+            'KSM since boot (or already restored them)' % statedir.path)
+    host = ksm_host.KsmHost.for_settings(settings)
+    try:
+        with statedir.locked(timeout=LOCK_TIMEOUT):
+            deferred = host.restore(saved)
+            if not deferred:
+                statedir.clear_saved_ksm()
+    finally:
+        host.close()
+    print('KSM settings restored: %s' % ', '.join(
+        '%s=%s' % item for item in sorted(saved.items())))
+    for knob, reason in deferred:
+        print('note: %s unchanged: %s' % (knob, reason))
+    return 0
+
+
+def hook_shim(command, config_files=()):
+    """The text of the qemu.d script that runs the hook."""
+    lines = ['#!/bin/sh',
+             '# KSM for libvirt guests, installed by "nova-ksm-inject ksm '
+             'install-hook".',
+             '# libvirt clears the environment: say where nova.conf is.']
+    if config_files:
+        lines += ['NOVA_KSM_INJECT_CONFIG_FILES=%s' % shlex.quote(
+            ':'.join(os.path.abspath(f) for f in config_files)),
+            'export NOVA_KSM_INJECT_CONFIG_FILES']
+    lines.append('exec %s "$@"' % shlex.quote(command))
+    return '\n'.join(lines) + '\n'
+
+
+def _hook_command(explicit):
+    if explicit:
+        command = explicit
+    else:
+        command = os.path.join(os.path.dirname(sys.executable), HOOK_SCRIPT)
+    if not os.access(command, os.X_OK):
+        raise exception.NovaKsmInjectError(
+            'Hook executable %s not found; install nova-ksm-inject (which '
+            'provides %s) or pass --hook-command' % (command, HOOK_SCRIPT))
+    return os.path.abspath(command)
+
+
+def cmd_install_hook(args):
+    hook_dir = os.path.join(args.hooks_dir, 'qemu.d')
+    path = os.path.join(hook_dir, SHIM_NAME)
+    if args.remove:
+        if os.path.exists(path):
+            os.unlink(path)
+        print('Removed %s' % path)
+        return 0
+    existed = os.path.isdir(hook_dir)
+    command = _hook_command(args.hook_command)
+    os.makedirs(hook_dir, mode=0o755, exist_ok=True)
+    _write_atomic(path, hook_shim(command,
+                                  getattr(args, 'config_file', None) or ()))
+    os.chmod(path, 0o755)
+    print('Installed %s (runs %s)' % (path, command))
+    if not existed:
+        print('note: %s is new: restart libvirtd so that it runs the hook'
+              % hook_dir)
+    return 0

@@ -1,0 +1,1 @@
+"""Hypervisor integrations: the nova compute driver (needs nova)."""
