@@ -24,9 +24,11 @@ import sys
 import tempfile
 import time
 
-PASSWD = 'root:x:0:0:root:/root:/bin/bash\nuser:x:1000:1000::/home/user:/bin/sh\n'
+PASSWD = ('root:x:0:0:root:/root:/bin/bash\n'
+          'user:x:1000:1000::/home/user:/bin/sh\n')
 SHADOW = 'root:*:19000:0:99999:7:::\nuser:!:19000:0:99999:7:::\n'
-KEY = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDemoDemoDemoDemoDemoDemoDemoDemoDemo demo@nova-ksm-inject\n'
+KEY = ('ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDemoDemoDemoDemoDemoDemoDemo'
+       ' demo@nova-ksm-inject\n')
 NET = [{'name': 'eth0', 'address': '192.0.2.10', 'netmask': '255.255.255.0',
         'gateway': '192.0.2.1', 'broadcast': '192.0.2.255',
         'dns': ['192.0.2.53'], 'use_dhcp': False}]
@@ -133,7 +135,7 @@ def raw_demo(work, inputs, runs):
     pristine = image + '.pristine'
     shutil.copy(image, pristine)
     times = []
-    for i in range(runs):
+    for _run in range(runs):
         shutil.copy(pristine, image)
         started = time.monotonic()
         out = run(*inject_cmd(image, conf, inputs), quiet=True)

@@ -13,6 +13,9 @@ A final-component symlink is refused for ``write`` (append and replace):
 following it, even inside the root, would write the key or password into
 whatever guest file the image chose (``authorized_keys -> /etc/passwd``).
 Reads, ``stat``, ``chmod`` and ``chown`` follow symlinks inside the root.
+A replaced file is a new inode with the old mode and owner but not its
+extended attributes (SELinux label, ACLs); inject.py has SELinux guests
+relabel at next boot.
 
 openat2 appeared in Linux 5.6. Without it (ENOSYS) paths are walked one
 component at a time with ``O_NOFOLLOW``, refusing every symlink.

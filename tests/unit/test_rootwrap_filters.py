@@ -25,7 +25,7 @@ def filter_commands():
     parser = configparser.ConfigParser()
     parser.read(FILTERS)
     commands = set()
-    for name, value in parser['Filters'].items():
+    for _name, value in parser['Filters'].items():
         fields = [f.strip() for f in value.split(',')]
         commands.add(os.path.basename(fields[1]))
     return commands

@@ -82,7 +82,7 @@ def test_out_of_range_value_is_rejected(tmp_path):
     conffile.write_text('[libvirt]\ninject_partition = -5\n')
     conf([], default_config_files=[str(conffile)])
     with pytest.raises(ValueError):
-        conf.libvirt.inject_partition
+        _ = conf.libvirt.inject_partition
 
 
 def test_list_opts_covers_every_registered_group():
