@@ -159,7 +159,7 @@ def _try_handler(handler, info, partition, need_cow, request, result, conf):
             record(FAILED, reason)
             return False
         result.injected = inject.inject_data(files, request,
-                                             image_desc=info.path)
+                                             image_desc=info.path, conf=conf)
         result.handler = handler.name
     record(USED)
     LOG.info('Injected %s into %s with handler %s in %.3f s',

@@ -61,5 +61,5 @@ class GuestFiles(metaclass=abc.ABCMeta):
     def chown(self, path, uid, gid):
         """Set the owner of ``path`` (numeric, guest ids)."""
 
-    def close(self):
+    def close(self):  # noqa: B027 - optional hook, not abstract
         """Release what the implementation holds (open directory fds)."""

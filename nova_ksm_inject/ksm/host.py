@@ -34,6 +34,8 @@ def open_libvirt(uri):
         LOG.warning('libvirt-python is not installed; KSM knobs go through '
                     'sysfs')
         return None
+    # libvirt prints every error to stderr unless told otherwise.
+    libvirt.registerErrorHandler(lambda ctx, err: None, None)
     try:
         return libvirt.open(uri)
     except libvirt.libvirtError as err:
@@ -175,7 +177,7 @@ class KsmHost(object):
             self.connection.setMemoryParameters({param: int(text)}, 0)
             LOG.debug('Set %s=%s through libvirt', param, text)
         except libvirt.libvirtError as err:
-            message = err.get_error_message() or ''
+            message = err.get_error_message() or str(err)
             if 'busy' in message.lower():
                 raise exception.KsmBusy(knob=name) from err
             LOG.warning('libvirt could not set %s (%s); writing sysfs',

@@ -96,7 +96,7 @@ class NovaRulesInjector(object):
                 self._ignore_or_raise(item, err)
                 request = without(request, item)
             except exception.NovaKsmInjectError as err:
-                self._setup_failed(request, err)
+                self.setup_failed(request, err)
                 break
         return self.ignored
 
@@ -123,7 +123,9 @@ class NovaRulesInjector(object):
                     {'item': item, 'image': self.image_id, 'err': err})
         self.ignored.append((item, str(err)))
 
-    def _setup_failed(self, request, err):
+    def setup_failed(self, request, err):
+        """The image could not be opened: raise ``err`` if a mandatory
+        item was requested, else log it and inject nothing (nova's rule)."""
         mandatory = [i for i in requested(request) if i in self.mandatory]
         if mandatory:
             raise err

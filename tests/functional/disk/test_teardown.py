@@ -56,7 +56,7 @@ def test_failure_during_injection_unwinds(images, no_leaks, monkeypatch,
                                           fault):
     image = images.raw_fs()
 
-    def explode(files, request, image_desc=''):
+    def explode(files, request, image_desc='', conf=None):
         files.makedirs('/root/.ssh', 0o700)
         raise fault
     monkeypatch.setattr(api.inject, 'inject_data', explode)
@@ -83,7 +83,7 @@ KILLED_RUN = textwrap.dedent('''
     from nova_ksm_inject.cmd import common
     common.load_config([sys.argv[1]])
     from nova_ksm_inject.disk import api, inject
-    def die(files, request, image_desc=''):
+    def die(files, request, image_desc='', conf=None):
         print('mounted', flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
     api.inject.inject_data = die

@@ -50,7 +50,7 @@ def chain(monkeypatch, conf):
                         lambda path, fmt=None, trusted_dirs=None:
                         state['image'])
 
-    def fake_inject(files, request, image_desc=''):
+    def fake_inject(files, request, image_desc='', conf=None):
         state['injected_into'].append(files)
         return ['key']
     monkeypatch.setattr(api.inject, 'inject_data', fake_inject)
@@ -142,7 +142,7 @@ def test_injection_error_does_not_fall_through_but_unwinds(chain,
     log = []
     chain['handlers'] = [FakeHandler('a', log=log), FakeHandler('b', log=log)]
 
-    def refuse(files, request, image_desc=''):
+    def refuse(files, request, image_desc='', conf=None):
         raise exception.GuestPathRefused(path='/x', reason='escapes')
     monkeypatch.setattr(api.inject, 'inject_data', refuse)
     with pytest.raises(exception.GuestPathRefused):

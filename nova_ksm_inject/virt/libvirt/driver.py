@@ -1,0 +1,151 @@
+"""nova's libvirt driver, injecting through the image handler chain and
+managing KSM.
+
+Enable it on a compute node with one line of nova.conf::
+
+    [DEFAULT]
+    compute_driver = ksm_inject.LibvirtDriver
+
+(nova prefixes ``compute_driver`` with ``nova.virt.``; the package ships
+the ``nova.virt.ksm_inject`` shim that re-exports this class.) Everything
+else is nova's: only two things change.
+
+* ``init_host``: ``img_handlers`` is checked before nova starts (a typo
+  stops nova-compute with a message naming the valid handlers), and the
+  ``[ksm]`` configuration is applied through nova's libvirt connection
+  plus sysfs. A host without KSM logs one warning and nova-compute starts.
+* ``_inject_data``: nova calls it only when its own rules allow injection
+  (``[libvirt] inject_partition`` is not -2, no config drive, not booted
+  from volume); the data nova would inject (key if ``inject_key``,
+  password if ``inject_password``, network from nova's template, metadata,
+  files) goes through the ``img_handlers`` chain instead of nova's
+  libguestfs path, files mandatory and the rest best-effort, as in nova.
+"""
+
+try:
+    from nova import exception as nova_exception
+    import nova.conf
+    from nova.virt import netutils
+    from nova.virt.image import model as imgmodel
+    from nova.virt.libvirt import driver as libvirt_driver
+    from oslo_utils import excutils
+except ImportError as err:
+    if (err.name or '').partition('.')[0] not in ('nova', 'oslo_utils'):
+        raise
+    raise ImportError('nova_ksm_inject.virt.libvirt.driver needs nova: pip '
+                      'install nova-ksm-inject[nova]', name=err.name) from err
+
+from oslo_log import log as logging
+
+from nova_ksm_inject import exception
+
+# Imported after nova.conf: the options nova defines keep nova's
+# definitions and ours are added next to them, once.
+import nova_ksm_inject.conf  # noqa: F401
+from nova_ksm_inject.disk import api as disk_api
+from nova_ksm_inject.disk import inject
+from nova_ksm_inject.virt.libvirt import injection
+from nova_ksm_inject.virt.libvirt import ksm
+
+LOG = logging.getLogger(__name__)
+CONF = nova.conf.CONF
+
+# nova's image models whose file our handlers can open.
+INJECTABLE_FORMATS = (imgmodel.FORMAT_RAW, imgmodel.FORMAT_QCOW2)
+
+
+class LibvirtDriver(libvirt_driver.LibvirtDriver):
+    """nova's libvirt driver with handler-chain injection and KSM control."""
+
+    def init_host(self, host):
+        self._check_img_handlers()
+        super().init_host(host)
+        self._apply_ksm()
+
+    @staticmethod
+    def _check_img_handlers():
+        """Refuse to start on an unknown handler name, before nova starts:
+        injection would otherwise fail at the first spawn."""
+        try:
+            disk_api.validate_handler_names(CONF.img_handlers)
+        except exception.NovaKsmInjectError as err:
+            raise nova_exception.InvalidConfiguration(str(err)) from err
+
+    def _apply_ksm(self):
+        """Apply ``[ksm]``; KSM trouble never stops nova-compute."""
+        try:
+            ksm.apply_ksm_config(self._host.get_connection())
+        except exception.KsmUnavailable as err:
+            LOG.warning('KSM is not managed on this host: %s', err)
+        except (exception.NovaKsmInjectError, OSError) as err:
+            LOG.warning('KSM settings from [ksm] were not applied: %s; '
+                        'nova-compute continues without them', err)
+
+    def _inject_data(self, disk, instance, injection_info):
+        """Inject what nova would, through the ``img_handlers`` chain.
+
+        :param disk: the root disk's imagebackend ``Image``.
+        :param injection_info: nova's ``InjectionInfo`` (network_info,
+            files, admin_pass).
+        """
+        request = self._injection_request(instance, injection_info)
+        if request.is_empty():
+            return
+        image_id = instance.image_ref
+        LOG.info('Injecting %(what)s into image %(image)s',
+                 {'what': request.describe(), 'image': image_id},
+                 instance=instance)
+        try:
+            path, fmt = self._injectable_file(disk)
+            injector = injection.NovaRulesInjector(
+                path, fmt, self._injection_partition(instance), image_id)
+            if path is None:
+                # Handled like a handler failure: raise only for files.
+                injector.setup_failed(request, fmt)
+            else:
+                injector.inject(request)
+        except Exception as err:
+            with excutils.save_and_reraise_exception():
+                LOG.error('Error injecting data into image %(image)s '
+                          '(%(err)s)', {'image': image_id, 'err': err},
+                          instance=instance)
+
+    @staticmethod
+    def _injection_request(instance, injection_info):
+        """What nova's own ``_inject_data`` would inject, option by option.
+        """
+        key = None
+        if CONF.libvirt.inject_key and instance.get('key_data'):
+            key = str(instance.key_data)
+        admin_pass = None
+        if CONF.libvirt.inject_password:
+            admin_pass = injection_info.admin_pass
+        net = netutils.get_injected_network_template(
+            injection_info.network_info,
+            libvirt_virt_type=CONF.libvirt.virt_type)
+        return inject.InjectionRequest(
+            key=key, net=net, metadata=instance.get('metadata') or None,
+            admin_password=admin_pass,
+            files=list(injection_info.files or []))
+
+    @staticmethod
+    def _injection_partition(instance):
+        """nova's partition choice, in our terms (0 = whole disk)."""
+        # A separate kernel boots a filesystem image; lxc mounts the disk.
+        if instance.kernel_id or CONF.libvirt.virt_type == 'lxc':
+            return 0
+        return CONF.libvirt.inject_partition
+
+    def _injectable_file(self, disk):
+        """(path, format) of the disk, or (None, error) when it is not a
+        local raw or qcow2 file (rbd, lvm, ploop)."""
+        model = disk.get_model(self._conn)
+        fmt = getattr(model, 'format', None)
+        if isinstance(model, imgmodel.LocalFileImage) and \
+                fmt in INJECTABLE_FORMATS:
+            return model.path, fmt
+        return None, exception.ImageRefused(
+            path=getattr(model, 'path', disk.path),
+            reason='image handlers open local raw or qcow2 files only, and '
+                   'this disk is a %s; use [libvirt] images_type=qcow2 or '
+                   'flat, or a config drive' % (fmt or type(model).__name__))
