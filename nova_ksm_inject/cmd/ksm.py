@@ -1,4 +1,4 @@
-"""``nova-ksm-inject ksm ...``: KSM status and one-shot control.
+"""KSM status and one-shot control on this hypervisor.
 
 ``status`` shows what KSM does and saves; ``enable``, ``disable``,
 ``apply`` and ``restore`` change it now (the hook and the tuner keep
@@ -26,6 +26,11 @@ SHIM_NAME = 'nova-ksm-inject'
 HOOK_SCRIPT = 'nova-ksm-libvirt-hook'
 LOCK_TIMEOUT = 10.0
 
+DESCRIPTION = """\
+KSM status and one-shot control on this hypervisor. The libvirt hook
+and nova-ksm-tuner keep applying [ksm] of nova.conf; these commands act
+once.
+"""
 EPILOG = """\
 Exit status: 0 done; 1 KSM missing or not writable (nothing was changed);
 2 bad configuration.
@@ -47,7 +52,7 @@ def add_parser(subparsers, parent=None):
     parents = [parent or _config_parent()]
     ksm = subparsers.add_parser(
         'ksm', parents=parents, help='Kernel Samepage Merging on this host',
-        description=__doc__.split('\n')[0], epilog=EPILOG,
+        description=DESCRIPTION, epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ksm.add_subparsers(dest='ksm_command', metavar='ACTION')
     sub.required = True

@@ -33,6 +33,28 @@ special hypervisors): the appliance then boots under software emulation.
                min=5,
                help="Seconds to wait for the libguestfs appliance to come "
                     "up before the handler fails and the next is tried."),
+    cfg.StrOpt('interface',
+               default='auto',
+               choices=[
+                   ('auto', 'the Python binding when importable, else '
+                            'guestmount'),
+                   ('binding', 'only the Python binding (Debian '
+                               'python3-guestfs)'),
+                   ('guestmount', 'only the guestmount command (Debian '
+                                  'guestmount)'),
+               ],
+               help="""
+How the ``guestfs`` handler talks to libguestfs.
+
+The Python binding keeps every file operation inside the appliance; the
+``guestmount`` command exposes the guest over FUSE, where paths are then
+resolved with openat2(RESOLVE_IN_ROOT) like any host mount. Both parse the
+guest filesystem in the appliance, not in the host kernel.
+
+Related options:
+
+* ``backend``, ``backend_settings``, ``launch_timeout``
+"""),
 ]
 
 

@@ -16,3 +16,22 @@ def list_opts():
         for group, opts in module.list_opts().items():
             merged.setdefault(group, []).extend(opts)
     return [(group, opts) for group, opts in merged.items()]
+
+
+def _nova_defined():
+    """The options nova itself defines, which its own sample lists."""
+    # img_handlers is ours: nova dropped its option of that name long ago.
+    return ([o for o in inject.nova_default_opts if o.name != 'img_handlers']
+            + libvirt.libvirt_opts + guestfs.nova_guestfs_opts)
+
+
+def list_opts_beside_nova():
+    """Our options minus nova's (``nova_ksm_inject.nova`` namespace), for
+    generating one nova.conf sample with nova's namespaces and ours."""
+    skip = {id(opt) for opt in _nova_defined()}
+    listed = []
+    for group, opts in list_opts():
+        mine = [opt for opt in opts if id(opt) not in skip]
+        if mine:
+            listed.append((group, mine))
+    return listed

@@ -9,10 +9,6 @@ and address-space limits (CVE-2015-5162) and never with ``--backing-chain``
 (which would open the backing files); the chain is walked here instead, one
 layer at a time, resolving names as qemu does and checking each one against
 the trusted directories before anything opens it.
-
-``-U`` (``--force-share``) is deliberately not passed: an image that a
-running qemu holds for writing makes ``qemu-img info`` fail, and writing
-into such an image must be refused anyway.
 """
 
 import dataclasses
@@ -107,7 +103,7 @@ def inspect_image(path, fmt=None, trusted_dirs=None):
     _check_format(real, fmt, detected)
     data = _qemu_img_info(real, detected)
     chain = _walk_chain(real, data, _trusted(trusted_dirs))
-    info = ImageInfo(real, detected, _virtual_size(real, data), chain)
+    info = ImageInfo(real, detected, data['virtual-size'], chain)
     LOG.info('Inspected image %(path)s: format %(fmt)s, virtual size '
              '%(size)d bytes, backing chain of %(depth)d file(s)',
              {'path': real, 'fmt': detected, 'size': info.virtual_size,
@@ -170,9 +166,9 @@ def _check_format(path, fmt, detected):
     if fmt == 'raw' and detected != 'raw':
         raise _refused(path, 'stated raw, but its header is a %s image; a '
                        'raw disk that looks like another format makes qemu '
-                       'open the files its header names (%s). Only state '
-                       'raw for a disk whose header is not another format',
-                       detected, _CVES)
+                       'open the files its header names (%s). If it really '
+                       'is %s, state that or omit the format', detected,
+                       _CVES, detected)
     if fmt == 'qcow2' and detected != 'qcow2':
         raise _refused(path, 'stated qcow2, but its header is %s; state the '
                        'real format or let it be detected', detected)
@@ -184,6 +180,8 @@ def _check_format(path, fmt, detected):
 
 
 def _qemu_img_info(path, fmt):
+    # No -U (--force-share): an image a running qemu holds for writing must
+    # fail here, as writing into it must be refused anyway.
     cmd = ('qemu-img', 'info', '--output=json', '-f', fmt, path)
     limits = processutils.ProcessLimits(
         cpu_time=CONF.inject.qemu_img_cpu_time,
@@ -201,9 +199,11 @@ def _qemu_img_info(path, fmt):
     except ValueError as err:
         raise _refused(path, 'qemu-img info -f %s printed no valid JSON '
                        '(%s)', fmt, err) from err
-    if not isinstance(data, dict) or data.get('format') != fmt:
+    if (not isinstance(data, dict) or data.get('format') != fmt
+            or not isinstance(data.get('virtual-size'), int)
+            or data['virtual-size'] < 0):
         raise _refused(path, 'qemu-img info -f %s did not describe a %s '
-                       'image', fmt, fmt)
+                       'image with a virtual size', fmt, fmt)
     return data
 
 
@@ -230,13 +230,6 @@ def _qemu_img_failed(path, fmt, err):
     return _refused(path, 'qemu-img info -f %s failed (exit %s: %s); check '
                     'it is a valid %s image, readable, and that %s suffice',
                     fmt, code, stderr, fmt, limits)
-
-
-def _virtual_size(path, data):
-    size = data.get('virtual-size')
-    if not isinstance(size, int) or size < 0:
-        raise _refused(path, 'qemu-img info reported no virtual size')
-    return size
 
 
 def _trusted(dirs):

@@ -10,6 +10,8 @@ Every change is all or nothing: writability is checked before the first
 write, and the knobs already written are put back when a later one fails.
 """
 
+import time
+
 from oslo_log import log as logging
 
 from nova_ksm_inject import exception
@@ -49,16 +51,47 @@ class KsmHost(object):
 
     :param sysfs: a :class:`KsmSysfs` (its root may be a fake tree).
     :param connection: an open libvirt connection, or None for sysfs only.
+    :param uri: where to reconnect when libvirtd restarts under a
+        long-lived host (the tuner); None: never.
     """
 
-    def __init__(self, sysfs=None, connection=None):
+    RECONNECT_SECONDS = 60.0
+
+    def __init__(self, sysfs=None, connection=None, uri=None,
+                 clock=time.monotonic):
         self.sysfs = sysfs or ksm_sysfs.KsmSysfs()
         self.connection = connection
+        self.uri = uri
+        self.clock = clock
+        self._lost_at = None
 
     @classmethod
     def for_settings(cls, settings, use_libvirt=True, sysfs=None):
-        conn = open_libvirt(settings.connection_uri) if use_libvirt else None
-        return cls(sysfs=sysfs, connection=conn)
+        if not use_libvirt or not settings.connection_uri:
+            return cls(sysfs=sysfs)
+        return cls(sysfs=sysfs, uri=settings.connection_uri,
+                   connection=open_libvirt(settings.connection_uri))
+
+    def _libvirt(self):
+        """The connection, reopened a while after libvirtd went away."""
+        if self.connection is None and self.uri and (
+                self._lost_at is None
+                or self.clock() - self._lost_at >= self.RECONNECT_SECONDS):
+            self.connection = open_libvirt(self.uri)
+            self._lost_at = None if self.connection else self.clock()
+        return self.connection
+
+    def _lost(self):
+        """Drop a connection libvirtd closed (it restarted or stopped)."""
+        try:
+            alive = self.connection.isAlive()
+        except Exception:  # a dead connection may fail to answer at all
+            alive = False
+        if not alive:
+            LOG.warning('Lost the libvirt connection to %s; KSM knobs go '
+                        'through sysfs until it is back', self.uri)
+            self.close()
+            self._lost_at = self.clock()
 
     def close(self):
         if self.connection is not None:
@@ -169,7 +202,7 @@ class KsmHost(object):
 
     def _write(self, name, text):
         param = LIBVIRT_PARAMS.get(name)
-        if self.connection is None or param is None:
+        if param is None or self._libvirt() is None:
             self.sysfs.write(name, text)
             return
         import libvirt
@@ -182,6 +215,7 @@ class KsmHost(object):
                 raise exception.KsmBusy(knob=name) from err
             LOG.warning('libvirt could not set %s (%s); writing sysfs',
                         param, message)
+            self._lost()
             self.sysfs.write(name, text)
 
     def libvirt_values(self):

@@ -67,7 +67,7 @@ class AdaptivePolicy(object):
 
     BOOST_SLEEP_MS = 20
     SETTLED_SLEEP_MS = 200
-    MIN_BOOST_PAGES = 1000
+    MIN_BOOST_PAGES = 100
     MAX_PAGES = 10 ** 8
     MIN_SETTLED_PAGES = 64
     INITIAL_RATE = 500000.0  # pages per CPU second until measured

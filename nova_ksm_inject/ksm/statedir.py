@@ -155,13 +155,17 @@ class KsmStateDir(object):
     def tuner(self):
         return self._read_json('tuner')
 
-    def tuner_alive(self, max_age=60.0):
-        """Whether a tuner process published its state recently."""
+    def tuner_alive(self):
+        """Whether a tuner published its state within three of its polls.
+
+        A heartbeat rather than a pid: the hook may run in another pid
+        namespace than the tuner (libvirtd in a container).
+        """
         state = self.tuner()
         if not state or state.get('state') == 'stopped':
             return False
-        fresh = self.clock() - state.get('updated', 0) <= max_age
-        return fresh and _pid_alive(state.get('pid'))
+        max_age = max(15.0, 3 * state.get('poll_interval', 1.0))
+        return self.clock() - state.get('updated', 0) <= max_age
 
     # Saved KSM settings -------------------------------------------------
     def save_ksm_once(self, settings):

@@ -36,6 +36,7 @@ class Tuner(object):
     """
 
     LOCK_TIMEOUT = 2.0
+    LOGGED = ('run', 'pages_to_scan', 'sleep_millisecs', 'advisor_mode')
 
     def __init__(self, settings, host, statedir, clock=time.monotonic,
                  sleeper=time.sleep, proc_root=None):
@@ -52,6 +53,7 @@ class Tuner(object):
         self.generation = None
         self.applied = None
         self.decision = None
+        self._values = {}
 
     def start(self):
         """Save the host's KSM settings and set the policy's fixed knobs."""
@@ -66,7 +68,7 @@ class Tuner(object):
 
     def sample(self):
         """One look at KSM, ksmd, the hook's events and the processes."""
-        values = self.sysfs.read_all()
+        values = self._values = self.sysfs.read_all()
         new_pids = self.watcher.poll()
         event = self.statedir.event()
         started = bool(new_pids)
@@ -99,17 +101,29 @@ class Tuner(object):
         sample = self.sample()
         decision = self.policy.decide(sample)
         knobs = self._knobs(decision)
-        changed = knobs != self.applied
+        drifted = self._drifted()
+        changed = knobs != self.applied or drifted
         if changed:
             # Hooks and commands write KSM too: one writer at a time.
             with self.statedir.locked(timeout=self.LOCK_TIMEOUT):
                 self.host.apply(knobs)
             self.applied = knobs
         if changed or decision.state != getattr(self.decision, 'state', None):
-            self._log(decision, sample)
+            self._log(decision, knobs, sample)
         self.decision = decision
         self._publish(decision.state, decision.reason, sample, decision)
         return decision
+
+    def _drifted(self):
+        """Whether someone else (a hook, an operator) changed our knobs."""
+        drifted = {name: self._values.get(name)
+                   for name, value in (self.applied or {}).items()
+                   if name in self._values
+                   and str(self._values[name]) != str(value)}
+        if drifted:
+            LOG.info('KSM settings changed behind the tuner: %s; setting '
+                     'them again', drifted)
+        return bool(drifted)
 
     def _knobs(self, decision):
         if isinstance(self.policy, ksm_policy.AdaptivePolicy):
@@ -122,12 +136,12 @@ class Tuner(object):
         return control.desired_knobs(self.settings, decision.run,
                                      self.sysfs, tuner_alive=True)
 
-    def _log(self, decision, sample):
-        LOG.info('KSM %s: %s; run=%s pages_to_scan=%s sleep_millisecs=%s '
-                 '(ksmd cpu %s%%, budget %d%%, merged %d pages, tracked %d, '
-                 'full scans %d, %d mergeable guests)',
-                 decision.state, decision.reason, decision.run,
-                 decision.pages_to_scan, decision.sleep_millisecs,
+    def _log(self, decision, knobs, sample):
+        LOG.info('KSM %s: %s; %s (ksmd cpu %s%%, budget %d%%, merged %d '
+                 'pages, tracked %d, full scans %d, %d mergeable guests)',
+                 decision.state, decision.reason,
+                 ' '.join('%s=%s' % (k, knobs[k]) for k in self.LOGGED
+                          if k in knobs),
                  'n/a' if decision.cpu_percent is None
                  else '%.1f' % decision.cpu_percent,
                  self.settings.cpu_budget_percent, sample.merged,
@@ -135,7 +149,8 @@ class Tuner(object):
 
     def _publish(self, state, reason, sample=None, decision=None):
         data = {'state': state, 'reason': reason,
-                'policy': self.settings.policy}
+                'policy': self.settings.policy,
+                'poll_interval': self.settings.poll_interval}
         if decision is not None:
             data.update(pages_to_scan=decision.pages_to_scan,
                         sleep_millisecs=decision.sleep_millisecs,

@@ -60,8 +60,9 @@ class ImageHandler(metaclass=abc.ABCMeta):
             a qcow2 image).
         """
         if need_cow and not self.cow:
-            return ('cannot do copy-on-write (use_cow_images is on or the '
-                    'image is %s)' % image.format)
+            why = ('the image is qcow2' if image.format == 'qcow2'
+                   else 'use_cow_images is on')
+            return 'cannot do copy-on-write (%s)' % why
         if image.format not in self.formats:
             return 'does not open %s images (only %s)' % (
                 image.format, ', '.join(sorted(self.formats)))

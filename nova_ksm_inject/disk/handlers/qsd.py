@@ -26,12 +26,12 @@ import time
 
 from oslo_log import log as logging
 
-from nova_ksm_inject.disk.handlers import base
+from nova_ksm_inject import exception
+from nova_ksm_inject import utils
 from nova_ksm_inject.disk import mount
 from nova_ksm_inject.disk import qmp
 from nova_ksm_inject.disk import state
-from nova_ksm_inject import exception
-from nova_ksm_inject import utils
+from nova_ksm_inject.disk.handlers import base
 
 LOG = logging.getLogger(__name__)
 

@@ -45,7 +45,7 @@ import nova_ksm_inject.conf  # noqa: F401
 from nova_ksm_inject.disk import api as disk_api
 from nova_ksm_inject.disk import inject
 from nova_ksm_inject.virt.libvirt import injection
-from nova_ksm_inject.virt.libvirt import ksm
+from nova_ksm_inject.virt.libvirt import ksm_startup
 
 LOG = logging.getLogger(__name__)
 CONF = nova.conf.CONF
@@ -74,7 +74,7 @@ class LibvirtDriver(libvirt_driver.LibvirtDriver):
     def _apply_ksm(self):
         """Apply ``[ksm]``; KSM trouble never stops nova-compute."""
         try:
-            ksm.apply_ksm_config(self._host.get_connection())
+            ksm_startup.apply_ksm_config(self._host.get_connection())
         except exception.KsmUnavailable as err:
             LOG.warning('KSM is not managed on this host: %s', err)
         except (exception.NovaKsmInjectError, OSError) as err:
@@ -96,19 +96,23 @@ class LibvirtDriver(libvirt_driver.LibvirtDriver):
                  {'what': request.describe(), 'image': image_id},
                  instance=instance)
         try:
-            path, fmt = self._injectable_file(disk)
-            injector = injection.NovaRulesInjector(
-                path, fmt, self._injection_partition(instance), image_id)
-            if path is None:
-                # Handled like a handler failure: raise only for files.
-                injector.setup_failed(request, fmt)
-            else:
-                injector.inject(request)
+            self._inject_through_chain(disk, instance, request, image_id)
         except Exception as err:
             with excutils.save_and_reraise_exception():
                 LOG.error('Error injecting data into image %(image)s '
                           '(%(err)s)', {'image': image_id, 'err': err},
                           instance=instance)
+
+    def _inject_through_chain(self, disk, instance, request, image_id):
+        try:
+            path, fmt = self._injectable_file(disk)
+        except exception.ImageRefused as err:
+            # As when no handler can open it: raise only for files.
+            injection.setup_failed(request, err, image_id)
+            return
+        injection.NovaRulesInjector(
+            path, fmt, self._injection_partition(instance),
+            image_id).inject(request)
 
     @staticmethod
     def _injection_request(instance, injection_info):
@@ -137,14 +141,17 @@ class LibvirtDriver(libvirt_driver.LibvirtDriver):
         return CONF.libvirt.inject_partition
 
     def _injectable_file(self, disk):
-        """(path, format) of the disk, or (None, error) when it is not a
-        local raw or qcow2 file (rbd, lvm, ploop)."""
+        """(path, format) of the disk's local raw or qcow2 file.
+
+        :raises ImageRefused: rbd, lvm or ploop disks, which no handler
+            opens.
+        """
         model = disk.get_model(self._conn)
         fmt = getattr(model, 'format', None)
         if isinstance(model, imgmodel.LocalFileImage) and \
                 fmt in INJECTABLE_FORMATS:
             return model.path, fmt
-        return None, exception.ImageRefused(
+        raise exception.ImageRefused(
             path=getattr(model, 'path', disk.path),
             reason='image handlers open local raw or qcow2 files only, and '
                    'this disk is a %s; use [libvirt] images_type=qcow2 or '

@@ -58,16 +58,29 @@ def failed_item(err):
     return what if what in ITEMS else None
 
 
+def setup_failed(request, err, image_id, mandatory=MANDATORY):
+    """The image could not be opened: raise ``err`` if a mandatory item
+    was requested, else log it and inject nothing (nova's rule).
+
+    :returns: [(item, reason)] ignored.
+    """
+    if any(item in mandatory for item in requested(request)):
+        raise err
+    LOG.warning('Ignoring error injecting data into image %(image)s '
+                '(%(err)s)', {'image': image_id, 'err': err})
+    return [(item, str(err)) for item in requested(request)]
+
+
 class NovaRulesInjector(object):
     """Inject one request into one image, files mandatory, rest best-effort.
 
     :param image_id: the glance image id, for log lines.
-    :param inject_data: :func:`nova_ksm_inject.disk.api.inject_data` or a
-        stand-in with its signature (tests).
+    :param inject_data: a stand-in for
+        :func:`nova_ksm_inject.disk.api.inject_data` (tests).
     """
 
     def __init__(self, path, fmt, partition, image_id, mandatory=MANDATORY,
-                 handler_names=None, inject_data=api.inject_data):
+                 handler_names=None, inject_data=None):
         self.path = path
         self.fmt = fmt
         self.partition = partition
@@ -96,14 +109,16 @@ class NovaRulesInjector(object):
                 self._ignore_or_raise(item, err)
                 request = without(request, item)
             except exception.NovaKsmInjectError as err:
-                self.setup_failed(request, err)
+                self.ignored.extend(setup_failed(request, err, self.image_id,
+                                                 self.mandatory))
                 break
         return self.ignored
 
     def _call(self, request):
-        return self._inject_data(self.path, request, fmt=self.fmt,
-                                 partition=self.partition,
-                                 handler_names=self.handler_names)
+        inject_data = self._inject_data or api.inject_data
+        return inject_data(self.path, request, fmt=self.fmt,
+                           partition=self.partition,
+                           handler_names=self.handler_names)
 
     def _drop_invalid(self, request):
         """Check each item's limits before opening the image."""
@@ -122,16 +137,6 @@ class NovaRulesInjector(object):
                     '%(image)s (%(err)s)',
                     {'item': item, 'image': self.image_id, 'err': err})
         self.ignored.append((item, str(err)))
-
-    def setup_failed(self, request, err):
-        """The image could not be opened: raise ``err`` if a mandatory
-        item was requested, else log it and inject nothing (nova's rule)."""
-        mandatory = [i for i in requested(request) if i in self.mandatory]
-        if mandatory:
-            raise err
-        LOG.warning('Ignoring error injecting data into image %(image)s '
-                    '(%(err)s)', {'image': self.image_id, 'err': err})
-        self.ignored.extend((item, str(err)) for item in requested(request))
 
     def _one_by_one(self, request, first_err):
         """An item failed and its error does not say which: retry each

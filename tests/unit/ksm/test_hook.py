@@ -79,7 +79,7 @@ def test_release_of_last_guest_stops_ksm(run_hook, fake_ksm, statedir):
     assert not result.run
     assert fake_ksm.get('run') == '0'
     assert statedir.guests() == []
-    assert statedir.event() ['kind'] == 'stop'
+    assert statedir.event()['kind'] == 'stop'
 
 
 def test_unmergeable_guest_does_not_start_ksm(run_hook, fake_ksm, statedir):

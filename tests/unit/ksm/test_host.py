@@ -12,10 +12,17 @@ from nova_ksm_inject.ksm import host as ksm_host
 class FakeConnection(object):
     """The node memory parameter calls of a libvirt connection."""
 
-    def __init__(self, fake_ksm, error=None):
+    def __init__(self, fake_ksm, error=None, alive=True):
         self.fake_ksm = fake_ksm
         self.error = error
+        self.alive = alive
         self.calls = []
+
+    def isAlive(self):
+        return self.alive
+
+    def close(self):
+        self.alive = False
 
     def setMemoryParameters(self, params, flags):
         self.calls.append(dict(params))
@@ -151,3 +158,25 @@ def test_open_libvirt_failure_means_sysfs(caplog):
     assert ksm_host.open_libvirt('') is None
     assert ksm_host.open_libvirt('bogus:///nowhere') is None
     assert 'through sysfs' in caplog.text
+
+
+def test_lost_connection_falls_back_then_reconnects(fake_ksm, clock,
+                                                    monkeypatch):
+    dead = FakeConnection(fake_ksm, error='Cannot write data', alive=False)
+    host = ksm_host.KsmHost(fake_ksm.sysfs, dead, uri='qemu:///system',
+                            clock=clock)
+    host.apply({'pages_to_scan': 300})
+    assert fake_ksm.get('pages_to_scan') == '300'
+    assert host.connection is None
+    fresh = FakeConnection(fake_ksm)
+    monkeypatch.setattr(ksm_host, 'open_libvirt', lambda uri: fresh)
+    host.apply({'pages_to_scan': 400})  # too soon to retry
+    assert fresh.calls == []
+    clock.sleep(ksm_host.KsmHost.RECONNECT_SECONDS)
+    host.apply({'pages_to_scan': 500})
+    assert fresh.calls == [{'shm_pages_to_scan': 500}]
+
+
+def test_for_settings_without_uri_is_sysfs_only(settings):
+    host = ksm_host.KsmHost.for_settings(settings)
+    assert host.connection is None and host.uri is None

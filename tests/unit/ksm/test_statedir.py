@@ -57,9 +57,11 @@ def test_tuner_alive(statedir, clock):
     assert not statedir.tuner_alive()
 
 
-def test_tuner_with_dead_pid_is_not_alive(statedir):
-    statedir.write_tuner({'state': 'boost'})
-    statedir._write_json('tuner', dict(statedir.tuner(), pid=-1))
+def test_slow_tuner_gets_more_time(statedir, clock):
+    statedir.write_tuner({'state': 'boost', 'poll_interval': 30.0})
+    clock.sleep(80)
+    assert statedir.tuner_alive()
+    clock.sleep(20)
     assert not statedir.tuner_alive()
 
 

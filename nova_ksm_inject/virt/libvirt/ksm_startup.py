@@ -15,7 +15,6 @@ from oslo_log import log as logging
 from nova_ksm_inject.conf import CONF
 from nova_ksm_inject.ksm import control
 from nova_ksm_inject.ksm import host as ksm_host
-from nova_ksm_inject.ksm import procfs
 from nova_ksm_inject.ksm import settings as ksm_settings
 from nova_ksm_inject.ksm import statedir as ksm_statedir
 from nova_ksm_inject.ksm import sysfs as ksm_sysfs
@@ -29,10 +28,10 @@ LOCK_TIMEOUT = 5.0
 def apply_ksm_config(connection, conf=None):
     """Bring this hypervisor's KSM to ``[ksm]``; log and return what was done.
 
-    The sysfs and procfs roots are read from
-    :data:`nova_ksm_inject.ksm.sysfs.KSM_ROOT` and
-    :data:`nova_ksm_inject.ksm.procfs.PROC_ROOT` at call time, so tests
-    point them at fake trees.
+    The sysfs and procfs roots are the KSM modules' defaults
+    (:data:`nova_ksm_inject.ksm.sysfs.KSM_ROOT`,
+    :data:`nova_ksm_inject.ksm.procfs.PROC_ROOT`, read at call time), so
+    tests point them at fake trees.
 
     :param connection: nova's open libvirt connection (never closed here:
         it is nova's), or None for sysfs only.
@@ -41,13 +40,12 @@ def apply_ksm_config(connection, conf=None):
     :raises KsmNotWritable, KsmBusy: nothing was changed.
     """
     settings = ksm_settings.KsmSettings.from_conf(conf or CONF)
-    host = ksm_host.KsmHost(sysfs=ksm_sysfs.KsmSysfs(ksm_sysfs.KSM_ROOT),
+    host = ksm_host.KsmHost(sysfs=ksm_sysfs.KsmSysfs(),
                             connection=connection)
     host.sysfs.require()
     statedir = ksm_statedir.KsmStateDir(settings.state_dir)
     with statedir.locked(timeout=LOCK_TIMEOUT):
-        result = control.apply_configured(settings, host, statedir,
-                                          proc_root=procfs.PROC_ROOT)
+        result = control.apply_configured(settings, host, statedir)
     via_libvirt, via_sysfs = split_by_channel(result.knobs, connection)
     LOG.info('Applied [ksm] to this hypervisor: ksmd %(state)s '
              '(enabled=%(enabled)s, policy=%(policy)s, %(guests)d mergeable '

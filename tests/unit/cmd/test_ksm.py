@@ -1,0 +1,169 @@
+"""``nova-ksm-inject ksm ...`` end to end against fake KSM and /proc."""
+
+import argparse
+import json
+import os
+
+import pytest
+
+from nova_ksm_inject.cmd import ksm as cmd_ksm
+from nova_ksm_inject.cmd import main
+from nova_ksm_inject.conf import CONF
+from nova_ksm_inject.ksm import procfs
+from nova_ksm_inject.ksm import sysfs as ksm_sysfs
+from tests.unit.ksm import conftest as ksm_fakes
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    """Fake KSM and /proc trees, and a nova.conf pointing at tmp_path."""
+    fake_ksm = ksm_fakes.FakeKsm(tmp_path / 'ksm')
+    fake_proc = ksm_fakes.FakeProc(tmp_path / 'proc')
+    fake_proc.add_ksmd()
+    monkeypatch.setattr(ksm_sysfs, 'KSM_ROOT', fake_ksm.root)
+    monkeypatch.setattr(procfs, 'PROC_ROOT', fake_proc.root)
+    conf = tmp_path / 'nova.conf'
+    conf.write_text('[ksm]\nstate_dir = %s\nconnection_uri =\n'
+                    'policy = static\npages_to_scan = 2000\n'
+                    % (tmp_path / 'state'))
+    yield fake_ksm, fake_proc, str(conf)
+    CONF.reset()
+
+
+def run(conf, *args):
+    return main.main(['--config-file', conf, 'ksm'] + list(args))
+
+
+def test_status_json(env, capsys):
+    fake_ksm, fake_proc, conf = env
+    fake_ksm.set('pages_sharing', 512)
+    fake_proc.add(77, comm='qemu', cmdline=['qemu', '-name',
+                                            'guest=vm-a,debug-threads=on'],
+                  mergeable=True, merging=300)
+    assert run(conf, 'status', '--json', '--window', '0.01') == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data['saved_bytes'] == 512 * 4096
+    assert data['guests'] == [{'name': 'vm-a', 'pid': 77,
+                               'merging_pages': 300, 'profit_bytes': 0}]
+
+
+def test_status_prometheus_to_file(env, tmp_path):
+    _, _, conf = env
+    out = tmp_path / 'textfile' / 'ksm.prom'
+    out.parent.mkdir()
+    assert run(conf, 'status', '--prometheus', '--output', str(out),
+               '--window', '0.01') == 0
+    assert 'nova_ksm_run 0' in out.read_text()
+    assert os.listdir(out.parent) == ['ksm.prom']
+
+
+def test_status_text(env, capsys):
+    _, _, conf = env
+    assert run(conf, 'status', '--window', '0.01') == 0
+    assert 'KSM: stopped' in capsys.readouterr().out
+
+
+def test_enable_disable_restore(env, capsys):
+    fake_ksm, _, conf = env
+    assert run(conf, 'enable') == 0
+    assert fake_ksm.get('run') == '1'
+    assert fake_ksm.get('pages_to_scan') == '2000'
+    assert run(conf, 'disable') == 0
+    assert fake_ksm.get('run') == '0'
+    assert run(conf, 'restore') == 0
+    assert fake_ksm.get('pages_to_scan') == '100'
+    assert 'KSM settings restored' in capsys.readouterr().out
+    # Nothing saved any more: one clear line, exit 1.
+    assert run(conf, 'restore') == 1
+    assert 'No saved KSM settings' in capsys.readouterr().err
+
+
+def test_apply_follows_enabled_auto(env):
+    fake_ksm, fake_proc, conf = env
+    assert run(conf, 'apply') == 0
+    assert fake_ksm.get('run') == '0'
+    fake_proc.add(88, mergeable=True)
+    assert run(conf, 'apply') == 0
+    assert fake_ksm.get('run') == '1'
+
+
+def test_apply_reports_deferred_tree_knob(env, capsys):
+    fake_ksm, fake_proc, conf = env
+    with open(conf, 'a') as f:
+        f.write('merge_across_nodes = false\n')
+    fake_ksm.set('pages_shared', 5)
+    assert run(conf, 'enable') == 0
+    assert 'note: merge_across_nodes unchanged' in capsys.readouterr().out
+    assert fake_ksm.get('merge_across_nodes') == '1'
+    assert run(conf, 'enable', '--unmerge') == 0
+    assert fake_ksm.get('merge_across_nodes') == '0'
+    assert fake_ksm.get('run') == '1'
+
+
+def test_disable_unmerge(env):
+    fake_ksm, _, conf = env
+    assert run(conf, 'disable', '--unmerge') == 0
+    assert fake_ksm.get('run') == '2'
+
+
+def test_missing_ksm_is_one_line(env, tmp_path, monkeypatch, capsys):
+    _, _, conf = env
+    monkeypatch.setattr(ksm_sysfs, 'KSM_ROOT', str(tmp_path / 'none'))
+    assert run(conf, 'enable') == 1
+    err = capsys.readouterr().err
+    assert err.startswith('nova-ksm-inject: error: KSM is not available')
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_read_only_sysfs_is_one_line(env, monkeypatch, capsys):
+    fake_ksm, _, conf = env
+    real_access = os.access
+    monkeypatch.setattr(os, 'access', lambda path, mode: (
+        mode != os.W_OK and real_access(path, mode)))
+    assert run(conf, 'enable') == 1
+    assert 'Cannot write KSM setting' in capsys.readouterr().err
+    assert fake_ksm.get('run') == '0'
+
+
+def test_bad_option_is_rejected_with_the_range(env, capsys):
+    _, _, conf = env
+    with open(conf, 'a') as f:
+        f.write('sleep_millisecs = 99999\n')
+    assert run(conf, 'status') == 2
+    err = capsys.readouterr().err
+    assert 'sleep_millisecs' in err and '60000' in err
+
+
+def test_install_hook(env, tmp_path, capsys):
+    _, _, conf = env
+    hooks = tmp_path / 'hooks'
+    command = tmp_path / 'nova-ksm-libvirt-hook'
+    command.write_text('#!/bin/sh\n')
+    command.chmod(0o755)
+    assert run(conf, 'install-hook', '--hooks-dir', str(hooks),
+               '--hook-command', str(command)) == 0
+    shim = hooks / 'qemu.d' / 'nova-ksm-inject'
+    text = shim.read_text()
+    assert os.access(shim, os.X_OK)
+    assert "NOVA_KSM_INJECT_CONFIG_FILES=%s" % conf in text
+    assert text.rstrip().endswith('exec %s "$@"' % command)
+    assert 'restart libvirtd' in capsys.readouterr().out
+    assert run(conf, 'install-hook', '--hooks-dir', str(hooks),
+               '--remove') == 0
+    assert not shim.exists()
+
+
+def test_install_hook_without_executable(env, tmp_path, capsys):
+    _, _, conf = env
+    assert run(conf, 'install-hook', '--hooks-dir', str(tmp_path),
+               '--hook-command', str(tmp_path / 'missing')) == 1
+    assert '--hook-command' in capsys.readouterr().err
+
+
+def test_add_parser_standalone():
+    parser = argparse.ArgumentParser()
+    cmd_ksm.add_parser(parser.add_subparsers())
+    args = parser.parse_args(['ksm', 'status', '--json'])
+    assert args.func is cmd_ksm.cmd_status and args.json
+    with pytest.raises(SystemExit):
+        parser.parse_args(['ksm', 'status', '--json', '--prometheus'])

@@ -1,0 +1,301 @@
+"""The nbd handler's allocation, wait and disconnect logic, on a fake sysfs.
+
+This host has no nbd driver, so a real /dev/nbdN can never be connected
+here: device discovery, locking, stale detection, the connection and
+partition waits and the disconnects are driven through a fake
+``/sys/block`` + ``/dev`` tree, a fake clock and a fake ``qemu-nbd``
+(stand-ins for the kernel). What *can* run here, nbd failing for real and
+the chain moving on, is in tests/functional/disk/test_nbd.py.
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from nova_ksm_inject import exception
+from nova_ksm_inject import utils
+from nova_ksm_inject.disk import image as disk_image
+from nova_ksm_inject.disk import state
+from nova_ksm_inject.disk.handlers import nbd
+
+IMAGE = disk_image.ImageInfo('/inst/disk', 'qcow2', 2 ** 30,
+                             (('/base/root.raw', 'raw'),))
+QEMU_NBD_PID = 5000
+
+
+class FakeKernel:
+    """A fake sysfs/dev tree plus the qemu-nbd and process table it implies.
+
+    ``connect_after`` fake seconds after ``qemu-nbd --connect``, the device
+    shows a pid and a size (and the partitions in ``partitions``).
+    """
+
+    def __init__(self, root, devices=2, module=True, max_part=16,
+                 connect_after=0.3, partitions=(1, 2)):
+        self.sysfs = os.path.join(root, 'sys')
+        self.dev = os.path.join(root, 'dev')
+        os.makedirs(os.path.join(self.sysfs, 'block'))
+        os.makedirs(self.dev)
+        if module:
+            params = os.path.join(self.sysfs, 'module', 'nbd', 'parameters')
+            os.makedirs(params)
+            for name, value in (('nbds_max', devices),
+                                ('max_part', max_part)):
+                with open(os.path.join(params, name), 'w') as f:
+                    f.write('%d\n' % value)
+        for number in range(devices if module else 0):
+            self.add_device(number)
+        self.now = 0.0
+        self.connect_after = connect_after
+        self.partitions = partitions
+        self.pending = []
+        self.commands = []
+        self.live = {}  # pid -> command line
+
+    def add_device(self, number):
+        os.makedirs(os.path.join(self.sysfs, 'block', 'nbd%d' % number))
+        open(os.path.join(self.dev, 'nbd%d' % number), 'w').close()
+
+    def block(self, name, *parts):
+        return os.path.join(self.sysfs, 'block', name, *parts)
+
+    def connect(self, name, pid, cmdline, partitions=()):
+        with open(self.block(name, 'pid'), 'w') as f:
+            f.write('%d\n' % pid)
+        with open(self.block(name, 'size'), 'w') as f:
+            f.write('2097152\n')
+        for number in partitions:
+            os.makedirs(self.block(name, '%sp%d' % (name, number)))
+            open(os.path.join(self.dev, '%sp%d' % (name, number)),
+                 'w').close()
+        if cmdline is not None:
+            self.live[pid] = cmdline
+
+    def disconnect(self, name):
+        for attr in ('pid', 'size'):
+            if os.path.exists(self.block(name, attr)):
+                os.unlink(self.block(name, attr))
+
+    # -- stand-ins injected into the handler --------------------------------
+
+    def clock(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+        for when, name in list(self.pending):
+            if self.now >= when:
+                self.pending.remove((when, name))
+                self.connect(name, QEMU_NBD_PID, 'qemu-nbd --connect '
+                             '/dev/%s --format qcow2 %s' % (name, IMAGE.path),
+                             self.partitions)
+
+    def execute(self, *cmd, **kwargs):
+        self.commands.append(cmd)
+        name = os.path.basename(cmd[2])
+        if cmd[:2] == ('qemu-nbd', '--connect'):
+            self.pending.append((self.now + self.connect_after, name))
+        elif cmd[:2] == ('qemu-nbd', '--disconnect'):
+            self.disconnect(name)
+        return '', ''
+
+    def process_matches(self, pid, marker=None):
+        cmdline = self.live.get(pid)
+        return cmdline is not None and (marker is None or marker in cmdline)
+
+
+@pytest.fixture
+def kernel(tmp_path, monkeypatch):
+    fake = FakeKernel(str(tmp_path / 'host'))
+    install(fake, monkeypatch)
+    return fake
+
+
+def install(fake, monkeypatch):
+    monkeypatch.setattr(utils, 'execute', fake.execute)
+    monkeypatch.setattr(nbd.shutil, 'which', lambda name: '/usr/bin/' + name)
+    monkeypatch.setattr(state, 'process_matches', fake.process_matches)
+    mounted = fake.mounted = []
+
+    def mount_device(device, mountpoint, journal):
+        journal.push('mount', undo=lambda: mounted.remove(device),
+                     path=mountpoint, device=device)
+        mounted.append(device)
+    monkeypatch.setattr(nbd.mount, 'mount_device', mount_device)
+
+
+def handler(conf, fake):
+    return nbd.NbdHandler(conf.conf, sysfs=fake.sysfs, dev=fake.dev,
+                          sleep=fake.sleep, clock=fake.clock)
+
+
+def journal(conf):
+    return state.Journal(conf.conf.inject.state_dir, IMAGE.path, 'nbd')
+
+
+def test_no_driver_says_so_with_the_fix(tmp_path, monkeypatch, conf):
+    fake = FakeKernel(str(tmp_path / 'host'), module=False)
+    install(fake, monkeypatch)
+    with pytest.raises(exception.HandlerUnavailable) as err:
+        handler(conf, fake).check_host()
+    assert str(err.value) == (
+        'no nbd driver: %s/nbd0 missing; load it with modprobe nbd '
+        'max_part=16' % fake.dev)
+
+
+def test_module_without_devices(tmp_path, monkeypatch, conf):
+    fake = FakeKernel(str(tmp_path / 'host'), devices=0)
+    install(fake, monkeypatch)
+    with pytest.raises(exception.HandlerUnavailable) as err:
+        handler(conf, fake).check_host()
+    assert 'nbds_max=0' in str(err.value)
+
+
+def test_device_count_comes_from_the_host_in_numeric_order(tmp_path,
+                                                           monkeypatch,
+                                                           conf):
+    fake = FakeKernel(str(tmp_path / 'host'), devices=3)
+    fake.add_device(10)
+    os.makedirs(fake.block('nbd11'))  # in sysfs but no /dev node: unusable
+    install(fake, monkeypatch)
+    assert handler(conf, fake).devices() == ['nbd0', 'nbd1', 'nbd2',
+                                             'nbd10']
+
+
+def test_connects_with_explicit_format_waits_and_disconnects(kernel, conf):
+    h = handler(conf, kernel)
+    with journal(conf) as j:
+        files = h.mount(IMAGE, 0, j)
+        assert kernel.commands == [('qemu-nbd', '--connect',
+                                    kernel.dev + '/nbd0', '--format', 'qcow2',
+                                    IMAGE.path)]
+        assert kernel.now >= 0.3  # waited for the kernel, not qemu-nbd
+        assert kernel.mounted == [kernel.dev + '/nbd0']
+        assert [s['kind'] for s in j.steps] == ['tmpdir', 'nbd', 'mount']
+        assert files.root == j.steps[0]['path']
+    assert kernel.commands[-1] == ('qemu-nbd', '--disconnect',
+                                   kernel.dev + '/nbd0')
+    assert not os.path.exists(kernel.block('nbd0', 'pid'))
+    assert kernel.mounted == []
+
+
+def test_partition_uses_the_kernel_partition_device(kernel, conf):
+    with journal(conf) as j:
+        handler(conf, kernel).mount(IMAGE, 2, j)
+        assert kernel.mounted == [kernel.dev + '/nbd0p2']
+
+
+def test_missing_partition_fails_listing_what_appeared(kernel, conf):
+    with journal(conf) as j:
+        with pytest.raises(exception.HandlerFailed) as err:
+            handler(conf, kernel).mount(IMAGE, 5, j)
+    assert 'partitions: nbd0p1, nbd0p2' in str(err.value)
+    assert kernel.commands[-1][:2] == ('qemu-nbd', '--disconnect')
+
+
+def test_partition_without_max_part_fails_with_the_fix(tmp_path, monkeypatch,
+                                                       conf):
+    fake = FakeKernel(str(tmp_path / 'host'), max_part=0)
+    install(fake, monkeypatch)
+    with journal(conf) as j:
+        with pytest.raises(exception.HandlerFailed) as err:
+            handler(conf, fake).mount(IMAGE, 1, j)
+    assert 'max_part=0' in str(err.value) and 'max_part=16' in str(err.value)
+    assert fake.commands == []
+
+
+def test_connection_wait_is_bounded_by_timeout_nbd(kernel, conf):
+    conf.config(timeout_nbd=2)
+    kernel.connect_after = 1000
+    with journal(conf) as j:
+        with pytest.raises(exception.HandlerFailed) as err:
+            handler(conf, kernel).mount(IMAGE, 0, j)
+    assert 'within 2 s (timeout_nbd)' in str(err.value)
+    assert 2 <= kernel.now < 2.2
+
+
+def test_connected_device_is_skipped(kernel, conf):
+    kernel.connect('nbd0', 77, 'qemu-nbd --connect /dev/nbd0 other.img')
+    with journal(conf) as j:
+        handler(conf, kernel).mount(IMAGE, 0, j)
+        assert kernel.mounted == [kernel.dev + '/nbd1']
+    assert os.path.exists(kernel.block('nbd0', 'pid'))  # not ours: kept
+
+
+def test_stale_device_is_disconnected_then_reused(kernel, conf):
+    kernel.connect('nbd0', 99, None)  # pid 99 is dead
+    with journal(conf) as j:
+        handler(conf, kernel).mount(IMAGE, 0, j)
+        assert kernel.commands[0] == ('qemu-nbd', '--disconnect',
+                                      kernel.dev + '/nbd0')
+        assert kernel.mounted == [kernel.dev + '/nbd0']
+
+
+def test_all_busy(kernel, conf):
+    kernel.connect('nbd0', 77, 'qemu-nbd a')
+    kernel.connect('nbd1', 78, 'qemu-nbd b')
+    with journal(conf) as j:
+        with pytest.raises(exception.HandlerFailed) as err:
+            handler(conf, kernel).mount(IMAGE, 0, j)
+    assert 'all 2 nbd devices are in use' in str(err.value)
+    assert kernel.commands == []
+
+
+def test_two_mounts_in_one_process_get_different_devices(kernel, conf):
+    # Sysfs shows nothing until the fake clock moves: only the claim set
+    # keeps the second mount off nbd0.
+    kernel.connect_after = 0
+    first, second = handler(conf, kernel), handler(conf, kernel)
+    with journal(conf) as j1, journal(conf) as j2:
+        assert first._claim_device(j1) == 'nbd0'
+        assert second._claim_device(j2) == 'nbd1'
+    with journal(conf) as j3:  # both released again
+        assert first._claim_device(j3) == 'nbd0'
+
+
+HOLD_LOCK = textwrap.dedent('''
+    import sys, time
+    from oslo_concurrency import lockutils
+    lock = lockutils.external_lock('nbd0', lock_file_prefix='nova-ksm-inject-',
+                                   lock_path=sys.argv[1])
+    assert lock.acquire(blocking=False)
+    print('locked', flush=True)
+    time.sleep(60)
+''')
+
+
+def test_device_locked_by_another_process_is_skipped(kernel, conf):
+    lock_path = os.path.join(conf.conf.inject.state_dir, 'locks')
+    other = subprocess.Popen([sys.executable, '-c', HOLD_LOCK, lock_path],
+                             stdout=subprocess.PIPE)
+    try:
+        assert other.stdout.readline() == b'locked\n'
+        with journal(conf) as j:
+            assert handler(conf, kernel)._claim_device(j) == 'nbd1'
+    finally:
+        other.kill()
+        other.wait()
+    with journal(conf) as j:
+        assert handler(conf, kernel)._claim_device(j) == 'nbd0'
+
+
+def test_failed_connect_still_disconnects_what_it_connected(kernel, conf,
+                                                            monkeypatch):
+    def execute(*cmd, **kwargs):
+        kernel.commands.append(cmd)
+        if cmd[1] == '--connect':
+            kernel.connect('nbd0', QEMU_NBD_PID, ' '.join(cmd))
+            raise exception.CommandFailed(action='Connecting', cmd='qemu-nbd',
+                                          code=1, stderr='late failure')
+        kernel.disconnect('nbd0')
+        return '', ''
+    monkeypatch.setattr(utils, 'execute', execute)
+    with journal(conf) as j:
+        with pytest.raises(exception.HandlerFailed) as err:
+            handler(conf, kernel).mount(IMAGE, 0, j)
+    assert 'late failure' in str(err.value)
+    assert kernel.commands[-1][:2] == ('qemu-nbd', '--disconnect')
+    assert not os.path.exists(kernel.block('nbd0', 'pid'))

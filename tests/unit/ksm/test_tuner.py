@@ -1,0 +1,171 @@
+"""The tuner loop against fake sysfs and procfs trees and a fake clock."""
+
+import dataclasses
+
+import pytest
+
+from nova_ksm_inject.ksm import host as ksm_host
+from nova_ksm_inject.ksm import policy
+from nova_ksm_inject.ksm import procfs
+from nova_ksm_inject.ksm import tuner as ksm_tuner
+
+
+@pytest.fixture
+def make_tuner(settings, fake_ksm, fake_proc, statedir, clock):
+    def _make(**overrides):
+        tuner_settings = dataclasses.replace(settings, **overrides)
+        return ksm_tuner.Tuner(tuner_settings,
+                               ksm_host.KsmHost(fake_ksm.sysfs), statedir,
+                               clock=clock, sleeper=clock.sleep,
+                               proc_root=fake_proc.root)
+    return _make
+
+
+def advance(fake_ksm, fake_proc, clock, scans=0, merged=None, ticks=None):
+    """One second of ksmd work."""
+    clock.sleep(1.0)
+    fake_ksm.set('full_scans', int(fake_ksm.get('full_scans')) + scans)
+    if merged is not None:
+        fake_ksm.set('pages_sharing', merged)
+    if ticks is not None:
+        fake_proc.set_ticks(37, ticks)
+
+
+def test_idle_host_keeps_ksmd_stopped(make_tuner, fake_ksm, statedir):
+    tuner = make_tuner()
+    tuner.start()
+    assert tuner.step().state == policy.IDLE
+    assert fake_ksm.get('run') == '0'
+    assert statedir.tuner()['state'] == policy.IDLE
+    assert statedir.saved_ksm()['pages_to_scan'] == 100
+
+
+def test_new_process_boosts_then_settles(make_tuner, fake_ksm, fake_proc,
+                                         clock, statedir):
+    tuner = make_tuner()
+    tuner.start()
+    tuner.step()
+    fake_proc.add(900, mergeable=True, rss_pages=16384)
+    decision = tuner.step()
+    assert decision.state == policy.BOOST
+    assert fake_ksm.get('run') == '1'
+    assert fake_ksm.get('sleep_millisecs') == '20'
+    assert int(fake_ksm.get('pages_to_scan')) == decision.pages_to_scan
+    for merged in (0, 8000, 12000, 12010, 12010):
+        advance(fake_ksm, fake_proc, clock, scans=1, merged=merged)
+        decision = tuner.step()
+    assert decision.state == policy.SETTLED
+    assert fake_ksm.get('sleep_millisecs') == '200'
+    assert statedir.tuner()['state'] == policy.SETTLED
+    fake_proc.remove(900)
+    advance(fake_ksm, fake_proc, clock)
+    assert tuner.step().state == policy.IDLE
+    assert fake_ksm.get('run') == '0'
+
+
+def test_hook_event_boosts(make_tuner, fake_ksm, fake_proc, clock,
+                           statedir):
+    statedir.record_guest({'uuid': 'g', 'name': 'vm', 'mergeable': True})
+    tuner = make_tuner()
+    tuner.start()
+    assert tuner.step().state == policy.BOOST  # guests found at start
+    for merged in (0, 100, 100, 100):
+        advance(fake_ksm, fake_proc, clock, scans=1, merged=merged)
+        tuner.step()
+    assert tuner.decision.state == policy.SETTLED
+    statedir.bump_event('start', 'vm2')
+    advance(fake_ksm, fake_proc, clock)
+    decision = tuner.step()
+    assert decision.state == policy.BOOST
+    assert decision.reason == 'guest started'
+
+
+def test_budget_is_measured_from_ksmd(make_tuner, fake_ksm, fake_proc,
+                                      clock):
+    fake_proc.add(901, mergeable=True)
+    tuner = make_tuner(cpu_budget_percent=30)
+    tuner.start()
+    tuner.step()
+    first = int(fake_ksm.get('pages_to_scan'))
+    # ksmd burnt a whole core while the budget is 30%.
+    fake_ksm.set('pages_scanned', 0)
+    advance(fake_ksm, fake_proc, clock, ticks=procfs.CLOCK_TICKS)
+    decision = tuner.step()
+    assert decision.cpu_percent == pytest.approx(100.0)
+    assert int(fake_ksm.get('pages_to_scan')) < first
+
+
+def test_writes_only_when_the_decision_changes(make_tuner, fake_ksm,
+                                               fake_proc, clock):
+    tuner = make_tuner()
+    tuner.start()
+    writes = []
+    real = tuner.host.apply
+    tuner.host.apply = lambda knobs, **kw: writes.append(knobs) or real(
+        knobs, **kw)
+    for _ in range(3):
+        advance(fake_ksm, fake_proc, clock)
+        tuner.step()
+    assert len(writes) == 1
+
+
+def test_static_policy_applies_the_operator_knobs(make_tuner, fake_ksm,
+                                                  fake_proc):
+    fake_proc.add(902, mergeable=True)
+    tuner = make_tuner(policy='static', pages_to_scan=2500,
+                       sleep_millisecs=40)
+    tuner.start()
+    assert tuner.step().state == policy.STATIC
+    assert fake_ksm.get('pages_to_scan') == '2500'
+    assert fake_ksm.get('sleep_millisecs') == '40'
+
+
+def test_run_stops_and_restores(make_tuner, fake_ksm, fake_proc, clock,
+                                statedir):
+    fake_proc.add(903, mergeable=True)
+    tuner = make_tuner(restore_on_exit=True)
+    polls = iter([False, False, True])
+    tuner.run(lambda: next(polls))
+    assert fake_ksm.get('run') == '0'
+    assert fake_ksm.get('pages_to_scan') == '100'
+    assert statedir.saved_ksm() is None
+    assert statedir.tuner()['state'] == 'stopped'
+    assert not statedir.tuner_alive()
+
+
+def test_stop_during_boost_leaves_a_calm_rate(make_tuner, fake_ksm,
+                                              fake_proc):
+    fake_proc.add(904, mergeable=True)
+    tuner = make_tuner(restore_on_exit=False)
+    polls = iter([False, True])
+    tuner.run(lambda: next(polls))
+    assert fake_ksm.get('run') == '1'
+    assert fake_ksm.get('sleep_millisecs') == '200'
+
+
+def test_errors_do_not_stop_the_loop(make_tuner, fake_ksm, fake_proc,
+                                     monkeypatch, caplog):
+    import os
+    fake_proc.add(905, mergeable=True)
+    tuner = make_tuner()
+    monkeypatch.setattr(os, 'access', lambda path, mode: False)
+    polls = iter([False, False, True])
+    tuner.run(lambda: next(polls))
+    assert 'KSM tuning failed' in caplog.text
+    assert fake_ksm.get('run') == '0'
+
+
+def test_knobs_changed_behind_the_tuner_are_set_again(make_tuner, fake_ksm,
+                                                      fake_proc, clock,
+                                                      caplog):
+    caplog.set_level('INFO')
+    fake_proc.add(906, mergeable=True)
+    tuner = make_tuner()
+    tuner.start()
+    boost = tuner.step().pages_to_scan
+    fake_ksm.set('pages_to_scan', 100)  # a hook fell back to static
+    advance(fake_ksm, fake_proc, clock)
+    tuner.step()
+    assert int(fake_ksm.get('pages_to_scan')) != 100
+    assert 'changed behind the tuner' in caplog.text
+    assert boost
