@@ -1,5 +1,6 @@
 """What every console script shares: config loading and error handling."""
 
+import logging as std_logging
 import os
 import sys
 
@@ -33,8 +34,12 @@ def config_files(explicit=None):
     return []
 
 
-def load_config(config_files_=None, debug=False, prog=PROG):
+def load_config(config_files_=None, debug=False, prog=PROG, quiet=False):
     """Parse the config files into CONF and set up logging.
+
+    Logs go to stderr (stdout is for results, e.g. ``--json``) unless
+    nova.conf names a log file. ``quiet`` shows only warnings and errors,
+    for interactive commands whose own output already tells the story.
 
     :raises ConfigError: a file is missing or unreadable, or a value is out
         of range (the message names the option and the valid values).
@@ -46,6 +51,7 @@ def load_config(config_files_=None, debug=False, prog=PROG):
                 reason='config file %s is missing or unreadable; pass '
                        '--config-file with a readable nova.conf' % path)
     try:
+        CONF.set_default('use_stderr', True)
         CONF([], project='nova', prog=prog, default_config_files=files,
              default_config_dirs=[])
         if debug:
@@ -54,6 +60,9 @@ def load_config(config_files_=None, debug=False, prog=PROG):
     except (cfg.Error, ValueError) as err:
         raise exception.ConfigError(reason=_one_line(err)) from err
     logging.setup(CONF, prog)
+    if quiet and not debug:
+        logging.getLogger('nova_ksm_inject').logger.setLevel(
+            std_logging.WARNING)
     return files
 
 

@@ -34,6 +34,10 @@ def config_parent():
         '--config-file', action='append', metavar='FILE',
         default=argparse.SUPPRESS,
         help='nova.conf to read (repeatable; default /etc/nova/nova.conf)')
+    parent.add_argument('--verbose', '-v', action='store_true',
+                        default=argparse.SUPPRESS,
+                        help='log each step at INFO (default: warnings '
+                             'and errors only)')
     parent.add_argument('--debug', action='store_true',
                         default=argparse.SUPPRESS,
                         help='log commands, timings and handler details')
@@ -65,7 +69,8 @@ def main(argv=None):
 
     def _run():
         common.load_config(getattr(args, 'config_file', None),
-                           debug=getattr(args, 'debug', False))
+                           debug=getattr(args, 'debug', False),
+                           quiet=not getattr(args, 'verbose', False))
         return args.func(args)
 
     return common.run(_run)

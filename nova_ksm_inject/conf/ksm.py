@@ -95,15 +95,16 @@ changes it then, or after ``nova-ksm-inject ksm apply --unmerge``.
                help="Most pages that may share one KSM page (changed only "
                     "while no page is shared, like merge_across_nodes)."),
     cfg.IntOpt('cpu_budget_percent',
-               default=50,
+               default=70,
                min=1,
                max=100,
                help="""
 ksmd CPU ceiling, in percent of one core.
 
 ``adaptive`` keeps ksmd at or below it while scanning hard after a guest
-starts; once sharing plateaus ksmd costs far less. ``kernel`` passes it to
-the advisor as ``advisor_max_cpu``.
+starts (the default matches the kernel advisor's own ceiling); once
+sharing plateaus ksmd costs far less. ``kernel`` passes it to the advisor
+as ``advisor_max_cpu``.
 """),
     cfg.BoolOpt('restore_on_exit',
                 default=False,

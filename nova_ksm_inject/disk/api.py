@@ -121,8 +121,6 @@ def inject_data(path, request, fmt=None, partition=0, handler_names=None,
         if _try_handler(handler, info, partition, need_cow, request, result,
                         conf):
             return result
-    LOG.error('No image handler could mount %s; tried %s', path,
-              ', '.join(names))
     raise exception.NoHandlerMounted(
         path, [(a.handler, a.reason) for a in result.attempts])
 

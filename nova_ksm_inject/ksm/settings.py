@@ -18,7 +18,7 @@ class KsmSettings(object):
     merge_across_nodes: bool = True
     use_zero_pages: bool = False
     max_page_sharing: int = 256
-    cpu_budget_percent: int = 50
+    cpu_budget_percent: int = 70
     restore_on_exit: bool = False
     connection_uri: str = 'qemu:///system'
     state_dir: str = '/run/nova-ksm-inject/ksm'
