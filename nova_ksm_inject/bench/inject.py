@@ -153,8 +153,8 @@ def virt_customize(workdir):
         env['LIBGUESTFS_BACKEND_SETTINGS'] = ':'.join(
             CONF.guestfs.backend_settings)
     return lambda image: sh(
-        'virt-customize', '-q', '--no-network', '-a', image, '--format',
-        'qcow2', '--ssh-inject', 'root:file:%s' % paths['key.pub'],
+        'virt-customize', '-q', '--no-network', '--format', 'qcow2', '-a',
+        image, '--ssh-inject', 'root:file:%s' % paths['key.pub'],
         '--root-password', 'file:%s' % paths['password'],
         '--upload', '%s:/etc/network/interfaces' % paths['net'],
         '--upload', '%s:/meta.js' % paths['meta.js'],

@@ -111,6 +111,9 @@ class AdaptivePolicy(object):
                 self._baseline = (sample.guest_pages, sample.tracked)
                 return self._settled(sample, cpu, plateau)
             return self._boost(sample, prev, cpu, 'merging')
+        # Follow shrinking memory down, so that it growing back counts.
+        self._baseline = (min(self._baseline[0], sample.guest_pages),
+                          min(self._baseline[1], sample.tracked))
         return self._settled(sample, cpu, 'plateau held')
 
     # -- state helpers ----------------------------------------------------

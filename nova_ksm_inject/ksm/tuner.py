@@ -56,7 +56,7 @@ class Tuner(object):
         self._values = {}
 
     def start(self):
-        """Save the host's KSM settings and set the policy's fixed knobs."""
+        """Save the host's KSM settings and publish that the tuner runs."""
         self.sysfs.require()
         self.statedir.save_ksm_once(self.host.save())
         self.generation = self.statedir.event().get('generation', 0)

@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import logging
 import os
 
 import pytest
@@ -28,6 +29,8 @@ def env(tmp_path, monkeypatch):
                     % (tmp_path / 'state'))
     yield fake_ksm, fake_proc, str(conf)
     CONF.reset()
+    # --quiet commands lower our loggers for the whole process.
+    logging.getLogger('nova_ksm_inject').setLevel(logging.NOTSET)
 
 
 def run(conf, *args):

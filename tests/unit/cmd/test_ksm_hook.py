@@ -1,6 +1,7 @@
 """``nova-ksm-libvirt-hook``: exit 0 whatever happens, unless strict."""
 
 import io
+import logging
 import os
 import subprocess
 import sys
@@ -28,8 +29,11 @@ def env(tmp_path, monkeypatch):
                     'hook_log_file = %s\n'
                     % (tmp_path / 'state', tmp_path / 'hook.log'))
     monkeypatch.setenv('NOVA_KSM_INJECT_CONFIG_FILES', str(conf))
+    logging.getLogger('nova_ksm_inject').setLevel(logging.NOTSET)
     yield fake_ksm, conf
     CONF.reset()
+    # --quiet commands lower our loggers for the whole process.
+    logging.getLogger('nova_ksm_inject').setLevel(logging.NOTSET)
 
 
 def hook(monkeypatch, *argv, xml=XML):

@@ -1,5 +1,6 @@
 """``nova-ksm-tuner``: runs until told to stop, then cleans up."""
 
+import logging
 import signal
 import threading
 
@@ -27,6 +28,8 @@ def env(tmp_path, monkeypatch):
                     % (tmp_path / 'state'))
     yield fake_ksm, str(conf), tmp_path / 'state'
     CONF.reset()
+    # --quiet commands lower our loggers for the whole process.
+    logging.getLogger('nova_ksm_inject').setLevel(logging.NOTSET)
 
 
 def test_serve_boosts_then_restores_on_stop(env):

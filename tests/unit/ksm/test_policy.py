@@ -141,6 +141,16 @@ def test_growth_boosts_again(change, reason):
     assert decision.reason.startswith(reason)
 
 
+def test_memory_shrinking_then_growing_back_boosts():
+    tuner = make()
+    host = Host(guests=2, started=True, guest_pages=100000, tracked=100000)
+    settle(tuner, host)
+    assert tuner.decide(host.next(guest_pages=50000)).state == \
+        policy.SETTLED
+    decision = tuner.decide(host.next(guest_pages=100000))
+    assert decision.state == policy.BOOST
+
+
 def test_small_growth_keeps_settled():
     tuner = make()
     host = Host(guests=2, started=True, guest_pages=100000, tracked=100000)

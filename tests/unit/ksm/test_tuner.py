@@ -158,7 +158,7 @@ def test_errors_do_not_stop_the_loop(make_tuner, fake_ksm, fake_proc,
 def test_knobs_changed_behind_the_tuner_are_set_again(make_tuner, fake_ksm,
                                                       fake_proc, clock,
                                                       caplog):
-    caplog.set_level('INFO')
+    caplog.set_level('INFO', logger='nova_ksm_inject')
     fake_proc.add(906, mergeable=True)
     tuner = make_tuner()
     tuner.start()
