@@ -14,3 +14,14 @@ def conf(tmp_path):
     fixture.config(group='inject', state_dir=str(tmp_path / 'state'))
     yield fixture
     fixture.cleanUp()
+
+
+@pytest.fixture(autouse=True)
+def _reset_log_level():
+    """Commands run in-process lower the package logger (quiet mode);
+    undo that so tests do not depend on their order."""
+    import logging
+    logger = logging.getLogger('nova_ksm_inject')
+    level = logger.level
+    yield
+    logger.setLevel(level)
