@@ -89,6 +89,7 @@ class _Appliance:
         self.handle = handle
         self.image = image
         self.launched = False
+        self.launch_returned = False
         self.abandoned = False
         self.guard = threading.Lock()
 
@@ -177,6 +178,7 @@ class GuestfsHandler(base.ImageHandler):
                 errors.append(err)
             with appliance.guard:
                 appliance.launched = not errors
+                appliance.launch_returned = True
                 if appliance.abandoned:
                     appliance.handle.close()
 
@@ -202,12 +204,17 @@ class GuestfsHandler(base.ImageHandler):
 
     @staticmethod
     def _stop_launch(appliance, thread):
-        killed = kill_appliances(os.getpid(), appliance.image.path)
+        # qemu may not exist yet (supermin still building the appliance):
+        # keep killing what appears until launch() gives up.
+        killed = []
+        deadline = time.monotonic() + KILL_GRACE
+        while thread.is_alive() and time.monotonic() < deadline:
+            killed += kill_appliances(os.getpid(), appliance.image.path)
+            thread.join(0.2)
         LOG.warning('libguestfs launch for %s timed out; killed qemu %s',
                     appliance.image.path, killed or '(none found)')
-        thread.join(KILL_GRACE)
         with appliance.guard:
-            if thread.is_alive():
+            if not appliance.launch_returned:
                 # launch() holds the handle; the thread closes it later.
                 appliance.abandoned = True
 

@@ -111,6 +111,12 @@ def read_pid(path):
     return int(text) if text.isdigit() else None
 
 
+def daemons_serving(export):
+    """Pids of running processes whose command line names ``export``."""
+    return [int(entry) for entry in os.listdir('/proc')
+            if entry.isdigit() and state.process_matches(int(entry), export)]
+
+
 def stop_daemon(pid, marker, monitor, export, timeout=STOP_TIMEOUT):
     """Stop the daemon ``pid`` and wait until it has let go of the images.
 
@@ -176,11 +182,13 @@ class QsdHandler(base.ImageHandler):
     def _start(self, image, cmd, workdir, export, journal):
         timeout = self.conf.inject.device_timeout
         launched = []
+        failed = True
         try:
             utils.execute(*cmd, run_as_root=True, timeout=timeout,
                           on_execute=launched.append,
                           action='exporting %s with qemu-storage-daemon'
                                  % image.path)
+            failed = False
         except subprocess.TimeoutExpired as err:
             for proc in launched:
                 proc.kill()
@@ -194,18 +202,21 @@ class QsdHandler(base.ImageHandler):
                 reason='qemu-storage-daemon could not export %s: %s'
                        % (image.path, err)) from err
         finally:
-            self._record_daemon(workdir, export, journal)
+            self._record_daemons(workdir, export, journal, failed)
 
     @staticmethod
-    def _record_daemon(workdir, export, journal):
-        pid = read_pid(os.path.join(workdir, 'qsd.pid'))
-        if pid is None:
-            return
+    def _record_daemons(workdir, export, journal, failed):
+        pids = {read_pid(os.path.join(workdir, 'qsd.pid'))}
+        if failed:
+            # The pid file is written once the export is up: a daemon that
+            # hung before that is found by its export path.
+            pids.update(daemons_serving(export))
         monitor = os.path.join(workdir, 'qmp.sock')
-        journal.push('process', undo=functools.partial(
-            stop_daemon, pid, export, monitor, export),
-            pid=pid, marker=export, timeout=STOP_TIMEOUT)
-        LOG.info('qemu-storage-daemon %d exports %s', pid, export)
+        for pid in sorted(p for p in pids if p):
+            journal.push('process', undo=functools.partial(
+                stop_daemon, pid, export, monitor, export),
+                pid=pid, marker=export, timeout=STOP_TIMEOUT)
+            LOG.info('qemu-storage-daemon %d exports %s', pid, export)
 
     def _wait_export(self, image, export):
         # --daemonize returns once the export is mounted; check it rather

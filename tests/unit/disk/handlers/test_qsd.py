@@ -184,14 +184,33 @@ def test_daemon_that_wrote_a_pid_before_failing_is_still_stopped(
     assert [s[0] for s in handler.stopped] == [777]
 
 
-def test_start_timeout_kills_the_launcher(handler, conf, monkeypatch):
+def test_start_timeout_kills_the_launcher_and_stops_the_daemon(
+        handler, conf, monkeypatch):
     daemon = FakeDaemon(monkeypatch, pid=None, error=subprocess.
                         TimeoutExpired('qemu-storage-daemon', 10))
+    searched = []
+    monkeypatch.setattr(qsd, 'daemons_serving',
+                        lambda export: searched.append(export) or [4343])
     with journal_for(conf) as journal:
         with pytest.raises(exception.HandlerFailed) as err:
             handler.mount(OVERLAY, 0, journal)
     assert daemon.killed == ['kill', 'wait']
     assert 'device_timeout' in str(err.value)
+    # No pid file yet: the daemon stuck before it was found by its export.
+    assert [s[0] for s in handler.stopped] == [4343]
+    assert handler.stopped[0][1] == searched[0]
+
+
+def test_daemons_serving_finds_a_process_by_its_export(tmp_path):
+    export = str(tmp_path / 'export.raw')
+    proc = subprocess.Popen([sys.executable, '-c', 'import time; '
+                             'time.sleep(60)', export])
+    try:
+        assert qsd.daemons_serving(export) == [proc.pid]
+        assert qsd.daemons_serving(str(tmp_path / 'other')) == []
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def test_inspect_is_refused(handler, conf, monkeypatch):

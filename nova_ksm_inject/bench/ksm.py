@@ -1,0 +1,315 @@
+"""KSM benchmark: the adaptive tuner against the policies operators use.
+
+Every policy (:mod:`ksm_policies`) is run on the real kernel, one after
+the other, against the same :class:`~ksm_scenario.Scenario`: waves of
+synthetic guests that arrive, run and leave. Between policies KSM is
+reset (``run = 2`` unmerges everything, then the kernel's defaults); the
+KSM settings found at the start are restored at the end, also on failure
+or Ctrl-C. The whole run holds the KSM test lock, so it never overlaps a
+KSM test. The counters (``pages_sharing``, ksmd's CPU time...) are
+sampled every half second; :mod:`ksm_metrics` turns them into numbers and
+:mod:`ksm_report` into a table, JSON and a plot.
+"""
+
+import contextlib
+import dataclasses
+import fcntl
+import os
+import platform
+import shutil
+import tempfile
+import threading
+import time
+
+from oslo_log import log as logging
+
+from nova_ksm_inject import exception
+from nova_ksm_inject.bench import ksm_guest
+from nova_ksm_inject.bench import ksm_metrics
+from nova_ksm_inject.bench import ksm_policies
+from nova_ksm_inject.bench import ksm_scenario
+from nova_ksm_inject.ksm import host as ksm_host
+from nova_ksm_inject.ksm import procfs
+from nova_ksm_inject.ksm import sysfs as ksm_sysfs
+
+LOG = logging.getLogger(__name__)
+
+LOCK_PATH = '/run/lock/nova-ksm-inject-ksm-tests.lock'
+SAMPLE_SECONDS = 0.5
+COUNTERS = ('pages_sharing', 'pages_shared', 'pages_unshared',
+            'pages_volatile', 'full_scans', 'pages_to_scan',
+            'sleep_millisecs', 'run')
+MEMORY_MARGIN_MIB = 1024
+
+
+class BenchRefused(exception.NovaKsmInjectError):
+    msg_fmt = "Cannot run the KSM benchmark: %(reason)s"
+
+
+def meminfo():
+    """/proc/meminfo in KiB."""
+    values = {}
+    with open('/proc/meminfo') as f:
+        for line in f:
+            name, _, rest = line.partition(':')
+            values[name] = int(rest.split()[0])
+    return values
+
+
+def preflight(policies, sysfs, scenario, euid=None, available_mib=None):
+    """Refuse, with the cause and the fix, what cannot run here.
+
+    :raises BenchRefused, KsmUnavailable, KsmNotWritable: nothing changed.
+    """
+    euid = os.geteuid() if euid is None else euid
+    if euid != 0:
+        raise BenchRefused(reason='it must run as root: it writes %s and '
+                                  'reads ksmd\'s CPU time; run it with sudo'
+                                  % sysfs.root)
+    sysfs.require()
+    sysfs.check_writable(['run', 'pages_to_scan', 'sleep_millisecs'])
+    if 'advisor' in policies and not sysfs.has('advisor_mode'):
+        raise BenchRefused(reason='this kernel has no KSM advisor (Linux '
+                                  '6.8+); drop "advisor" from --policies')
+    if 'ksmtuned' in policies and not os.access(ksm_policies.KSMTUNED,
+                                                os.X_OK):
+        raise BenchRefused(reason='%s is missing; install the ksmtuned '
+                                  'package or drop "ksmtuned" from '
+                                  '--policies' % ksm_policies.KSMTUNED)
+    for name in ('nova-ksm-tuner', 'nova-ksm-libvirt-hook'):
+        if 'adaptive' in policies and not ksm_policies.console_script(name):
+            raise BenchRefused(reason='%s is not installed; pip install '
+                                      'nova-ksm-inject' % name)
+    if available_mib is None:
+        available_mib = meminfo()['MemAvailable'] // 1024
+    needed = (scenario.waves * scenario.guests * scenario.guest_mib
+              + MEMORY_MARGIN_MIB)
+    if needed > available_mib:
+        raise BenchRefused(reason='the guests need %d MiB but only %d MiB '
+                                  'are available; lower --guests or '
+                                  '--guest-mib' % (needed, available_mib))
+
+
+def competing_controllers(proc_root=None):
+    """Running KSM controllers that would fight the benchmark."""
+    found = []
+    root = proc_root or procfs.PROC_ROOT
+    for pid in procfs.pids(proc_root):
+        try:
+            with open('%s/%d/cmdline' % (root, pid), 'rb') as f:
+                cmdline = f.read().decode('utf-8', 'replace').split('\0')
+        except OSError:
+            continue  # gone meanwhile
+        if any(os.path.basename(arg) in ('ksmtuned', 'nova-ksm-tuner')
+               for arg in cmdline[:2]):
+            found.append('%s (pid %d)' % (' '.join(cmdline[:2]).strip(),
+                                          pid))
+    return found
+
+
+@contextlib.contextmanager
+def ksm_lock(path, progress):
+    """Hold the KSM test lock (None: the caller holds it already)."""
+    if path is None:
+        yield
+        return
+    with open(path, 'a') as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            progress('Waiting for %s: a KSM test or benchmark holds it'
+                     % path)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+class Sampler(threading.Thread):
+    """Samples KSM's counters and ksmd's CPU every ``interval`` seconds."""
+
+    def __init__(self, sysfs, ksmd_pid, guest_pids, t0,
+                 interval=SAMPLE_SECONDS, clock=time.monotonic):
+        super().__init__(daemon=True)
+        self.sysfs = sysfs
+        self.ksmd_pid = ksmd_pid
+        self.guest_pids = guest_pids
+        self.t0 = t0
+        self.interval = interval
+        self.clock = clock
+        self.halt = threading.Event()
+        self.cpu0 = procfs.cpu_seconds(ksmd_pid) or 0.0
+        self.columns = {name: [] for name in (
+            't', 'saved', 'shared', 'unshared', 'volatile', 'full_scans',
+            'pages_to_scan', 'sleep_ms', 'run', 'ksmd_cpu',
+            'guest_merging', 'guest_rss_pages')}
+
+    def run(self):
+        tick = 0
+        while not self.halt.is_set():
+            self.take()
+            tick += 1
+            self.halt.wait(max(0.0, self.t0 + tick * self.interval
+                               - self.clock()))
+        self.take()
+
+    def take(self):
+        values = [self.sysfs.read_int(name) for name in COUNTERS]
+        cpu = procfs.cpu_seconds(self.ksmd_pid) or self.cpu0
+        pids = list(self.guest_pids().values())
+        merging = sum((procfs.ksm_stat(p) or {}).get('ksm_merging_pages', 0)
+                      for p in pids)
+        rss = sum(procfs.resident_pages(p) for p in pids)
+        row = [round(self.clock() - self.t0, 3)] + values + [
+            round(cpu - self.cpu0, 2), merging, rss]
+        for name, value in zip(self.columns, row, strict=True):
+            self.columns[name].append(value)
+
+    def finish(self):
+        self.halt.set()
+        self.join(timeout=10)
+        return self.columns
+
+
+def reset(host, timeout=120.0):
+    """Unmerge everything, then the kernel's defaults with ksmd stopped."""
+    host.sysfs.write('run', ksm_sysfs.RUN_UNMERGE)
+    deadline = time.monotonic() + timeout
+    while (host.sysfs.read_int('pages_shared')
+           or host.sysfs.read_int('pages_sharing')):
+        if time.monotonic() > deadline:
+            raise BenchRefused(reason='KSM still shares pages %d s after '
+                                      'run=2' % timeout)
+        time.sleep(0.1)
+    host.apply(ksm_policies.KERNEL_DEFAULTS)
+
+
+def ballast_mib(scenario):
+    """Memory to hold so that the host is short of memory once every
+    guest runs: free ends at half of ksmtuned's threshold (20% of RAM),
+    never under 2 GiB."""
+    info = meminfo()
+    headroom = max(2048, info['MemTotal'] // 1024 // 10)
+    guests = scenario.waves * scenario.guests * scenario.guest_mib
+    return max(0, info['MemAvailable'] // 1024 - guests - headroom)
+
+
+def noise(launcher):
+    """Mergeable processes that are not our guests (they disturb)."""
+    ours = set(launcher.pids().values())
+    return [{'pid': pid, 'name': procfs.process_name(pid)}
+            for pid in sorted(set(procfs.mergeable_processes()) - ours)]
+
+
+def run_policy(name, scenario, host, settings, workdir, progress):
+    """Run ``scenario`` under policy ``name``; the raw results."""
+    policy_dir = os.path.join(workdir, name)
+    os.makedirs(policy_dir)
+    reset(host)
+    launcher = ksm_scenario.GuestLauncher(scenario, workdir)
+    policy = ksm_policies.POLICIES[name](host, policy_dir, settings)
+    runner = ksm_scenario.ScenarioRunner(scenario, launcher, policy)
+    ballast = ballast_mib(scenario) if scenario.pressure else 0
+    sampler, halt = None, threading.Event()
+    try:
+        if ballast:
+            progress('  holding %d MiB of ballast (memory pressure)'
+                     % ballast)
+            launcher.spawn_ballast(ballast)
+        disturbing = noise(launcher)
+        policy.start()
+        t0 = time.monotonic()
+        sampler = Sampler(host.sysfs, procfs.find_ksmd(), launcher.pids, t0)
+        sampler.start()
+        runner.run(t0, halt)
+    finally:
+        halt.set()
+        columns = sampler.finish() if sampler else None
+        runner.join()
+        launcher.stop_all()
+        policy.stop()
+        reset(host)
+    return {'samples': columns, 'events': runner.log,
+            'report': policy.report(), 'noise': disturbing,
+            'ballast_mib': ballast}
+
+
+def restore(host, saved, progress):
+    """Put back the KSM settings found at the start."""
+    host.sysfs.write('run', ksm_sysfs.RUN_UNMERGE)
+    deferred = host.restore(saved)
+    if deferred:
+        host.apply(saved, unmerge=True)
+    if host.save() != saved:
+        progress('WARNING: KSM settings differ from the saved ones: %s '
+                 'saved, %s now' % (saved, host.save()))
+
+
+def host_info():
+    info = meminfo()
+    return {'kernel': platform.release(), 'cpus': os.cpu_count(),
+            'mem_total_mib': info['MemTotal'] // 1024,
+            'page_size': ksm_guest.PAGE_SIZE}
+
+
+def run(scenario, policies, settings, lock_path=LOCK_PATH, sysfs=None,
+        progress=LOG.info):
+    """Run every policy of ``policies`` (in order); the results dict."""
+    sysfs = sysfs or ksm_sysfs.KsmSysfs()
+    preflight(policies, sysfs, scenario)
+    with ksm_lock(lock_path, progress):
+        competing = competing_controllers()
+        if competing:
+            raise BenchRefused(reason='%s already tune(s) KSM; stop it '
+                                      'first' % ', '.join(competing))
+        host = ksm_host.KsmHost(sysfs=sysfs)
+        saved = host.save()
+        workdir = tempfile.mkdtemp(prefix='nova-ksm-bench-')
+        runs = {}
+        try:
+            for i, name in enumerate(policies):
+                progress('[%d/%d] %s: %d waves of %d x %d MiB guests over '
+                         '%.0f s' % (i + 1, len(policies), name,
+                                     scenario.waves, scenario.guests,
+                                     scenario.guest_mib, scenario.duration))
+                runs[name] = run_policy(name, scenario, host, settings,
+                                        workdir, progress)
+                for pid_name in runs[name]['noise']:
+                    progress('  WARNING: other mergeable process %(name)s '
+                             '(pid %(pid)d) ran too' % pid_name)
+        finally:
+            restore(host, saved, progress)
+            shutil.rmtree(workdir, ignore_errors=True)
+    return results(scenario, runs)
+
+
+def results(scenario, runs):
+    """Numbers for every policy run, from their samples."""
+    static = runs.get(ksm_metrics.STATIC)
+    if static:
+        phases = ksm_metrics.phases_from_log(static['events'],
+                                             scenario.duration)
+        levels = ksm_metrics.achievable_levels(
+            phases, static['samples']['t'], static['samples']['saved'])
+        source = ksm_metrics.STATIC
+    else:
+        levels = [scenario.expected_saving(wave * scenario.guests)
+                  for wave in range(1, scenario.waves + 1)]
+        source = 'theoretical'
+    policies = {}
+    for name, raw in runs.items():
+        phases = ksm_metrics.phases_from_log(raw['events'],
+                                             scenario.duration)
+        summary = ksm_metrics.summarize(raw['samples'], phases, levels,
+                                        scenario.duration,
+                                        ksm_guest.PAGE_SIZE)
+        policies[name] = dict(raw, summary=summary)
+    return {
+        'scenario': dict(dataclasses.asdict(scenario),
+                         expected_pages=[scenario.expected_saving(
+                             w * scenario.guests)
+                             for w in range(1, scenario.waves + 1)]),
+        'host': host_info(),
+        'achievable': {'source': source, 'pages': levels},
+        'policies': policies,
+        'targets': ksm_metrics.check_targets(
+            {n: p['summary'] for n, p in policies.items()}),
+    }

@@ -1,0 +1,319 @@
+"""The KSM policies the benchmark compares, each set up as operators do.
+
+* ``default``: the kernel's defaults (100 pages per 20 ms), ksmd running.
+* ``static-max``: ``pages_to_scan = 1000000000``, the usual fix.
+* ``ksmtuned``: Debian's ``/usr/sbin/ksmtuned`` run for real with its
+  shipped ``/etc/ksmtuned.conf``; only ``DEBUG``, ``LOGFILE`` and
+  ``PIDFILE`` come from its environment, to read what it saw.
+* ``advisor``: the kernel's advisor (``advisor_mode = scan-time``) with
+  its default CPU cap, batch limits and target scan time.
+* ``adaptive``: the real ``nova-ksm-tuner`` with a temporary nova.conf,
+  told about guests by the real ``nova-ksm-libvirt-hook`` invoked as
+  libvirt invokes it (argv ``DOMAIN OP SUBOP -``, domain XML on stdin).
+
+Every policy starts from the kernel's defaults with ksmd stopped and
+everything unmerged (the benchmark resets KSM between policies).
+"""
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+from oslo_log import log as logging
+
+from nova_ksm_inject.ksm import statedir as ksm_statedir
+
+LOG = logging.getLogger(__name__)
+
+KSMTUNED = '/usr/sbin/ksmtuned'
+STATIC_MAX_PAGES = 1000000000
+CONFIG_ENV = 'NOVA_KSM_INJECT_CONFIG_FILES'
+SYSTEM_PATH = '/usr/sbin:/usr/bin:/sbin:/bin'
+CLOCK_TICKS = os.sysconf('SC_CLK_TCK')
+DECISION = re.compile(r' KSM (boost|settled|idle): ')
+
+# mm/ksm.c's defaults: every policy starts from them.
+KERNEL_DEFAULTS = {
+    'advisor_mode': 'none', 'pages_to_scan': 100, 'sleep_millisecs': 20,
+    'use_zero_pages': 0, 'smart_scan': 1,
+    'stable_node_chains_prune_millisecs': 2000, 'merge_across_nodes': 1,
+    'max_page_sharing': 256, 'advisor_max_cpu': 70,
+    'advisor_min_pages_to_scan': 500, 'advisor_max_pages_to_scan': 30000,
+    'advisor_target_scan_time': 200, 'run': 0,
+}
+ADVISOR_KNOBS = ('advisor_max_cpu', 'advisor_min_pages_to_scan',
+                 'advisor_max_pages_to_scan', 'advisor_target_scan_time')
+
+
+def process_cpu(pid):
+    """CPU seconds of ``pid`` and of the children it waited for."""
+    try:
+        with open('/proc/%d/stat' % pid) as f:
+            fields = f.read().rsplit(')', 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    # utime, stime, cutime, cstime: fields 14-17 of stat(5).
+    return sum(int(v) for v in fields[11:15]) / CLOCK_TICKS
+
+
+def console_script(name):
+    """Our console script next to this Python, else on PATH."""
+    path = os.path.join(os.path.dirname(sys.executable), name)
+    return path if os.access(path, os.X_OK) else shutil.which(name)
+
+
+class Policy(object):
+    """A policy with fixed knobs; subclasses add a controller process."""
+
+    name = None
+    knobs = {}
+
+    def __init__(self, host, workdir, settings=None, clock=time.monotonic):
+        self.host = host
+        self.workdir = workdir
+        self.settings = settings
+        self.clock = clock
+        self.cpu = None  # the controller's CPU seconds, when it has one
+
+    def start(self):
+        if self.knobs:
+            self.host.apply(self.knobs)
+
+    def guest_starting(self, guest):
+        """libvirt is about to start ``guest`` (before QEMU runs)."""
+
+    def guest_started(self, guest):
+        """QEMU of ``guest`` runs."""
+
+    def guest_stopped(self, guest):
+        """QEMU of ``guest`` is gone."""
+
+    def stop(self):
+        """Stop the controller, if any."""
+
+    def report(self):
+        return {'knobs': {k: self.knobs[k] for k in sorted(self.knobs)}}
+
+
+class KernelDefault(Policy):
+    name = 'default'
+    knobs = {'pages_to_scan': 100, 'sleep_millisecs': 20, 'run': 1}
+
+
+class StaticMax(Policy):
+    name = 'static-max'
+    knobs = {'pages_to_scan': STATIC_MAX_PAGES, 'sleep_millisecs': 20,
+             'run': 1}
+
+
+class Advisor(Policy):
+    name = 'advisor'
+    knobs = dict({k: KERNEL_DEFAULTS[k] for k in ADVISOR_KNOBS},
+                 advisor_mode='scan-time', run=1)
+
+
+class Ksmtuned(Policy):
+    """Debian's ksmtuned: a shell loop that re-tunes every 60 s."""
+
+    name = 'ksmtuned'
+    CHECK = re.compile(r'committed (\d+) free (\d+)$')
+    SETTING = re.compile(r': (total|sleep|thres) (\d+)$')
+    START = re.compile(r'KSMCTL start (\d+) (\d+)$')
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.log = os.path.join(self.workdir, 'ksmtuned.log')
+        self.pidfile = os.path.join(self.workdir, 'ksmtuned.pid')
+        self.pgid = self.pid = None
+
+    def start(self):
+        env = {'PATH': SYSTEM_PATH, 'DEBUG': '1', 'LOGFILE': self.log,
+               'PIDFILE': self.pidfile}
+        # The script forks its loop and exits; a session of its own lets
+        # us stop the loop and its sleep by process group.
+        proc = subprocess.Popen([KSMTUNED], env=env, start_new_session=True,
+                                stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        proc.wait(timeout=30)
+        self.pgid = proc.pid
+        with open(self.pidfile) as f:
+            self.pid = int(f.read().strip())
+        LOG.info('ksmtuned started (loop pid %d), log %s', self.pid,
+                 self.log)
+
+    def stop(self):
+        if self.pgid is None:
+            return
+        self.cpu = process_cpu(self.pid)
+        try:
+            os.killpg(self.pgid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        deadline = self.clock() + 10
+        while self.clock() < deadline and _alive(self.pid):
+            time.sleep(0.05)
+
+    def report(self):
+        try:
+            with open(self.log) as f:
+                lines = [line.rstrip('\n') for line in f]
+        except OSError:
+            lines = []
+        return dict(parse_ksmtuned_log(lines), controller_cpu=self.cpu,
+                    interval_seconds=_shipped_interval())
+
+
+def parse_ksmtuned_log(lines):
+    """What ksmtuned's debug log says it saw and did."""
+    seen = {'checks': [], 'log': lines[-40:]}
+    for line in lines:
+        setting = Ksmtuned.SETTING.search(line)
+        check = Ksmtuned.CHECK.search(line)
+        start = Ksmtuned.START.search(line)
+        if setting:
+            seen[setting.group(1) + ('_ms' if setting.group(1) == 'sleep'
+                                     else '_kib')] = int(setting.group(2))
+        elif check:
+            seen['checks'].append({'committed_kib': int(check.group(1)),
+                                   'free_kib': int(check.group(2))})
+        elif line.endswith('stop ksm') and seen['checks']:
+            seen['checks'][-1]['action'] = 'stop'
+        elif start and seen['checks']:
+            seen['checks'][-1]['action'] = 'start %s pages / %s ms' % (
+                start.group(1), start.group(2))
+    return seen
+
+
+def _shipped_interval(path='/etc/ksmtuned.conf'):
+    try:
+        with open(path) as f:
+            for line in f:
+                match = re.match(r'\s*KSM_MONITOR_INTERVAL=(\d+)', line)
+                if match:
+                    return int(match.group(1))
+    except OSError:
+        pass
+    return 60  # the script's default
+
+
+def _alive(pid):
+    try:
+        with open('/proc/%d/stat' % pid) as f:
+            return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
+    except (OSError, IndexError):
+        return False
+
+
+class Adaptive(Policy):
+    """The real nova-ksm-tuner, fed by the real libvirt hook."""
+
+    name = 'adaptive'
+    START_TIMEOUT = 30.0
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.state_dir = os.path.join(self.workdir, 'adaptive-state')
+        self.log = os.path.join(self.workdir, 'tuner.log')
+        self.conf = os.path.join(self.workdir, 'nova.conf')
+        self.hooks = []
+        self.proc = self.stderr = None
+
+    def start(self):
+        self._write_conf()
+        self.stderr = open(os.path.join(self.workdir, 'tuner.err'), 'w')
+        self.proc = subprocess.Popen(
+            [console_script('nova-ksm-tuner'), '--config-file', self.conf],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=self.stderr)
+        statedir = ksm_statedir.KsmStateDir(self.state_dir)
+        deadline = self.clock() + self.START_TIMEOUT
+        while not statedir.tuner_alive():
+            if self.proc.poll() is not None or self.clock() > deadline:
+                raise RuntimeError('nova-ksm-tuner did not start; see %s'
+                                   % self.stderr.name)
+            time.sleep(0.05)
+
+    def _write_conf(self):
+        s = self.settings
+        ksm = {'policy': 'adaptive', 'enabled': 'auto',
+               'cpu_budget_percent': s.cpu_budget_percent,
+               'poll_interval': s.poll_interval,
+               'maintenance_scan_seconds': s.maintenance_scan_seconds,
+               'state_dir': self.state_dir, 'connection_uri': '',
+               'hook_log_file': os.path.join(self.workdir, 'hook.log'),
+               'restore_on_exit': 'false'}
+        with open(self.conf, 'w') as f:
+            f.write('[DEFAULT]\nlog_file = %s\n[ksm]\n' % self.log)
+            f.writelines('%s = %s\n' % item for item in sorted(ksm.items()))
+
+    def guest_starting(self, guest):
+        self._hook(guest, 'prepare', 'begin')
+        self._hook(guest, 'start', 'begin')
+
+    def guest_started(self, guest):
+        self._hook(guest, 'started', 'begin')
+
+    def guest_stopped(self, guest):
+        self._hook(guest, 'stopped', 'end')
+        self._hook(guest, 'release', 'end')
+
+    def _hook(self, guest, op, subop):
+        """Run the hook as libvirt does; record its time and CPU."""
+        began = self.clock()
+        proc = subprocess.Popen(
+            [console_script('nova-ksm-libvirt-hook'), guest.name, op, subop,
+             '-'], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+            stderr=self.stderr, env={'PATH': SYSTEM_PATH,
+                                     CONFIG_ENV: self.conf})
+        proc.stdin.write(guest.xml().encode())
+        proc.stdin.close()
+        # wait4, not wait: the hook's own CPU time is part of the cost.
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode:
+            LOG.warning('nova-ksm-libvirt-hook %s %s %s exited %d',
+                        guest.name, op, subop, proc.returncode)
+        self.hooks.append({'guest': guest.name, 'op': op, 'subop': subop,
+                           'seconds': self.clock() - began,
+                           'cpu': usage.ru_utime + usage.ru_stime})
+
+    def stop(self):
+        if self.proc is None:
+            return
+        self.cpu = process_cpu(self.proc.pid)
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.stderr.close()
+
+    def report(self):
+        try:
+            with open(self.log) as f:
+                # "2025-01-31 12:00:00.123 PID INFO name [-] KSM boost: ..."
+                decisions = [line[11:23] + ' ' + line.split(' KSM ', 1)[1]
+                             .rstrip() for line in f
+                             if DECISION.search(line)]
+        except OSError:
+            decisions = []
+        return {'controller_cpu': self.cpu,
+                'hook_runs': len(self.hooks),
+                'hook_seconds': round(sum(h['seconds'] for h in self.hooks),
+                                      2),
+                'hook_cpu': round(sum(h['cpu'] for h in self.hooks), 2),
+                'decisions': decisions,
+                'cpu_budget_percent': self.settings.cpu_budget_percent,
+                'poll_interval': self.settings.poll_interval}
+
+
+POLICIES = {cls.name: cls for cls in (KernelDefault, StaticMax, Ksmtuned,
+                                      Advisor, Adaptive)}
+ORDER = ('default', 'static-max', 'ksmtuned', 'advisor', 'adaptive')

@@ -1,0 +1,262 @@
+"""The KSM benchmark's scenario: a class of identical guests that arrive
+in waves, run, and leave.
+
+With ``waves`` waves over ``duration`` seconds, waves arrive evenly over
+the first three quarters of the run and leave, oldest first, evenly over
+the last quarter (3 waves in 180 s: arrive at 0, 45, 90 s, leave at 135,
+150, 165 s). Each guest is a :mod:`ksm_guest` process that looks like
+QEMU; a wave's guests start in parallel, as a class's students start
+them. The policy under test is told about every guest start and stop, so
+the adaptive one can deliver the libvirt hook events.
+"""
+
+import dataclasses
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+from oslo_log import log as logging
+
+from nova_ksm_inject.bench import ksm_guest
+
+LOG = logging.getLogger(__name__)
+
+ARRIVE, LEAVE = 'arrive', 'leave'
+GUEST_CODE = 'from nova_ksm_inject.bench import ksm_guest; ksm_guest.main()'
+READY_TIMEOUT = 120.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Event(object):
+    """A wave arriving or leaving, ``time`` seconds into the run."""
+
+    time: float
+    kind: str
+    wave: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Scenario(object):
+    """What every policy is run against, identically."""
+
+    waves: int = 3
+    guests: int = 4  # per wave
+    guest_mib: int = 256
+    identical: float = 0.85
+    volatile: float = 0.01
+    rewrite_seconds: float = 2.0
+    duration: float = 180.0
+    pressure: bool = False  # hold ballast memory (--long)
+
+    ARRIVALS_SHARE = 0.75
+
+    @property
+    def pages_per_guest(self):
+        return self.guest_mib * 1024 * 1024 // ksm_guest.PAGE_SIZE
+
+    @property
+    def identical_pages(self):
+        return int(self.pages_per_guest * self.identical)
+
+    def expected_saving(self, guests):
+        """pages_sharing once ``guests`` running guests are merged."""
+        return max(0, guests - 1) * self.identical_pages
+
+    def schedule(self):
+        """Every :class:`Event`, in time order."""
+        arrive_step = self.ARRIVALS_SHARE * self.duration / self.waves
+        leave_step = (1 - self.ARRIVALS_SHARE) * self.duration / self.waves
+        events = [Event(i * arrive_step, ARRIVE, i + 1)
+                  for i in range(self.waves)]
+        events += [Event(self.ARRIVALS_SHARE * self.duration
+                         + i * leave_step, LEAVE, i + 1)
+                   for i in range(self.waves)]
+        return events
+
+    def phases(self):
+        """[(wave, start, end)]: from each arrival to the next event."""
+        events = self.schedule()
+        return [(event.wave, event.time, events[i + 1].time)
+                for i, event in enumerate(events) if event.kind == ARRIVE]
+
+
+@dataclasses.dataclass(frozen=True)
+class Guest(object):
+    """One synthetic guest, as libvirt would know it."""
+
+    name: str
+    wave: int
+    tag: int
+    mib: int
+
+    @property
+    def uuid(self):
+        return str(uuid.uuid5(uuid.NAMESPACE_DNS, self.name + '.bench'))
+
+    def xml(self):
+        """A minimal domain XML, as libvirt passes to its hooks."""
+        return ("<domain type='kvm'><name>%s</name><uuid>%s</uuid>"
+                "<memory unit='MiB'>%d</memory>"
+                "<currentMemory unit='MiB'>%d</currentMemory>"
+                "<vcpu>1</vcpu></domain>"
+                % (self.name, self.uuid, self.mib, self.mib))
+
+
+def wave_guests(scenario, wave):
+    """The guests of ``wave`` (1-based); tags are unique over the run."""
+    return [Guest(name='bench-w%d-g%d' % (wave, i + 1), wave=wave,
+                  tag=(wave - 1) * scenario.guests + i + 1,
+                  mib=scenario.guest_mib)
+            for i in range(scenario.guests)]
+
+
+class GuestLauncher(object):
+    """Starts and stops guest processes named like QEMU.
+
+    ``argv[0]`` must read ``qemu-system-x86_64`` for ksmtuned's ``pgrep
+    -f '^qemu-system...'``: the interpreter is reached through a symlink
+    of that name in ``workdir`` put first in the guests' PATH.
+    """
+
+    def __init__(self, scenario, workdir):
+        self.scenario = scenario
+        bindir = os.path.join(workdir, 'bin')
+        os.makedirs(bindir, exist_ok=True)
+        link = os.path.join(bindir, ksm_guest.QEMU_ARGV0)
+        if not os.path.lexists(link):
+            os.symlink(os.path.realpath(sys.executable), link)
+        package_root = os.path.dirname(os.path.dirname(os.path.dirname(
+            os.path.abspath(ksm_guest.__file__))))
+        self.env = {'PATH': bindir + os.pathsep + os.environ.get(
+            'PATH', '/usr/bin:/bin'), 'PYTHONPATH': package_root}
+        self.running = {}
+        self._lock = threading.Lock()
+
+    def _spawn(self, key, argv0, args):
+        proc = subprocess.Popen(
+            [argv0, '-c', GUEST_CODE] + args, env=self.env,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        with self._lock:
+            self.running[key] = proc
+        return proc
+
+    def spawn(self, guest):
+        """Start ``guest``; :meth:`wait_ready` waits for its memory."""
+        s = self.scenario
+        return self._spawn(guest.name, ksm_guest.QEMU_ARGV0, [
+            '-enable-kvm', '-name', 'guest=%s' % guest.name,
+            '-m', str(guest.mib), '--identical', str(s.identical),
+            '--volatile', str(s.volatile), '--rewrite-seconds',
+            str(s.rewrite_seconds), '--tag', str(guest.tag)])
+
+    def spawn_ballast(self, mib):
+        """A plain process holding ``mib`` MiB nobody may merge."""
+        proc = self._spawn('ballast', sys.executable, [
+            '-m', str(mib), '--ballast', '--volatile', '0', '--tag', '0'])
+        self.wait_ready('ballast')
+        return proc
+
+    def wait_ready(self, name):
+        """Block until the guest has filled its memory."""
+        proc = self.running[name]
+        timer = threading.Timer(READY_TIMEOUT, proc.kill)
+        timer.start()
+        try:
+            line = proc.stdout.readline()
+        finally:
+            timer.cancel()
+        if line != ksm_guest.READY:
+            raise RuntimeError('synthetic guest %s (pid %d) exited before '
+                               'filling its memory' % (name, proc.pid))
+
+    def pids(self):
+        with self._lock:
+            return {name: proc.pid for name, proc in self.running.items()
+                    if name != 'ballast'}
+
+    def stop(self, name):
+        """Stop one guest (SIGTERM) and reap it."""
+        with self._lock:
+            proc = self.running.pop(name, None)
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        proc.stdin.close()
+        proc.stdout.close()
+
+    def stop_all(self):
+        for name in list(self.running):
+            self.stop(name)
+
+
+class ScenarioRunner(object):
+    """Plays the schedule against one policy; records what happened."""
+
+    def __init__(self, scenario, launcher, policy, clock=time.monotonic):
+        self.scenario = scenario
+        self.launcher = launcher
+        self.policy = policy
+        self.clock = clock
+        self.log = []  # [{time, kind, wave, done}] seconds since t0
+        self.t0 = None
+        self.threads = []
+
+    def run(self, t0, stop):
+        """Play every event from ``t0``; ``stop`` is a threading.Event."""
+        self.t0 = t0
+        for event in self.scenario.schedule():
+            if stop.wait(max(0.0, t0 + event.time - self.clock())):
+                return
+            started = self.clock() - t0
+            guests = wave_guests(self.scenario, event.wave)
+            action = self._arrive if event.kind == ARRIVE else self._leave
+            self._parallel(action, guests)
+            self.log.append({'time': started, 'kind': event.kind,
+                             'wave': event.wave,
+                             'done': self.clock() - t0})
+            LOG.info('Wave %d %s at %.1f s (done at %.1f s)', event.wave,
+                     'arrived' if event.kind == ARRIVE else 'left',
+                     started, self.log[-1]['done'])
+        stop.wait(max(0.0, t0 + self.scenario.duration - self.clock()))
+
+    def _arrive(self, guest):
+        self.policy.guest_starting(guest)
+        self.launcher.spawn(guest)
+        self.policy.guest_started(guest)
+        self.launcher.wait_ready(guest.name)
+
+    def _leave(self, guest):
+        self.launcher.stop(guest.name)
+        self.policy.guest_stopped(guest)
+
+    def join(self, timeout=60.0):
+        """Wait for guest starts and stops still running (interrupted)."""
+        for thread in self.threads:
+            thread.join(timeout)
+
+    def _parallel(self, action, guests):
+        errors = []
+
+        def call(guest):
+            try:
+                action(guest)
+            except Exception as err:  # re-raised in the caller below
+                errors.append(err)
+
+        threads = [threading.Thread(target=call, args=(g,)) for g in guests]
+        self.threads = threads
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise errors[0]
