@@ -8,6 +8,7 @@ naming what was being done. Every command name used here must be listed in
 """
 
 import os
+import resource
 
 from oslo_concurrency import processutils
 from oslo_log import log as logging
@@ -66,3 +67,26 @@ def last_line(text):
     lines = [line.strip() for line in (text or '').splitlines()
              if line.strip()]
     return lines[-1] if lines else '(no output)'
+
+
+class ResourceLimits:
+    """Resource limits applied in the child between fork and exec.
+
+    The same protection as oslo.concurrency's ``ProcessLimits`` (how nova
+    caps ``qemu-img``, CVE-2015-5162) without its extra Python interpreter
+    per command, which costs ~60 ms here. Pass as ``preexec_fn``.
+    """
+
+    def __init__(self, cpu_time, address_space):
+        self.cpu_time = cpu_time
+        self.address_space = address_space
+
+    def __call__(self):
+        resource.setrlimit(resource.RLIMIT_CPU,
+                           (self.cpu_time, self.cpu_time))
+        resource.setrlimit(resource.RLIMIT_AS,
+                           (self.address_space, self.address_space))
+
+    def __repr__(self):
+        return 'ResourceLimits(cpu_time=%d, address_space=%d)' % (
+            self.cpu_time, self.address_space)

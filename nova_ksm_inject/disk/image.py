@@ -18,7 +18,6 @@ import shutil
 import stat
 import time
 
-from oslo_concurrency import processutils
 from oslo_log import log as logging
 
 from nova_ksm_inject import exception
@@ -183,13 +182,13 @@ def _qemu_img_info(path, fmt):
     # No -U (--force-share): an image a running qemu holds for writing must
     # fail here, as writing into it must be refused anyway.
     cmd = ('qemu-img', 'info', '--output=json', '-f', fmt, path)
-    limits = processutils.ProcessLimits(
+    limits = utils.ResourceLimits(
         cpu_time=CONF.inject.qemu_img_cpu_time,
         address_space=CONF.inject.qemu_img_address_space)
     started = time.monotonic()
     try:
         out, _err = utils.execute(*cmd, action='inspecting image %s' % path,
-                                  run_as_root=False, prlimit=limits)
+                                  run_as_root=False, preexec_fn=limits)
     except exception.CommandFailed as err:
         raise _qemu_img_failed(path, fmt, err) from err
     LOG.debug('%(cmd)s took %(secs).3f s',
@@ -208,7 +207,6 @@ def _qemu_img_info(path, fmt):
 
 
 def _qemu_img_failed(path, fmt, err):
-    # Under prlimit a missing binary is a failed exec, not FileNotFoundError.
     if shutil.which('qemu-img') is None:
         return exception.ToolMissing(tool='qemu-img', package='qemu-utils',
                                      action='inspecting image %s' % path)

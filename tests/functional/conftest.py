@@ -162,12 +162,19 @@ def mounts(path_prefix):
 
 
 def qemu_processes():
-    out = subprocess.run(['ps', '-eo', 'pid,args'], capture_output=True,
+    """Live qemu/guestmount processes. Zombies hold nothing: the daemons
+    are orphaned on purpose and wait for init (PID 1) to reap them."""
+    out = subprocess.run(['ps', '-eo', 'pid,stat,args'], capture_output=True,
                          text=True).stdout
-    return [line for line in out.splitlines()
-            if any(p in line for p in ('qemu-storage-daemon', 'guestmount',
-                                       'qemu-nbd', 'qemu-system'))
-            and 'ps -eo' not in line]
+    found = []
+    for line in out.splitlines()[1:]:
+        _pid, stat, args = line.split(None, 2)
+        if stat.startswith('Z') or 'ps -eo' in args:
+            continue
+        if any(p in args for p in ('qemu-storage-daemon', 'guestmount',
+                                   'qemu-nbd', 'qemu-system')):
+            found.append(line)
+    return found
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import logging
 import os
 import struct
 
-from oslo_concurrency import processutils
 import pytest
 
 from nova_ksm_inject import exception
@@ -141,8 +140,8 @@ def test_raw_image(tmp_path, qemu_img, conf):
     [(cmd, kwargs)] = qemu_img.calls
     assert cmd == ('qemu-img', 'info', '--output=json', '-f', 'raw', path)
     assert kwargs['run_as_root'] is False
-    limits = kwargs['prlimit']
-    assert isinstance(limits, processutils.ProcessLimits)
+    limits = kwargs['preexec_fn']
+    assert isinstance(limits, utils.ResourceLimits)
     assert (limits.cpu_time, limits.address_space) == (7, 128 << 20)
 
 
@@ -199,7 +198,8 @@ def test_qcow2_over_raw_in_trusted_dir(tmp_path, qemu_img, trusted):
     info = image.inspect_image(top, trusted_dirs=[str(trusted)])
     assert info.backing_chain == ((base, 'raw'),)
     assert [cmd[4] for cmd, _kw in qemu_img.calls] == ['qcow2', 'raw']
-    assert all(kw['prlimit'] for _cmd, kw in qemu_img.calls)
+    assert all(isinstance(kw['preexec_fn'], utils.ResourceLimits)
+               for _cmd, kw in qemu_img.calls)
     assert not any('--backing-chain' in cmd or '-U' in cmd
                    for cmd, _kw in qemu_img.calls)
 

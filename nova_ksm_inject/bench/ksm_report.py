@@ -1,0 +1,181 @@
+"""The KSM benchmark's results as a table, JSON and a PNG plot.
+
+The table is a reStructuredText simple table, readable in a terminal and
+pasted as is into the README.
+"""
+
+import json
+import mmap
+
+from nova_ksm_inject.bench import ksm_metrics
+
+GIB = 1024 ** 3
+COLUMNS = ('policy', 't50 (s)', 't95 (s)', 'ksmd CPU (s)',
+           'saved (GiB x min)', 'GiB x min per CPU s', 'peak saved (GiB)')
+
+
+def _seconds(value, bound):
+    return 'never (>%.0f)' % bound if value is None else '%.1f' % value
+
+
+def _number(value, digits=2):
+    return 'n/a' if value is None else '%.*f' % (digits, value)
+
+
+def table_rows(result):
+    rows = []
+    for name, policy in result['policies'].items():
+        s = policy['summary']
+        rows.append((name, _seconds(s['t50'], s['shortest_phase']),
+                     _seconds(s['t95'], s['shortest_phase']),
+                     _number(s['ksmd_cpu_seconds'], 1),
+                     _number(s['saved_gib_min']), _number(s['efficiency']),
+                     _number(s['peak_saved_gib'])))
+    return rows
+
+
+def rst_table(header, rows):
+    """A reStructuredText simple table."""
+    widths = [max(len(str(r[i])) for r in [header] + rows)
+              for i in range(len(header))]
+    rule = '  '.join('=' * w for w in widths)
+    lines = [rule, '  '.join(h.ljust(w) for h, w in zip(header, widths,
+                                                          strict=True)),
+             rule]
+    lines += ['  '.join(str(c).ljust(w) for c, w in zip(row, widths,
+                                                         strict=True))
+              for row in rows]
+    lines.append(rule)
+    return '\n'.join(line.rstrip() for line in lines)
+
+
+def wave_rows(result):
+    """Per policy, each wave's t50/t95."""
+    rows = []
+    for name, policy in result['policies'].items():
+        cells = ['%s / %s' % (_seconds(w['t50'], w['phase_seconds']),
+                              _seconds(w['t95'], w['phase_seconds']))
+                 for w in policy['summary']['waves']]
+        rows.append(tuple([name] + cells))
+    return rows
+
+
+def describe(result):
+    s = result['scenario']
+    gib = ['%.2f' % (p * result['host']['page_size'] / GIB)
+           for p in result['achievable']['pages']]
+    return ('%d waves of %d guests x %d MiB (%d%% identical, %g%% '
+            'volatile), %.0f s per policy%s; kernel %s, %d CPUs, %d MiB. '
+            'Achievable saving after each wave (%s): %s GiB.'
+            % (s['waves'], s['guests'], s['guest_mib'],
+               round(s['identical'] * 100), s['volatile'] * 100,
+               s['duration'], ', memory pressure' if s['pressure'] else '',
+               result['host']['kernel'], result['host']['cpus'],
+               result['host']['mem_total_mib'], result['achievable']['source'],
+               ' / '.join(gib)))
+
+
+def format_text(result):
+    """Everything a person reads after a run."""
+    lines = [describe(result), '', rst_table(COLUMNS, table_rows(result)),
+             '']
+    waves = len(result['achievable']['pages'])
+    lines += ['Per wave, t50 / t95 (s):', '', rst_table(
+        tuple(['policy'] + ['wave %d' % (i + 1) for i in range(waves)]),
+        wave_rows(result)), '', 'Targets:']
+    for check in result['targets']:
+        mark = {True: 'met', False: 'MISSED', None: 'n/a'}[check['met']]
+        lines.append('  [%s] %s: %s' % (mark, check['target'],
+                                        check['measured']))
+    lines += [''] + controllers(result)
+    return '\n'.join(lines)
+
+
+def controllers(result):
+    """What ksmtuned saw and what the adaptive tuner did."""
+    lines = []
+    policies = result['policies']
+    if 'ksmtuned' in policies:
+        lines.append('ksmtuned: ' + ksmtuned_summary(policies['ksmtuned']))
+    if 'adaptive' in policies:
+        r = policies['adaptive']['report']
+        lines.append('adaptive: %d hook runs (%.1f s, %.1f CPU s in all), '
+                     'tuner CPU %s s, budget %d%%, poll %.1f s; decisions:'
+                     % (r['hook_runs'], r['hook_seconds'], r['hook_cpu'],
+                        _number(r['controller_cpu'], 1),
+                        r['cpu_budget_percent'], r['poll_interval']))
+        lines += ['  ' + d for d in r['decisions'][:12]]
+    for name, policy in policies.items():
+        for other in policy['noise']:
+            lines.append('noise during %s: mergeable process %s (pid %d)'
+                         % (name, other['name'], other['pid']))
+    return lines
+
+
+def ksmtuned_summary(run):
+    r = run['report']
+    checks = r['checks']
+    rss = max(run['samples']['guest_rss_pages'], default=0) * (
+        mmap.PAGESIZE // 1024)
+    if not checks:
+        return ('no check in %.0f s (it checks every %d s)'
+                % (result_duration(run), r['interval_seconds']))
+    last = checks[-1]
+    actions = sorted({c.get('action', '?') for c in checks})
+    return ('%d checks (every %d s, shipped config); total %s KiB, '
+            'threshold %s KiB; last check: QEMU RSS ("committed") %d KiB '
+            '(our guests peaked at %d KiB), free %d KiB; actions: %s'
+            % (len(checks), r['interval_seconds'], r.get('total_kib', '?'),
+               r.get('thres_kib', '?'), last['committed_kib'], rss,
+               last['free_kib'], ', '.join(actions)))
+
+
+def result_duration(run):
+    times = run['samples']['t']
+    return times[-1] if times else 0.0
+
+
+def write_json(result, path):
+    with open(path, 'w') as f:
+        json.dump(result, f, indent=1, sort_keys=True)
+        f.write('\n')
+
+
+def plot(result, path):
+    """A PNG of saved memory and ksmd CPU over time, one line per policy.
+
+    :returns: None, or why no plot was written (matplotlib missing).
+    """
+    try:
+        import matplotlib
+        matplotlib.use('Agg')
+        from matplotlib import pyplot
+    except ImportError:
+        return ('matplotlib is not installed (pip install '
+                '"nova-ksm-inject[plot]"); no plot written')
+    figure, (saved, cpu) = pyplot.subplots(2, 1, sharex=True,
+                                           figsize=(10, 6.5))
+    page = result['host']['page_size']
+    for name, policy in result['policies'].items():
+        s = policy['samples']
+        saved.plot(s['t'], [v * page / GIB for v in s['saved']],
+                   label=name, linewidth=1.4)
+        cpu.plot(s['t'], ksm_metrics.cpu_percent(s['t'], s['ksmd_cpu']),
+                 label=name, linewidth=1.0)
+    first = next(iter(result['policies'].values()))
+    for event in first['events']:
+        for axes in (saved, cpu):
+            axes.axvline(event['time'], color='grey', linewidth=0.6,
+                         linestyle='--' if event['kind'] == 'arrive'
+                         else ':')
+    saved.set_ylabel('memory saved (GiB)')
+    cpu.set_ylabel('ksmd CPU (% of a core, 2 s)')
+    cpu.set_xlabel('seconds (dashed: a wave arrives, dotted: it leaves)')
+    saved.set_title(describe(result).split(';')[0], fontsize=9)
+    saved.legend(loc='upper left', fontsize=8)
+    for axes in (saved, cpu):
+        axes.grid(True, linewidth=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=80)
+    pyplot.close(figure)
+    return None
