@@ -5,6 +5,7 @@ pasted as is into the README.
 """
 
 import json
+import logging
 import mmap
 
 from nova_ksm_inject.bench import ksm_metrics
@@ -149,6 +150,8 @@ def plot(result, path):
     try:
         import matplotlib
         matplotlib.use('Agg')
+        # Its font cache notice is not ours to show.
+        logging.getLogger('matplotlib').setLevel(logging.WARNING)
         from matplotlib import pyplot
     except ImportError:
         return ('matplotlib is not installed (pip install '

@@ -20,6 +20,7 @@ import pytest
 from nova_ksm_inject import exception
 from nova_ksm_inject.conf import CONF
 from nova_ksm_inject.disk import guestpath
+from nova_ksm_inject.disk import openat2
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0,
                                 reason='chown to other ids needs root')
@@ -335,7 +336,7 @@ def test_exists_and_read(plain):
 
 
 def test_no_openat2_falls_back_to_walk(monkeypatch, root):
-    monkeypatch.setattr(guestpath, '_SYS_OPENAT2', None)
+    monkeypatch.setattr(openat2, '_SYS_OPENAT2', None)
     with guestpath.HostRootFiles(str(root)) as files:
         assert files.use_openat2 is False
         with pytest.raises(Refused):
