@@ -53,7 +53,7 @@ def build_parser():
     sub.required = True
     disk.add_parsers(sub, parent)
     if ksm is not None:
-        ksm.add_parser(sub)
+        ksm.add_parser(sub, parent)
     return parser
 
 
