@@ -94,7 +94,7 @@ def competing_controllers(proc_root=None):
     """Running KSM controllers that would fight the benchmark."""
     found = []
     root = proc_root or procfs.PROC_ROOT
-    for pid in procfs.pids(proc_root):
+    for pid in sorted(procfs.pids(proc_root)):
         try:
             with open('%s/%d/cmdline' % (root, pid), 'rb') as f:
                 cmdline = f.read().decode('utf-8', 'replace').split('\0')

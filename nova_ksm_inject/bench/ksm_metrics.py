@@ -53,8 +53,8 @@ def phases_from_log(log, duration):
 def achievable_levels(phases, times, saved):
     """The most saved within each phase (of the static-max run)."""
     return [max((v for t, v in zip(times, saved, strict=True)
-                     if start <= t <= end),
-                default=0) for _, start, end in phases]
+                 if start <= t <= end), default=0)
+            for _, start, end in phases]
 
 
 def wave_times(phases, levels, times, saved, fractions=FRACTIONS):
@@ -104,8 +104,8 @@ def summarize(samples, phases, levels, duration, page_size):
         't50': worst(waves, 't50'), 't95': worst(waves, 't95'),
         'waves': waves,
         'ksmd_cpu_seconds': round(cpu, 2),
-        'saved_gib_min': round(gib_min, 3),
-        'efficiency': round(gib_min / cpu, 3) if cpu > 0 else None,
+        'saved_gib_min': round(gib_min, 4),
+        'efficiency': round(gib_min / cpu, 4) if cpu > 0 else None,
         'peak_saved_gib': round(max(saved_gib, default=0.0), 3),
         'shortest_phase': min((w['phase_seconds'] for w in waves),
                               default=0.0),

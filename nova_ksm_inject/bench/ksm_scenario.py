@@ -123,6 +123,7 @@ class GuestLauncher(object):
 
     def __init__(self, scenario, workdir):
         self.scenario = scenario
+        self.workdir = workdir
         bindir = os.path.join(workdir, 'bin')
         os.makedirs(bindir, exist_ok=True)
         link = os.path.join(bindir, ksm_guest.QEMU_ARGV0)
@@ -137,7 +138,7 @@ class GuestLauncher(object):
 
     def _spawn(self, key, argv0, args):
         proc = subprocess.Popen(
-            [argv0, '-c', GUEST_CODE] + args, env=self.env,
+            [argv0, '-c', GUEST_CODE] + args, env=self.env, cwd=self.workdir,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         with self._lock:
             self.running[key] = proc

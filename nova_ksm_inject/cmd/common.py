@@ -91,4 +91,4 @@ def run(func, *args, **kwargs):
     except exception.NovaKsmInjectError as err:
         return fail(_one_line(err), err.exit_code)
     except KeyboardInterrupt:
-        return fail('interrupted; everything attached was undone', 130)
+        return fail('interrupted', 130)

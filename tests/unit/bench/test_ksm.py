@@ -1,0 +1,208 @@
+"""The KSM benchmark's driver: refusals, lock, reset, sampling, results.
+
+KSM and /proc are fake trees; nothing here needs root or a kernel KSM.
+"""
+
+import fcntl
+import os
+
+import pytest
+
+from nova_ksm_inject.bench import ksm
+from nova_ksm_inject.bench import ksm_policies
+from nova_ksm_inject.bench import ksm_scenario
+from nova_ksm_inject import exception
+from nova_ksm_inject.ksm import host as ksm_host
+from nova_ksm_inject.ksm import sysfs as ksm_sysfs
+from tests.unit.ksm import conftest as ksm_fakes
+
+SMALL = ksm_scenario.Scenario(waves=1, guests=2, guest_mib=16, duration=20)
+ALL = list(ksm_policies.ORDER)
+
+
+@pytest.fixture
+def fake_ksm(tmp_path):
+    return ksm_fakes.FakeKsm(tmp_path / 'ksm')
+
+
+@pytest.fixture
+def installed(monkeypatch, tmp_path):
+    """ksmtuned and our console scripts present."""
+    script = tmp_path / 'ksmtuned'
+    script.write_text('#!/bin/sh\n')
+    script.chmod(0o755)
+    monkeypatch.setattr(ksm_policies, 'KSMTUNED', str(script))
+    monkeypatch.setattr(ksm_policies, 'console_script',
+                        lambda name: '/usr/bin/' + name)
+
+
+def preflight(fake_ksm, policies=ALL, euid=0, available_mib=8192,
+              scenario=SMALL):
+    ksm.preflight(policies, fake_ksm.sysfs, scenario, euid=euid,
+                  available_mib=available_mib)
+
+
+def test_preflight_passes_on_a_full_host(fake_ksm, installed):
+    preflight(fake_ksm)
+
+
+def test_refuses_without_root(fake_ksm, installed):
+    with pytest.raises(ksm.BenchRefused, match='must run as root'):
+        preflight(fake_ksm, euid=1000)
+
+
+def test_refuses_without_ksm(tmp_path, installed):
+    missing = ksm_sysfs.KsmSysfs(str(tmp_path / 'no-ksm'))
+    with pytest.raises(exception.KsmUnavailable) as err:
+        ksm.preflight(ALL, missing, SMALL, euid=0, available_mib=8192)
+    assert 'no-ksm/run does not exist' in str(err.value)
+
+
+def test_refuses_when_ksm_is_not_writable(fake_ksm, installed,
+                                          monkeypatch):
+    # Root may write anything but a read-only mount: fake the answer.
+    monkeypatch.setattr(os, 'access', lambda path, mode: mode != os.W_OK)
+    with pytest.raises(exception.KsmNotWritable) as err:
+        preflight(fake_ksm)
+    assert 'run' in str(err.value)
+
+
+def test_refuses_the_advisor_on_kernels_without_it(tmp_path, installed):
+    old = ksm_fakes.FakeKsm(tmp_path / 'old',
+                            missing=ksm_fakes.OLD_KERNEL_MISSING)
+    with pytest.raises(ksm.BenchRefused, match='drop "advisor"'):
+        preflight(old)
+    preflight(old, policies=['default', 'adaptive'])
+
+
+def test_refuses_ksmtuned_when_not_installed(fake_ksm, installed,
+                                             monkeypatch, tmp_path):
+    monkeypatch.setattr(ksm_policies, 'KSMTUNED', str(tmp_path / 'none'))
+    with pytest.raises(ksm.BenchRefused, match='install the ksmtuned'):
+        preflight(fake_ksm)
+    preflight(fake_ksm, policies=['default', 'static-max'])
+
+
+def test_refuses_adaptive_without_our_console_scripts(fake_ksm, installed,
+                                                      monkeypatch):
+    monkeypatch.setattr(ksm_policies, 'console_script', lambda name: None)
+    with pytest.raises(ksm.BenchRefused, match='nova-ksm-tuner is not'):
+        preflight(fake_ksm)
+
+
+def test_refuses_guests_that_do_not_fit_in_memory(fake_ksm, installed):
+    big = ksm_scenario.Scenario(waves=3, guests=4, guest_mib=1024)
+    with pytest.raises(ksm.BenchRefused, match='need 13312 MiB but only '
+                                               '8192'):
+        preflight(fake_ksm, scenario=big)
+
+
+def test_competing_controllers_are_found_by_command_line(tmp_path):
+    proc = ksm_fakes.FakeProc(tmp_path / 'proc')
+    proc.add(10, comm='ksmtuned', cmdline=['/bin/bash', '/usr/sbin/ksmtuned'])
+    proc.add(11, comm='nova-ksm-tuner', cmdline=[
+        '/venv/bin/python3', '/venv/bin/nova-ksm-tuner', '--config-file'])
+    proc.add(12, comm='vim', cmdline=['vim', 'ksmtuned.conf'])
+    found = ksm.competing_controllers(proc.root)
+    assert found == ['/bin/bash /usr/sbin/ksmtuned (pid 10)',
+                     '/venv/bin/python3 /venv/bin/nova-ksm-tuner (pid 11)']
+
+
+def test_lock_waits_for_a_holder_and_says_so(tmp_path):
+    path = str(tmp_path / 'lock')
+    said = []
+    with ksm.ksm_lock(path, said.append):
+        with open(path) as other:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    assert said == []
+    with open(path) as holder:
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        # Released from the progress callback, so the wait ends.
+        with ksm.ksm_lock(path, lambda msg: (said.append(msg),
+                                             fcntl.flock(holder,
+                                                         fcntl.LOCK_UN))):
+            pass
+    assert 'Waiting for %s' % path in said[0]
+
+
+def test_lock_none_means_the_caller_holds_it(tmp_path):
+    with ksm.ksm_lock(None, None):
+        pass
+
+
+def test_reset_unmerges_then_writes_the_kernel_defaults(fake_ksm):
+    for name, value in (('pages_to_scan', '1000000000'), ('run', '1'),
+                        ('advisor_mode', 'none [scan-time]'),
+                        ('max_page_sharing', '16')):
+        fake_ksm.set(name, value)
+    host = ksm_host.KsmHost(sysfs=fake_ksm.sysfs)
+    ksm.reset(host)
+    state = host.save()
+    assert state['run'] == 0
+    assert state['max_page_sharing'] == 256
+    assert state['advisor_mode'] == 'none'
+    # The advisor owns pages_to_scan while on; off, the default is back.
+    assert state['pages_to_scan'] == 100
+
+
+def test_reset_gives_up_when_pages_stay_shared(fake_ksm):
+    fake_ksm.set('pages_shared', '5')
+    with pytest.raises(ksm.BenchRefused, match='still shares pages'):
+        ksm.reset(ksm_host.KsmHost(sysfs=fake_ksm.sysfs), timeout=0.2)
+
+
+def test_sampler_reads_counters_ksmd_and_guests(fake_ksm, tmp_path,
+                                                monkeypatch):
+    from nova_ksm_inject.ksm import procfs
+    proc = ksm_fakes.FakeProc(tmp_path / 'proc')
+    proc.add_ksmd(pid=37, ticks=100)
+    proc.add(500, mergeable=True, merging=40, rss_pages=70)
+    proc.add(501, mergeable=True, merging=2, rss_pages=30)
+    monkeypatch.setattr(procfs, 'PROC_ROOT', proc.root)
+    fake_ksm.set('pages_sharing', '1234')
+    clock = ksm_fakes.FakeClock(start=50.0)
+    sampler = ksm.Sampler(fake_ksm.sysfs, 37, lambda: {'a': 500, 'b': 501},
+                          t0=48.0, clock=clock)
+    proc.set_ticks(37, 250)
+    sampler.take()
+    columns = sampler.columns
+    assert columns['t'] == [2.0]
+    assert columns['saved'] == [1234]
+    assert columns['ksmd_cpu'] == [150 / os.sysconf('SC_CLK_TCK')]
+    assert columns['guest_merging'] == [42]
+    assert columns['guest_rss_pages'] == [100]
+    assert columns['pages_to_scan'] == [100]
+
+
+def fake_run(levels, t95_at, cpu_per_second, duration=20.0):
+    """A policy run whose saving jumps to ``levels`` at ``t95_at``."""
+    times = [i * 0.5 for i in range(int(duration * 2) + 1)]
+    saved = [levels if t >= t95_at else 0 for t in times]
+    return {'samples': {'t': times, 'saved': saved,
+                        'ksmd_cpu': [t * cpu_per_second for t in times],
+                        'guest_rss_pages': [0] * len(times)},
+            'events': [{'time': 0.0, 'kind': 'arrive', 'wave': 1},
+                       {'time': 15.0, 'kind': 'leave', 'wave': 1}],
+            'report': {}, 'noise': [], 'ballast_mib': 0}
+
+
+def test_results_take_the_achievable_saving_from_static_max():
+    result = ksm.results(SMALL, {'static-max': fake_run(3000, 1.0, 0.9),
+                                 'adaptive': fake_run(3000, 2.0, 0.05)})
+    assert result['achievable'] == {'source': 'static-max',
+                                    'pages': [3000]}
+    adaptive = result['policies']['adaptive']['summary']
+    assert adaptive['t95'] == 2.0
+    assert adaptive['ksmd_cpu_seconds'] == 1.0
+    assert [c['met'] for c in result['targets']] == [True, True]
+    assert result['scenario']['expected_pages'] == [
+        SMALL.identical_pages]
+
+
+def test_results_without_static_max_use_the_theoretical_saving():
+    result = ksm.results(SMALL, {'adaptive': fake_run(
+        SMALL.identical_pages, 2.0, 0.05)})
+    assert result['achievable']['source'] == 'theoretical'
+    assert result['achievable']['pages'] == [SMALL.identical_pages]
+    assert result['policies']['adaptive']['summary']['t95'] == 2.0

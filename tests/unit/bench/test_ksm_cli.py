@@ -1,0 +1,89 @@
+"""``nova-ksm-bench``: arguments, scenarios, and refusals (one line, no
+traceback, non-zero exit) before anything is changed."""
+
+import logging
+
+import pytest
+
+from nova_ksm_inject.cmd import bench
+from nova_ksm_inject.conf import CONF
+from nova_ksm_inject.ksm import sysfs as ksm_sysfs
+from tests.unit.ksm import conftest as ksm_fakes
+
+
+def parse(*argv):
+    return bench.build_parser().parse_args(list(argv))
+
+
+def test_defaults_run_every_policy_in_the_issue_order():
+    args = parse()
+    assert args.policies == ['default', 'static-max', 'ksmtuned',
+                             'advisor', 'adaptive']
+    scenario = bench.scenario_from_args(args)
+    assert (scenario.waves, scenario.guests, scenario.guest_mib,
+            scenario.identical, scenario.duration, scenario.pressure) == (
+        3, 4, 256, 0.85, 180.0, False)
+
+
+def test_policies_are_checked_and_deduplicated():
+    assert parse('--policies', 'adaptive, static-max,adaptive').policies == [
+        'adaptive', 'static-max']
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['--policies', 'static,adaptive'], 'unknown policy static'),
+    (['--policies', ','], 'unknown policy (none)'),
+    (['--guests', '0'], 'out of range'),
+    (['--identical', '1.5'], 'out of range'),
+    (['--duration', 'soon'], 'is not a number'),
+])
+def test_bad_arguments_exit_2_with_the_reason(argv, message, capsys):
+    with pytest.raises(SystemExit) as err:
+        parse(*argv)
+    assert err.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_long_makes_bigger_guests_longer_runs_and_pressure():
+    scenario = bench.scenario_from_args(parse('--long'))
+    assert (scenario.guest_mib, scenario.duration, scenario.pressure) == (
+        1024, 600.0, True)
+    # Explicit values win over --long's.
+    scenario = bench.scenario_from_args(parse('--long', '--guest-mib', '512',
+                                              '--guests', '2'))
+    assert (scenario.guest_mib, scenario.guests) == (512, 2)
+
+
+@pytest.fixture
+def no_config(tmp_path, monkeypatch):
+    conf = tmp_path / 'nova.conf'
+    conf.write_text('[ksm]\n')
+    monkeypatch.setenv('NOVA_KSM_INJECT_CONFIG_FILES', str(conf))
+    yield
+    CONF.reset()
+    logging.getLogger('nova_ksm_inject').setLevel(logging.NOTSET)
+
+
+def test_refuses_when_ksm_is_missing(no_config, tmp_path, monkeypatch,
+                                     capsys):
+    monkeypatch.setattr(ksm_sysfs, 'KSM_ROOT', str(tmp_path / 'nothing'))
+    monkeypatch.setattr('os.geteuid', lambda: 0)
+    assert bench.main(['--policies', 'default']) != 0
+    err = capsys.readouterr().err
+    assert 'KSM is not available' in err
+    assert 'nothing/run does not exist' in err
+    assert 'Traceback' not in err
+
+
+def test_refuses_without_root(no_config, tmp_path, monkeypatch, capsys):
+    fake = ksm_fakes.FakeKsm(tmp_path / 'ksm')
+    monkeypatch.setattr(ksm_sysfs, 'KSM_ROOT', fake.root)
+    monkeypatch.setattr('os.geteuid', lambda: 1000)
+    assert bench.main(['--policies', 'default']) == 1
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [
+        'nova-ksm-inject: error: Cannot run the KSM benchmark: it must run '
+        'as root: it writes %s and reads ksmd\'s CPU time; run it with '
+        'sudo' % fake.root]
+    # Nothing was written.
+    assert fake.get('run') == '0'
