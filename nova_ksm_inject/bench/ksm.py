@@ -24,9 +24,11 @@ import time
 from oslo_log import log as logging
 
 from nova_ksm_inject import exception
+from nova_ksm_inject.bench import ksm_adaptive
 from nova_ksm_inject.bench import ksm_guest
 from nova_ksm_inject.bench import ksm_metrics
 from nova_ksm_inject.bench import ksm_policies
+from nova_ksm_inject.bench import ksm_sampler
 from nova_ksm_inject.bench import ksm_scenario
 from nova_ksm_inject.ksm import host as ksm_host
 from nova_ksm_inject.ksm import procfs
@@ -35,11 +37,11 @@ from nova_ksm_inject.ksm import sysfs as ksm_sysfs
 LOG = logging.getLogger(__name__)
 
 LOCK_PATH = '/run/lock/nova-ksm-inject-ksm-tests.lock'
-SAMPLE_SECONDS = 0.5
-COUNTERS = ('pages_sharing', 'pages_shared', 'pages_unshared',
-            'pages_volatile', 'full_scans', 'pages_to_scan',
-            'sleep_millisecs', 'run')
 MEMORY_MARGIN_MIB = 1024
+POLICIES = {cls.name: cls for cls in (
+    ksm_policies.KernelDefault, ksm_policies.StaticMax,
+    ksm_policies.Ksmtuned, ksm_policies.Advisor, ksm_adaptive.Adaptive)}
+ORDER = ('default', 'static-max', 'ksmtuned', 'advisor', 'adaptive')
 
 
 class BenchRefused(exception.NovaKsmInjectError):
@@ -123,52 +125,6 @@ def ksm_lock(path, progress):
         yield
 
 
-class Sampler(threading.Thread):
-    """Samples KSM's counters and ksmd's CPU every ``interval`` seconds."""
-
-    def __init__(self, sysfs, ksmd_pid, guest_pids, t0,
-                 interval=SAMPLE_SECONDS, clock=time.monotonic):
-        super().__init__(daemon=True)
-        self.sysfs = sysfs
-        self.ksmd_pid = ksmd_pid
-        self.guest_pids = guest_pids
-        self.t0 = t0
-        self.interval = interval
-        self.clock = clock
-        self.halt = threading.Event()
-        self.cpu0 = procfs.cpu_seconds(ksmd_pid) or 0.0
-        self.columns = {name: [] for name in (
-            't', 'saved', 'shared', 'unshared', 'volatile', 'full_scans',
-            'pages_to_scan', 'sleep_ms', 'run', 'ksmd_cpu',
-            'guest_merging', 'guest_rss_pages')}
-
-    def run(self):
-        tick = 0
-        while not self.halt.is_set():
-            self.take()
-            tick += 1
-            self.halt.wait(max(0.0, self.t0 + tick * self.interval
-                               - self.clock()))
-        self.take()
-
-    def take(self):
-        values = [self.sysfs.read_int(name) for name in COUNTERS]
-        cpu = procfs.cpu_seconds(self.ksmd_pid) or self.cpu0
-        pids = list(self.guest_pids().values())
-        merging = sum((procfs.ksm_stat(p) or {}).get('ksm_merging_pages', 0)
-                      for p in pids)
-        rss = sum(procfs.resident_pages(p) for p in pids)
-        row = [round(self.clock() - self.t0, 3)] + values + [
-            round(cpu - self.cpu0, 2), merging, rss]
-        for name, value in zip(self.columns, row, strict=True):
-            self.columns[name].append(value)
-
-    def finish(self):
-        self.halt.set()
-        self.join(timeout=10)
-        return self.columns
-
-
 def reset(host, timeout=120.0):
     """Unmerge everything, then the kernel's defaults with ksmd stopped."""
     host.sysfs.write('run', ksm_sysfs.RUN_UNMERGE)
@@ -192,34 +148,31 @@ def ballast_mib(scenario):
     return max(0, info['MemAvailable'] // 1024 - guests - headroom)
 
 
-def noise(launcher):
-    """Mergeable processes that are not our guests (they disturb)."""
-    ours = set(launcher.pids().values())
-    return [{'pid': pid, 'name': procfs.process_name(pid)}
-            for pid in sorted(set(procfs.mergeable_processes()) - ours)]
-
-
 def run_policy(name, scenario, host, settings, workdir, progress):
     """Run ``scenario`` under policy ``name``; the raw results."""
     policy_dir = os.path.join(workdir, name)
     os.makedirs(policy_dir)
     reset(host)
     launcher = ksm_scenario.GuestLauncher(scenario, workdir)
-    policy = ksm_policies.POLICIES[name](host, policy_dir, settings)
+    policy = POLICIES[name](host, policy_dir, settings)
     runner = ksm_scenario.ScenarioRunner(scenario, launcher, policy)
     ballast = ballast_mib(scenario) if scenario.pressure else 0
     sampler, halt = None, threading.Event()
+    load = [ksm_sampler.loadavg()]
     try:
         if ballast:
             progress('  holding %d MiB of ballast (memory pressure)'
                      % ballast)
             launcher.spawn_ballast(ballast)
-        disturbing = noise(launcher)
+        disturbing = ksm_sampler.noise(launcher)
         policy.start()
         t0 = time.monotonic()
-        sampler = Sampler(host.sysfs, procfs.find_ksmd(), launcher.pids, t0)
+        sampler = ksm_sampler.Sampler(host.sysfs, procfs.find_ksmd(),
+                                      launcher.pids, t0)
         sampler.start()
         runner.run(t0, halt)
+        disturbing = ksm_sampler.noise(launcher, disturbing)
+        load.append(ksm_sampler.loadavg())
     finally:
         halt.set()
         columns = sampler.finish() if sampler else None
@@ -229,7 +182,7 @@ def run_policy(name, scenario, host, settings, workdir, progress):
         reset(host)
     return {'samples': columns, 'events': runner.log,
             'report': policy.report(), 'noise': disturbing,
-            'ballast_mib': ballast}
+            'loadavg': load, 'ballast_mib': ballast}
 
 
 def restore(host, saved, progress):
@@ -263,7 +216,7 @@ def run(scenario, policies, settings, lock_path=LOCK_PATH, sysfs=None,
         host = ksm_host.KsmHost(sysfs=sysfs)
         saved = host.save()
         workdir = tempfile.mkdtemp(prefix='nova-ksm-bench-')
-        runs = {}
+        runs, began = {}, time.monotonic()
         try:
             for i, name in enumerate(policies):
                 progress('[%d/%d] %s: %d waves of %d x %d MiB guests over '
@@ -278,7 +231,8 @@ def run(scenario, policies, settings, lock_path=LOCK_PATH, sysfs=None,
         finally:
             restore(host, saved, progress)
             shutil.rmtree(workdir, ignore_errors=True)
-    return results(scenario, runs)
+    return dict(results(scenario, runs),
+                wall_seconds=round(time.monotonic() - began, 1))
 
 
 def results(scenario, runs):

@@ -7,9 +7,8 @@
   ``PIDFILE`` come from its environment, to read what it saw.
 * ``advisor``: the kernel's advisor (``advisor_mode = scan-time``) with
   its default CPU cap, batch limits and target scan time.
-* ``adaptive``: the real ``nova-ksm-tuner`` with a temporary nova.conf,
-  told about guests by the real ``nova-ksm-libvirt-hook`` invoked as
-  libvirt invokes it (argv ``DOMAIN OP SUBOP -``, domain XML on stdin).
+* ``adaptive``: the real ``nova-ksm-tuner`` and libvirt hook
+  (:mod:`ksm_adaptive`).
 
 Every policy starts from the kernel's defaults with ksmd stopped and
 everything unmerged (the benchmark resets KSM between policies).
@@ -25,16 +24,12 @@ import time
 
 from oslo_log import log as logging
 
-from nova_ksm_inject.ksm import statedir as ksm_statedir
-
 LOG = logging.getLogger(__name__)
 
 KSMTUNED = '/usr/sbin/ksmtuned'
 STATIC_MAX_PAGES = 1000000000
-CONFIG_ENV = 'NOVA_KSM_INJECT_CONFIG_FILES'
 SYSTEM_PATH = '/usr/sbin:/usr/bin:/sbin:/bin'
 CLOCK_TICKS = os.sysconf('SC_CLK_TCK')
-DECISION = re.compile(r' KSM (boost|settled|idle): ')
 
 # mm/ksm.c's defaults: every policy starts from them.
 KERNEL_DEFAULTS = {
@@ -207,113 +202,3 @@ def _alive(pid):
             return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
     except (OSError, IndexError):
         return False
-
-
-class Adaptive(Policy):
-    """The real nova-ksm-tuner, fed by the real libvirt hook."""
-
-    name = 'adaptive'
-    START_TIMEOUT = 30.0
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.state_dir = os.path.join(self.workdir, 'adaptive-state')
-        self.log = os.path.join(self.workdir, 'tuner.log')
-        self.conf = os.path.join(self.workdir, 'nova.conf')
-        self.hooks = []
-        self.proc = self.stderr = None
-
-    def start(self):
-        self._write_conf()
-        self.stderr = open(os.path.join(self.workdir, 'tuner.err'), 'w')
-        self.proc = subprocess.Popen(
-            [console_script('nova-ksm-tuner'), '--config-file', self.conf],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=self.stderr)
-        statedir = ksm_statedir.KsmStateDir(self.state_dir)
-        deadline = self.clock() + self.START_TIMEOUT
-        while not statedir.tuner_alive():
-            if self.proc.poll() is not None or self.clock() > deadline:
-                raise RuntimeError('nova-ksm-tuner did not start; see %s'
-                                   % self.stderr.name)
-            time.sleep(0.05)
-
-    def _write_conf(self):
-        s = self.settings
-        ksm = {'policy': 'adaptive', 'enabled': 'auto',
-               'cpu_budget_percent': s.cpu_budget_percent,
-               'poll_interval': s.poll_interval,
-               'maintenance_scan_seconds': s.maintenance_scan_seconds,
-               'state_dir': self.state_dir, 'connection_uri': '',
-               'hook_log_file': os.path.join(self.workdir, 'hook.log'),
-               'restore_on_exit': 'false'}
-        with open(self.conf, 'w') as f:
-            f.write('[DEFAULT]\nlog_file = %s\n[ksm]\n' % self.log)
-            f.writelines('%s = %s\n' % item for item in sorted(ksm.items()))
-
-    def guest_starting(self, guest):
-        self._hook(guest, 'prepare', 'begin')
-        self._hook(guest, 'start', 'begin')
-
-    def guest_started(self, guest):
-        self._hook(guest, 'started', 'begin')
-
-    def guest_stopped(self, guest):
-        self._hook(guest, 'stopped', 'end')
-        self._hook(guest, 'release', 'end')
-
-    def _hook(self, guest, op, subop):
-        """Run the hook as libvirt does; record its time and CPU."""
-        began = self.clock()
-        proc = subprocess.Popen(
-            [console_script('nova-ksm-libvirt-hook'), guest.name, op, subop,
-             '-'], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-            stderr=self.stderr, env={'PATH': SYSTEM_PATH,
-                                     CONFIG_ENV: self.conf})
-        proc.stdin.write(guest.xml().encode())
-        proc.stdin.close()
-        # wait4, not wait: the hook's own CPU time is part of the cost.
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        if proc.returncode:
-            LOG.warning('nova-ksm-libvirt-hook %s %s %s exited %d',
-                        guest.name, op, subop, proc.returncode)
-        self.hooks.append({'guest': guest.name, 'op': op, 'subop': subop,
-                           'seconds': self.clock() - began,
-                           'cpu': usage.ru_utime + usage.ru_stime})
-
-    def stop(self):
-        if self.proc is None:
-            return
-        self.cpu = process_cpu(self.proc.pid)
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.stderr.close()
-
-    def report(self):
-        try:
-            with open(self.log) as f:
-                # "2025-01-31 12:00:00.123 PID INFO name [-] KSM boost: ..."
-                decisions = [line[11:23] + ' ' + line.split(' KSM ', 1)[1]
-                             .rstrip() for line in f
-                             if DECISION.search(line)]
-        except OSError:
-            decisions = []
-        return {'controller_cpu': self.cpu,
-                'hook_runs': len(self.hooks),
-                'hook_seconds': round(sum(h['seconds'] for h in self.hooks),
-                                      2),
-                'hook_cpu': round(sum(h['cpu'] for h in self.hooks), 2),
-                'decisions': decisions,
-                'cpu_budget_percent': self.settings.cpu_budget_percent,
-                'poll_interval': self.settings.poll_interval}
-
-
-POLICIES = {cls.name: cls for cls in (KernelDefault, StaticMax, Ksmtuned,
-                                      Advisor, Adaptive)}
-ORDER = ('default', 'static-max', 'ksmtuned', 'advisor', 'adaptive')

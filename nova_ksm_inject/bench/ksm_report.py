@@ -11,6 +11,15 @@ import mmap
 from nova_ksm_inject.bench import ksm_metrics
 
 GIB = 1024 ** 3
+# Lines that often overlap (nothing merged) stay apart by style.
+STYLES = {
+    'default': {'color': 'tab:blue', 'linewidth': 1.2},
+    'static-max': {'color': 'tab:orange', 'linewidth': 1.2},
+    'ksmtuned': {'color': 'tab:green', 'linewidth': 1.6,
+                 'linestyle': '--'},
+    'advisor': {'color': 'tab:red', 'linewidth': 1.2, 'linestyle': ':'},
+    'adaptive': {'color': 'tab:purple', 'linewidth': 1.6},
+}
 COLUMNS = ('policy', 't50 (s)', 't95 (s)', 'ksmd CPU (s)',
            'saved (GiB x min)', 'GiB x min per CPU s', 'peak saved (GiB)')
 
@@ -105,12 +114,34 @@ def controllers(result):
                      % (r['hook_runs'], r['hook_seconds'], r['hook_cpu'],
                         _number(r['controller_cpu'], 1),
                         r['cpu_budget_percent'], r['poll_interval']))
+        lines.append('  hook CPU per run: ' + ', '.join(
+            '%s %.2f s' % (event, cpu) for event, (_, cpu)
+            in r.get('hook_cpu_by_event', {}).items()))
         lines += ['  ' + d for d in r['decisions'][:12]]
+        if len(r['decisions']) > 12:
+            lines.append('  ... %d more in the JSON'
+                         % (len(r['decisions']) - 12))
+    if 'advisor' in policies:
+        lines.append('advisor: pages_to_scan over time: '
+                     + knob_changes(policies['advisor']['samples']))
     for name, policy in policies.items():
         for other in policy['noise']:
             lines.append('noise during %s: mergeable process %s (pid %d)'
                          % (name, other['name'], other['pid']))
     return lines
+
+
+def knob_changes(samples, limit=10):
+    """'500 at 0 s, 10 at 1.5 s, ...': when pages_to_scan changed."""
+    changes, last = [], None
+    for t, value in zip(samples['t'], samples['pages_to_scan'],
+                        strict=True):
+        if value != last:
+            changes.append('%d at %.1f s' % (value, t))
+            last = value
+    more = len(changes) - limit
+    return ', '.join(changes[:limit]) + (' (+%d more)' % more
+                                         if more > 0 else '')
 
 
 def ksmtuned_summary(run):
@@ -161,10 +192,11 @@ def plot(result, path):
     page = result['host']['page_size']
     for name, policy in result['policies'].items():
         s = policy['samples']
+        style = STYLES.get(name, {})
         saved.plot(s['t'], [v * page / GIB for v in s['saved']],
-                   label=name, linewidth=1.4)
+                   label=name, **style)
         cpu.plot(s['t'], ksm_metrics.cpu_percent(s['t'], s['ksmd_cpu']),
-                 label=name, linewidth=1.0)
+                 label=name, **style)
     first = next(iter(result['policies'].values()))
     for event in first['events']:
         for axes in (saved, cpu):

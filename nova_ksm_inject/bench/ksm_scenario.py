@@ -20,6 +20,7 @@ import uuid
 
 from oslo_log import log as logging
 
+from nova_ksm_inject import exception
 from nova_ksm_inject.bench import ksm_guest
 
 LOG = logging.getLogger(__name__)
@@ -27,6 +28,10 @@ LOG = logging.getLogger(__name__)
 ARRIVE, LEAVE = 'arrive', 'leave'
 GUEST_CODE = 'from nova_ksm_inject.bench import ksm_guest; ksm_guest.main()'
 READY_TIMEOUT = 120.0
+
+
+class BenchFailed(exception.NovaKsmInjectError):
+    msg_fmt = "The KSM benchmark failed: %(reason)s"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,8 +175,9 @@ class GuestLauncher(object):
         finally:
             timer.cancel()
         if line != ksm_guest.READY:
-            raise RuntimeError('synthetic guest %s (pid %d) exited before '
-                               'filling its memory' % (name, proc.pid))
+            raise BenchFailed(reason='synthetic guest %s (pid %d) exited '
+                                     'before filling its memory; is the '
+                                     'host out of memory?' % (name, proc.pid))
 
     def pids(self):
         with self._lock:

@@ -14,7 +14,6 @@ import signal
 import sys
 
 from nova_ksm_inject.bench import ksm
-from nova_ksm_inject.bench import ksm_policies
 from nova_ksm_inject.bench import ksm_report
 from nova_ksm_inject.bench import ksm_scenario
 from nova_ksm_inject.cmd import common
@@ -30,12 +29,12 @@ DEFAULTS = {'guests': 4, 'waves': 3, 'guest_mib': 256, 'duration': 180.0,
 def policy_list(text):
     """``default,adaptive`` -> ['default', 'adaptive'], names checked."""
     names = [n.strip() for n in text.split(',') if n.strip()]
-    unknown = [n for n in names if n not in ksm_policies.POLICIES]
+    unknown = [n for n in names if n not in ksm.POLICIES]
     if unknown or not names:
         raise argparse.ArgumentTypeError(
             'unknown policy %s; choose from %s' % (
                 ', '.join(unknown) or '(none)',
-                ','.join(ksm_policies.ORDER)))
+                ','.join(ksm.ORDER)))
     return list(dict.fromkeys(names))
 
 
@@ -56,9 +55,9 @@ def build_parser():
     parser = argparse.ArgumentParser(
         prog=PROG, description=__doc__.split('\n')[0])
     parser.add_argument('--policies', type=policy_list,
-                        default=list(ksm_policies.ORDER),
+                        default=list(ksm.ORDER),
                         help='comma-separated, run in this order '
-                             '(default: %s)' % ','.join(ksm_policies.ORDER))
+                             '(default: %s)' % ','.join(ksm.ORDER))
     parser.add_argument('--guests', type=_bounded(int, 1),
                         help='guests per wave (default 4)')
     parser.add_argument('--waves', type=_bounded(int, 1, 20),

@@ -8,16 +8,16 @@ import os
 
 import pytest
 
+from nova_ksm_inject import exception
 from nova_ksm_inject.bench import ksm
 from nova_ksm_inject.bench import ksm_policies
 from nova_ksm_inject.bench import ksm_scenario
-from nova_ksm_inject import exception
 from nova_ksm_inject.ksm import host as ksm_host
 from nova_ksm_inject.ksm import sysfs as ksm_sysfs
 from tests.unit.ksm import conftest as ksm_fakes
 
 SMALL = ksm_scenario.Scenario(waves=1, guests=2, guest_mib=16, duration=20)
-ALL = list(ksm_policies.ORDER)
+ALL = list(ksm.ORDER)
 
 
 @pytest.fixture
@@ -150,29 +150,6 @@ def test_reset_gives_up_when_pages_stay_shared(fake_ksm):
     fake_ksm.set('pages_shared', '5')
     with pytest.raises(ksm.BenchRefused, match='still shares pages'):
         ksm.reset(ksm_host.KsmHost(sysfs=fake_ksm.sysfs), timeout=0.2)
-
-
-def test_sampler_reads_counters_ksmd_and_guests(fake_ksm, tmp_path,
-                                                monkeypatch):
-    from nova_ksm_inject.ksm import procfs
-    proc = ksm_fakes.FakeProc(tmp_path / 'proc')
-    proc.add_ksmd(pid=37, ticks=100)
-    proc.add(500, mergeable=True, merging=40, rss_pages=70)
-    proc.add(501, mergeable=True, merging=2, rss_pages=30)
-    monkeypatch.setattr(procfs, 'PROC_ROOT', proc.root)
-    fake_ksm.set('pages_sharing', '1234')
-    clock = ksm_fakes.FakeClock(start=50.0)
-    sampler = ksm.Sampler(fake_ksm.sysfs, 37, lambda: {'a': 500, 'b': 501},
-                          t0=48.0, clock=clock)
-    proc.set_ticks(37, 250)
-    sampler.take()
-    columns = sampler.columns
-    assert columns['t'] == [2.0]
-    assert columns['saved'] == [1234]
-    assert columns['ksmd_cpu'] == [150 / os.sysconf('SC_CLK_TCK')]
-    assert columns['guest_merging'] == [42]
-    assert columns['guest_rss_pages'] == [100]
-    assert columns['pages_to_scan'] == [100]
 
 
 def fake_run(levels, t95_at, cpu_per_second, duration=20.0):

@@ -8,23 +8,25 @@ import textwrap
 
 import pytest
 
+from nova_ksm_inject.bench import ksm
+from nova_ksm_inject.bench import ksm_adaptive
 from nova_ksm_inject.bench import ksm_policies
 from nova_ksm_inject.bench import ksm_scenario
 from nova_ksm_inject.ksm import host as ksm_host
 from nova_ksm_inject.ksm import settings as ksm_settings
 from tests.unit.ksm import conftest as ksm_fakes
 
-# What ksmtuned 0.x writes with DEBUG=1 (dates shortened).
+# What ksmtuned writes with DEBUG=1 (`date` shortened to a time).
 KSMTUNED_LOG = textwrap.dedent("""\
-    Mon Nov 27 12:00:00 UTC 2026: total 24683720
-    Mon Nov 27 12:00:00 UTC 2026: sleep 10
-    Mon Nov 27 12:00:00 UTC 2026: thres 4936744
-    Mon Nov 27 12:01:00 UTC 2026: committed 1113508 free 22528704
-    Mon Nov 27 12:01:00 UTC 2026: 6050252 < 24683720 and free > 4936744, stop ksm
-    Mon Nov 27 12:02:00 UTC 2026: committed 20000000 free 3000000
-    Mon Nov 27 12:02:00 UTC 2026: 24936744 > 24683720, start ksm
-    Mon Nov 27 12:02:00 UTC 2026: 3000000 < 4936744, boost
-    Mon Nov 27 12:02:00 UTC 2026: KSMCTL start 300 10
+    12:00:00: total 24683720
+    12:00:00: sleep 10
+    12:00:00: thres 4936744
+    12:01:00: committed 1113508 free 22528704
+    12:01:00: 6050252 < 24683720 and free > 4936744, stop ksm
+    12:02:00: committed 20000000 free 3000000
+    12:02:00: 24936744 > 24683720, start ksm
+    12:02:00: 3000000 < 4936744, boost
+    12:02:00: KSMCTL start 300 10
     """).splitlines()
 
 
@@ -62,7 +64,7 @@ def host(tmp_path):
                  'advisor_max_cpu': 70, 'advisor_target_scan_time': 200}),
 ])
 def test_fixed_policies_write_their_knobs(host, tmp_path, name, expected):
-    policy = ksm_policies.POLICIES[name](host, str(tmp_path))
+    policy = ksm.POLICIES[name](host, str(tmp_path))
     policy.start()
     state = host.save()
     assert {k: state[k] for k in expected} == expected
@@ -103,8 +105,8 @@ def test_ksmtuned_loop_is_started_and_stopped_by_process_group(
 
 
 def test_stopping_a_policy_that_never_started_is_harmless(host, tmp_path):
-    for name in ksm_policies.ORDER:
-        policy = ksm_policies.POLICIES[name](
+    for name in ksm.ORDER:
+        policy = ksm.POLICIES[name](
             host, str(tmp_path), ksm_settings.KsmSettings())
         policy.stop()
         policy.report()
@@ -113,7 +115,7 @@ def test_stopping_a_policy_that_never_started_is_harmless(host, tmp_path):
 def test_adaptive_configuration_keeps_the_operators_tuning(host, tmp_path):
     settings = ksm_settings.KsmSettings(cpu_budget_percent=40,
                                         poll_interval=0.5)
-    policy = ksm_policies.Adaptive(host, str(tmp_path), settings)
+    policy = ksm_adaptive.Adaptive(host, str(tmp_path), settings)
     policy._write_conf()
     conf = configparser.ConfigParser()
     conf.read(policy.conf)
@@ -135,7 +137,7 @@ def test_adaptive_delivers_hook_events_as_libvirt_does(host, tmp_path,
     hook.chmod(0o755)
     monkeypatch.setattr(ksm_policies, 'console_script',
                         lambda name: str(hook))
-    policy = ksm_policies.Adaptive(host, str(tmp_path),
+    policy = ksm_adaptive.Adaptive(host, str(tmp_path),
                                    ksm_settings.KsmSettings())
     policy.stderr = open(os.devnull, 'w')
     guest = ksm_scenario.Guest(name='bench-w1-g1', wave=1, tag=1, mib=64)
@@ -153,3 +155,20 @@ def test_adaptive_delivers_hook_events_as_libvirt_does(host, tmp_path,
     assert (tmp_path / 'stdin').read_text() == guest.xml() * 5
     assert len(policy.hooks) == 5
     assert all(h['seconds'] >= 0 and h['cpu'] >= 0 for h in policy.hooks)
+
+
+def test_adaptive_says_why_the_tuner_did_not_start(host, tmp_path,
+                                                   monkeypatch):
+    tuner = tmp_path / 'tuner'
+    tuner.write_text('#!/bin/sh\necho "no such option --bogus" >&2\n'
+                     'exit 2\n')
+    tuner.chmod(0o755)
+    monkeypatch.setattr(ksm_policies, 'console_script',
+                        lambda name: str(tuner))
+    policy = ksm_adaptive.Adaptive(host, str(tmp_path),
+                                   ksm_settings.KsmSettings())
+    with pytest.raises(ksm_scenario.BenchFailed) as err:
+        policy.start()
+    assert 'nova-ksm-tuner did not start within 30 s: no such option' in (
+        str(err.value))
+    policy.stop()

@@ -81,7 +81,8 @@ def test_a_guest_that_dies_early_is_an_error(tmp_path):
     guest = ksm_scenario.wave_guests(scenario, 1)[0]
     launcher.spawn(guest)
     try:
-        with pytest.raises(RuntimeError, match='exited before filling'):
+        with pytest.raises(ksm_scenario.BenchFailed,
+                           match='exited before filling'):
             launcher.wait_ready(guest.name)
     finally:
         launcher.stop_all()

@@ -1,0 +1,80 @@
+"""What the KSM benchmark watches while a policy runs.
+
+Every half second: KSM's counters and scan knobs, ksmd's CPU time, and
+how many pages of the benchmark's own guests the kernel merged
+(``/proc/<pid>/ksm_stat``) with their resident size; before and after:
+other mergeable processes and the load average, which disturb the
+numbers.
+"""
+
+import threading
+import time
+
+from nova_ksm_inject.ksm import procfs
+
+SAMPLE_SECONDS = 0.5
+COUNTERS = ('pages_sharing', 'pages_shared', 'pages_unshared',
+            'pages_volatile', 'full_scans', 'pages_to_scan',
+            'sleep_millisecs', 'run')
+
+
+class Sampler(threading.Thread):
+    """Samples KSM's counters and ksmd's CPU every ``interval`` seconds."""
+
+    def __init__(self, sysfs, ksmd_pid, guest_pids, t0,
+                 interval=SAMPLE_SECONDS, clock=time.monotonic):
+        super().__init__(daemon=True)
+        self.sysfs = sysfs
+        self.ksmd_pid = ksmd_pid
+        self.guest_pids = guest_pids
+        self.t0 = t0
+        self.interval = interval
+        self.clock = clock
+        self.halt = threading.Event()
+        self.cpu0 = procfs.cpu_seconds(ksmd_pid) or 0.0
+        self.columns = {name: [] for name in (
+            't', 'saved', 'shared', 'unshared', 'volatile', 'full_scans',
+            'pages_to_scan', 'sleep_ms', 'run', 'ksmd_cpu',
+            'guest_merging', 'guest_rss_pages')}
+
+    def run(self):
+        tick = 0
+        while not self.halt.is_set():
+            self.take()
+            tick += 1
+            self.halt.wait(max(0.0, self.t0 + tick * self.interval
+                               - self.clock()))
+        self.take()
+
+    def take(self):
+        values = [self.sysfs.read_int(name) for name in COUNTERS]
+        cpu = procfs.cpu_seconds(self.ksmd_pid) or self.cpu0
+        pids = list(self.guest_pids().values())
+        merging = sum((procfs.ksm_stat(p) or {}).get('ksm_merging_pages', 0)
+                      for p in pids)
+        rss = sum(procfs.resident_pages(p) for p in pids)
+        row = [round(self.clock() - self.t0, 3)] + values + [
+            round(cpu - self.cpu0, 2), merging, rss]
+        for name, value in zip(self.columns, row, strict=True):
+            self.columns[name].append(value)
+
+    def finish(self):
+        self.halt.set()
+        self.join(timeout=10)
+        return self.columns
+
+
+def noise(launcher, found=()):
+    """Mergeable processes that are not our guests (they disturb), added
+    to those ``found`` before."""
+    ours = set(launcher.pids().values())
+    known = {entry['pid'] for entry in found}
+    return list(found) + [
+        {'pid': pid, 'name': procfs.process_name(pid)}
+        for pid in sorted(set(procfs.mergeable_processes()) - ours - known)]
+
+
+def loadavg():
+    """The 1-minute load average: other work on the host disturbs too."""
+    with open('/proc/loadavg') as f:
+        return float(f.read().split()[0])
