@@ -6,8 +6,8 @@ synthetic guests that arrive, run and leave. Between policies KSM is
 reset (``run = 2`` unmerges everything, then the kernel's defaults); the
 KSM settings found at the start are restored at the end, also on failure
 or Ctrl-C. The whole run holds the KSM test lock, so it never overlaps a
-KSM test. The counters (``pages_sharing``, ksmd's CPU time...) are
-sampled every half second; :mod:`ksm_metrics` turns them into numbers and
+KSM test. :mod:`ksm_sampler` samples the memory saved and ksmd's CPU
+time every half second; :mod:`ksm_metrics` turns them into numbers and
 :mod:`ksm_report` into a table, JSON and a plot.
 """
 

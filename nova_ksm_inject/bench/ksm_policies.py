@@ -95,17 +95,23 @@ class Policy(object):
 
 
 class KernelDefault(Policy):
+    """KSM switched on, nothing tuned."""
+
     name = 'default'
     knobs = {'pages_to_scan': 100, 'sleep_millisecs': 20, 'run': 1}
 
 
 class StaticMax(Policy):
+    """What operators set after reading that the default is slow."""
+
     name = 'static-max'
     knobs = {'pages_to_scan': STATIC_MAX_PAGES, 'sleep_millisecs': 20,
              'run': 1}
 
 
 class Advisor(Policy):
+    """The kernel's own scan-time advisor (Linux 6.8+), its defaults."""
+
     name = 'advisor'
     knobs = dict({k: KERNEL_DEFAULTS[k] for k in ADVISOR_KNOBS},
                  advisor_mode='scan-time', run=1)

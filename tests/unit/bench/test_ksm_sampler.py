@@ -15,6 +15,7 @@ def test_sampler_reads_counters_ksmd_and_guests(tmp_path, monkeypatch):
     proc.add(501, mergeable=True, merging=2, rss_pages=30)
     monkeypatch.setattr(procfs, 'PROC_ROOT', proc.root)
     fake_ksm.set('pages_sharing', '1234')
+    fake_ksm.set('pages_shared', '12')
     clock = ksm_fakes.FakeClock(start=50.0)
     sampler = ksm_sampler.Sampler(fake_ksm.sysfs, 37,
                                   lambda: {'a': 500, 'b': 501},
@@ -23,11 +24,26 @@ def test_sampler_reads_counters_ksmd_and_guests(tmp_path, monkeypatch):
     sampler.take()
     columns = sampler.columns
     assert columns['t'] == [2.0]
-    assert columns['saved'] == [1234]
+    # The guests' 42 merged pages map 12 KSM pages: 30 pages saved.
+    assert columns['saved'] == [30]
+    assert columns['pages_sharing'] == [1234]
     assert columns['ksmd_cpu'] == [150 / os.sysconf('SC_CLK_TCK')]
     assert columns['guest_merging'] == [42]
     assert columns['guest_rss_pages'] == [100]
     assert columns['pages_to_scan'] == [100]
+
+
+def test_saved_drops_as_soon_as_guests_exit(tmp_path, monkeypatch):
+    # pages_sharing still counts exited guests until ksmd rescans them.
+    fake_ksm = ksm_fakes.FakeKsm(tmp_path / 'ksm')
+    fake_ksm.set('pages_sharing', '300')
+    fake_ksm.set('pages_shared', '100')
+    proc = ksm_fakes.FakeProc(tmp_path / 'proc')
+    proc.add_ksmd(pid=37)
+    monkeypatch.setattr(procfs, 'PROC_ROOT', proc.root)
+    sampler = ksm_sampler.Sampler(fake_ksm.sysfs, 37, dict, t0=0.0)
+    sampler.take()
+    assert sampler.columns['saved'] == [0]
 
 
 
