@@ -27,6 +27,7 @@ import time
 
 from oslo_log import log as logging
 
+from nova_ksm_inject.cmd import common
 from nova_ksm_inject.conf import CONF
 from nova_ksm_inject.disk import api
 from nova_ksm_inject.disk import inject
@@ -292,4 +293,6 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    # Expected failures (no handler could mount, a tool missing) print one
+    # line, like every other command of the package.
+    sys.exit(common.run(main))
