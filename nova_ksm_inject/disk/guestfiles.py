@@ -15,6 +15,8 @@ numeric ids as the guest sees them.
 
 import abc
 
+from nova_ksm_inject import exception
+
 
 class GuestFiles(metaclass=abc.ABCMeta):
     """What injection needs from a guest filesystem."""
@@ -63,3 +65,28 @@ class GuestFiles(metaclass=abc.ABCMeta):
 
     def close(self):  # noqa: B027 - optional hook, not abstract
         """Release what the implementation holds (open directory fds)."""
+
+
+def validate_guest_path(path, conf):
+    """Check ``path`` is a usable guest path and return it.
+
+    Absolute, a string, no NUL byte, at most ``[inject]
+    max_injected_file_path_length`` characters. Every GuestFiles
+    implementation calls this before resolving anything.
+
+    :raises GuestPathRefused: naming the rule broken.
+    """
+    def refused(shown, reason):
+        return exception.GuestPathRefused(path=shown, reason=reason)
+
+    if not isinstance(path, str):
+        raise refused(repr(path), 'a guest path must be a string')
+    if '\0' in path:
+        raise refused(repr(path), 'it contains a NUL byte')
+    if not path.startswith('/'):
+        raise refused(path, 'it is not absolute')
+    limit = conf.inject.max_injected_file_path_length
+    if len(path) > limit:
+        raise refused(path[:64] + '...', 'it is longer than %d characters '
+                      '([inject] max_injected_file_path_length)' % limit)
+    return path

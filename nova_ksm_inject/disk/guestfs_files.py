@@ -28,6 +28,7 @@ from oslo_log import log as logging
 from nova_ksm_inject import exception
 from nova_ksm_inject import utils
 from nova_ksm_inject.conf import CONF
+from nova_ksm_inject.disk import guestfiles
 from nova_ksm_inject.disk import guestpath
 from nova_ksm_inject.disk.guestfiles import GuestFiles
 from nova_ksm_inject.disk.handlers import base
@@ -71,18 +72,7 @@ class GuestfsFiles(GuestFiles):
         ``..`` is left to the appliance, which clamps it at the guest root
         after following symlinks, as RESOLVE_IN_ROOT does.
         """
-        if not isinstance(path, str):
-            raise _refused(repr(path), 'a guest path must be a string')
-        if '\0' in path:
-            raise _refused(repr(path), 'it contains a NUL byte')
-        if not path.startswith('/'):
-            raise _refused(path, 'it is not absolute')
-        limit = self._conf.inject.max_injected_file_path_length
-        if len(path) > limit:
-            raise _refused(path[:64] + '...', 'it is longer than %d '
-                           'characters ([inject] max_injected_file_path_'
-                           'length)' % limit)
-        return path
+        return guestfiles.validate_guest_path(path, self._conf)
 
     def _split(self, path):
         parts = [p for p in self._check(path).split('/') if p not in

@@ -31,6 +31,7 @@ from oslo_log import log as logging
 
 from nova_ksm_inject import exception
 from nova_ksm_inject.conf import CONF
+from nova_ksm_inject.disk import guestfiles
 from nova_ksm_inject.disk.guestfiles import GuestFiles
 from nova_ksm_inject.disk.openat2 import openat2
 
@@ -112,17 +113,7 @@ class HostRootFiles(GuestFiles):
 
     def _parts(self, path):
         """Validate guest ``path``; return its components (no '', '.')."""
-        if not isinstance(path, str):
-            raise _refused(repr(path), 'a guest path must be a string')
-        if '\0' in path:
-            raise _refused(repr(path), 'it contains a NUL byte')
-        if not path.startswith('/'):
-            raise _refused(path, 'it is not absolute')
-        limit = self._conf.inject.max_injected_file_path_length
-        if len(path) > limit:
-            raise _refused(path[:64] + '...', 'it is longer than %d '
-                           'characters ([inject] max_injected_file_path_'
-                           'length)' % limit)
+        guestfiles.validate_guest_path(path, self._conf)
         return [p for p in path.split('/') if p not in ('', '.')]
 
     def _open_parts(self, path, parts, flags):

@@ -9,6 +9,8 @@ has no partition parsers and no device-mapper, and leaves no partition
 mapping behind to leak.
 """
 
+import os
+import shutil
 import tempfile
 
 from oslo_log import log as logging
@@ -21,6 +23,17 @@ LOG = logging.getLogger(__name__)
 
 MOUNT_OPTIONS = 'nosuid,nodev,noexec'
 SECTOR = 512
+
+
+def check_loop_available():
+    """Raise HandlerUnavailable unless loop devices can be attached here."""
+    if not shutil.which('losetup'):
+        raise exception.HandlerUnavailable(
+            reason='losetup not found; install the Debian package mount')
+    if not os.path.exists('/dev/loop-control'):
+        raise exception.HandlerUnavailable(
+            reason='no /dev/loop-control: the loop driver is not loaded; '
+                   'run modprobe loop')
 
 
 def partition_extent(path, partition):

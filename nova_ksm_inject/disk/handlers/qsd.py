@@ -157,13 +157,7 @@ class QsdHandler(base.ImageHandler):
             raise exception.HandlerUnavailable(
                 reason='no /dev/fuse: the fuse driver is not loaded; run '
                        'modprobe fuse')
-        if not shutil.which('losetup'):
-            raise exception.HandlerUnavailable(
-                reason='losetup not found; install the Debian package mount')
-        if not os.path.exists('/dev/loop-control'):
-            raise exception.HandlerUnavailable(
-                reason='no /dev/loop-control: the loop driver is not '
-                       'loaded; run modprobe loop')
+        mount.check_loop_available()
 
     def mount(self, image, partition, journal):
         if partition < 0:
