@@ -117,8 +117,10 @@ def verify(raw_image):
     print('/etc/shadow root entry     %s...' % shadow[0][:24])
     assert shadow[0].startswith('root:$6$') and shadow[1] == SHADOW.split(
         '\n')[1], 'shadow not as expected'
-    print('/etc/network/interfaces    %s' % ' | '.join(
-        debugfs(raw_image, 'cat /etc/network/interfaces').split('\n')[2:5]))
+    net = debugfs(raw_image, 'cat /etc/network/interfaces').splitlines()
+    eth0 = [line.strip() for line in net if 'eth0' in line or
+            'address' in line]
+    print('/etc/network/interfaces    %s' % ' | '.join(eth0[:3]))
     print('/meta.js                   %s' % debugfs(raw_image,
                                                     'cat /meta.js').strip())
     print('/etc/motd                  %s' % debugfs(raw_image,
@@ -160,6 +162,13 @@ def cow_demo(work, inputs, handlers, base_raw):
     conf = write_conf(work, 'cow-%s.conf' % handlers.split(',')[0], handlers,
                       True)
     run(CLI, 'handlers', '--config-file', conf)
+    if handlers.startswith('qsd'):
+        # What an operator sees when no configured handler can do it.
+        proc = subprocess.run(inject_cmd(overlay, conf, inputs, '--handlers',
+                                         'loop,nbd'),
+                              capture_output=True, text=True)
+        print('with --handlers loop,nbd (exit %d):\n  %s'
+              % (proc.returncode, proc.stderr.strip().splitlines()[-1]))
     run(*inject_cmd(overlay, conf, inputs))
     flat = overlay + '.raw'
     run('qemu-img', 'convert', '-f', 'qcow2', '-O', 'raw', overlay, flat)
