@@ -150,6 +150,12 @@ def state_conf(tmp_path):
     fixture.cleanUp()
 
 
+@pytest.fixture
+def conf(state_conf):
+    """The same CONF fixture under the name the unit tests use."""
+    return state_conf
+
+
 def loop_devices(path_prefix):
     out = sh('losetup', '--list', '--noheadings', '--output',
              'NAME,BACK-FILE')

@@ -13,23 +13,13 @@ import signal
 import subprocess
 import time
 
-from oslo_config import fixture as config_fixture
 import pytest
 
 from nova_ksm_inject import exception
-from nova_ksm_inject.conf import CONF
 from nova_ksm_inject.disk import image
 
 MIB = 1024 * 1024
 QEMU_IMG = shutil.which('qemu-img')
-
-
-@pytest.fixture
-def conf():
-    fixture = config_fixture.Config(CONF)
-    fixture.setUp()
-    yield fixture
-    fixture.cleanUp()
 
 
 @pytest.fixture

@@ -14,11 +14,9 @@ import hashlib
 import os
 import stat
 
-from oslo_config import fixture as config_fixture
 import pytest
 
 from nova_ksm_inject import exception
-from nova_ksm_inject.conf import CONF
 from nova_ksm_inject.disk import guestpath
 from nova_ksm_inject.disk import openat2
 
@@ -44,14 +42,6 @@ def snapshot(top):
             found[os.path.relpath(full, top)] = (st.st_mode, st.st_uid,
                                                  digest)
     return found
-
-
-@pytest.fixture
-def conf():
-    fix = config_fixture.Config(CONF)
-    fix.setUp()
-    yield fix
-    fix.cleanUp()
 
 
 @pytest.fixture

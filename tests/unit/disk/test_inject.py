@@ -10,11 +10,9 @@ import os
 import stat
 import subprocess
 
-from oslo_config import fixture as config_fixture
 import pytest
 
 from nova_ksm_inject import exception
-from nova_ksm_inject.conf import CONF
 from nova_ksm_inject.disk import guestpath
 from nova_ksm_inject.disk import inject
 
@@ -27,14 +25,6 @@ PASSWORD = 'S3cret pa$$word'
 SHADOW = (b'daemon:*:19000:0:99999:7:::\n'
           b'root:$6$old$oldhash:19000:0:99999:7:::\n'
           b'user:$6$u$userhash:19001:0:99999:7:::\n')
-
-
-@pytest.fixture
-def conf():
-    fix = config_fixture.Config(CONF)
-    fix.setUp()
-    yield fix
-    fix.cleanUp()
 
 
 @pytest.fixture
