@@ -87,18 +87,40 @@ Related options:
 
 * ``instances_path``
 """),
+    cfg.ListOpt('image_dirs',
+                default=['$instances_path'],
+                help="""
+Directories whose images an unprivileged caller may have injected.
+
+The privileged side (the privsep daemon) writes only into images inside
+these directories, reached without symlinks below them: nova-compute asks
+for instance disks, and nothing else. A root caller (the command run as
+root) is not confined.
+
+Related options:
+
+* ``instances_path``
+"""),
     cfg.StrOpt('state_dir',
-               default='/run/nova-ksm-inject',
+               default='/run/nova-ksm-inject/inject',
                help="""
-Where in-flight mounts are recorded, so that ``nova-ksm-inject cleanup``
-can undo what a killed process left behind.
+Where injections in progress keep their journals, mountpoints and FUSE
+exports, so that ``nova-ksm-inject cleanup`` can undo what a killed
+process left behind.
+
+Created mode 0700 and owned by root; an existing directory owned by
+anyone else is refused. Nothing of an injection goes under /tmp, where
+other host users could read or pin a mounted guest filesystem.
 """),
     cfg.StrOpt('root_helper',
                default='sudo nova-rootwrap /etc/nova/rootwrap.conf',
                help="""
-Command prefix for privileged commands when not running as root.
+Command prefix that starts ``privsep-helper`` as root when the command
+line runs as another user.
 
-Ignored when the process is already root.
+nova-compute uses its own (``[DEFAULT] rootwrap_config``). A context's
+``helper_command`` (``[privsep_inject]``, ``[privsep_ksm]``), when set,
+replaces the whole command. Ignored when the process is already root.
 """),
     cfg.IntOpt('qemu_img_cpu_time',
                default=30,

@@ -11,7 +11,6 @@ mapping behind to leak.
 
 import os
 import shutil
-import tempfile
 
 from oslo_log import log as logging
 
@@ -61,26 +60,29 @@ def partition_extent(path, partition):
     return table[partition]
 
 
-def make_mountpoint(journal, prefix='nova-ksm-inject-'):
-    path = tempfile.mkdtemp(prefix=prefix)
-    journal.push('tmpdir', path=path)
-    return path
+def attach_loop(path, journal, partition=0, real_path=None):
+    """Attach ``path`` (raw) to a free loop device; return the device.
 
-
-def attach_loop(path, journal, partition=0):
-    """Attach ``path`` (raw) to a free loop device; return the device."""
+    :param path: what losetup opens (a ``/proc/<pid>/fd/<n>`` path).
+    :param real_path: the file's real path, as the kernel reports the
+        loop's backing file; defaults to ``path``.
+    """
+    real_path = real_path or path
     cmd = ['losetup', '--find', '--show']
     if partition > 0:
         offset, size = partition_extent(path, partition)
         cmd += ['--offset', str(offset), '--sizelimit', str(size)]
-    out, _err = utils.execute(*cmd, path, run_as_root=True,
-                              action='attaching a loop device to %s' % path)
+    out, _err = utils.execute(*cmd, path,
+                              action='attaching a loop device to %s'
+                              % real_path)
     device = out.strip()
     if not device.startswith('/dev/loop'):
         raise exception.HandlerFailed(
-            reason='losetup returned no device for %s: %r' % (path, out))
-    journal.push('loop', device=device, backing=path)
-    LOG.debug('Attached %s to %s (partition %d)', path, device, partition)
+            reason='losetup returned no device for %s: %r'
+                   % (real_path, out))
+    journal.push('loop', device=device, backing=real_path)
+    LOG.debug('Attached %s to %s (partition %d)', real_path, device,
+              partition)
     return device
 
 
@@ -88,7 +90,6 @@ def mount_device(device, mountpoint, journal):
     """Mount ``device`` at ``mountpoint`` with nosuid,nodev,noexec."""
     try:
         utils.execute('mount', '-o', MOUNT_OPTIONS, device, mountpoint,
-                      run_as_root=True,
                       action='mounting %s' % device)
     except exception.CommandFailed as err:
         raise exception.HandlerFailed(
@@ -99,16 +100,18 @@ def mount_device(device, mountpoint, journal):
     LOG.info('Mounted %s at %s (%s)', device, mountpoint, MOUNT_OPTIONS)
 
 
-def mount_raw_file(path, partition, journal):
+def mount_raw_file(path, partition, journal, real_path=None):
     """Loop-attach and mount raw file ``path``; return its GuestFiles.
 
-    Every resource is on ``journal``; the caller unwinds it.
+    Every resource is on ``journal``; the caller unwinds it. ``real_path``
+    as for :func:`attach_loop`.
     """
     if partition < 0:
         raise exception.HandlerFailed(
-            reason='cannot inspect %s for its root partition' % path)
-    mountpoint = make_mountpoint(journal)
-    device = attach_loop(path, journal, partition)
+            reason='cannot inspect %s for its root partition'
+                   % (real_path or path))
+    mountpoint = journal.make_dir('root')
+    device = attach_loop(path, journal, partition, real_path)
     mount_device(device, mountpoint, journal)
     files = guestpath.HostRootFiles(mountpoint)
     # Its directory fd must be closed before the unmount, or umount fails.

@@ -161,7 +161,7 @@ class GuestfsHandler(base.ImageHandler):
         if self.conf.guestfs.debug:
             handle.set_trace(True)
             handle.set_verbose(True)
-        handle.add_drive_opts(image.path, format=image.format,
+        handle.add_drive_opts(image.tool_path, format=image.format,
                               readonly=False)
         self._launch(appliance)
         guestfs_files.mount_guest(handle, image, partition)
@@ -209,7 +209,8 @@ class GuestfsHandler(base.ImageHandler):
         killed = []
         deadline = time.monotonic() + KILL_GRACE
         while thread.is_alive() and time.monotonic() < deadline:
-            killed += kill_appliances(os.getpid(), appliance.image.path)
+            killed += kill_appliances(os.getpid(),
+                                      appliance.image.tool_path)
             thread.join(0.2)
         LOG.warning('libguestfs launch for %s timed out; killed qemu %s',
                     appliance.image.path, killed or '(none found)')
@@ -221,11 +222,11 @@ class GuestfsHandler(base.ImageHandler):
     # -- guestmount command -------------------------------------------------
 
     def _mount_guestmount(self, image, partition, journal):
-        mountpoint = mount.make_mountpoint(journal, 'nova-ksm-inject-gm-')
+        mountpoint = journal.make_dir('root')
         # Not inside the mountpoint: rmtree must never walk into the guest.
-        workdir = mount.make_mountpoint(journal, 'nova-ksm-inject-gmpid-')
+        workdir = journal.make_dir('guestmount')
         pidfile = os.path.join(workdir, 'guestmount.pid')
-        cmd = ['--format=%s' % image.format, '-a', image.path]
+        cmd = ['--format=%s' % image.format, '-a', image.tool_path]
         if partition == base.PARTITION_INSPECT:
             cmd.append('-i')
         else:
@@ -255,13 +256,13 @@ class GuestfsHandler(base.ImageHandler):
         timeout = self.conf.guestfs.launch_timeout
         launched = []
         try:
-            utils.execute('guestmount', *args, run_as_root=True,
+            utils.execute('guestmount', *args,
                           env_variables=self._environment(), timeout=timeout,
                           on_execute=launched.append,
                           action='mounting %s with guestmount' % image.path)
         except subprocess.TimeoutExpired as err:
             for proc in launched:
-                kill_appliances(proc.pid, image.path)
+                kill_appliances(proc.pid, image.tool_path)
                 proc.kill()
                 proc.wait()
             raise exception.HandlerFailed(

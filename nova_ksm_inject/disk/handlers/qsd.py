@@ -30,12 +30,11 @@ from nova_ksm_inject import exception
 from nova_ksm_inject import utils
 from nova_ksm_inject.disk import mount
 from nova_ksm_inject.disk import qmp
-from nova_ksm_inject.disk import state
+from nova_ksm_inject.disk import undo
 from nova_ksm_inject.disk.handlers import base
 
 LOG = logging.getLogger(__name__)
 
-WORKDIR_PREFIX = 'nova-ksm-inject-qsd-'
 EXPORT_ID = 'nova-ksm-inject'
 MONITOR_ID = 'nova-ksm-inject-qmp'
 #: Seconds allowed to a clean stop before SIGTERM, then SIGKILL.
@@ -69,12 +68,12 @@ def blockdev_args(image):
     args, below = [], None
     # backing_chain runs from the direct backing file down: open the
     # bottom first so each layer can name the one below.
-    for depth, (path, fmt) in enumerate(reversed(image.backing_chain)):
+    for depth, (path, fmt) in enumerate(reversed(image.layer_paths())):
         node = 'backing%d' % depth
         args += ['--blockdev', json.dumps(layer_spec(node, path, fmt, below,
                                                      read_only=True))]
         below = node
-    args += ['--blockdev', json.dumps(layer_spec('top', image.path,
+    args += ['--blockdev', json.dumps(layer_spec('top', image.tool_path,
                                                  image.format, below,
                                                  read_only=False))]
     return args, 'top'
@@ -114,7 +113,7 @@ def read_pid(path):
 def daemons_serving(export):
     """Pids of running processes whose command line names ``export``."""
     return [int(entry) for entry in os.listdir('/proc')
-            if entry.isdigit() and state.process_matches(int(entry), export)]
+            if entry.isdigit() and undo.process_matches(int(entry), export)]
 
 
 def stop_daemon(pid, marker, monitor, export, timeout=STOP_TIMEOUT):
@@ -125,16 +124,16 @@ def stop_daemon(pid, marker, monitor, export, timeout=STOP_TIMEOUT):
     unmounted.
     """
     started = time.monotonic()
-    if state.process_matches(pid, marker):
+    if undo.process_matches(pid, marker):
         try:
             with qmp.QmpClient(monitor, timeout=timeout) as client:
                 client.quit()
         except (OSError, qmp.QmpError) as err:
             LOG.warning('qemu-storage-daemon %d did not quit through QMP '
                         '(%s); signalling it', pid, err)
-    state.stop_process(pid, marker, timeout=timeout)
+    undo.stop_process(pid, marker, timeout=timeout)
     if os.path.ismount(export):
-        utils.execute('umount', export, run_as_root=True,
+        utils.execute('umount', export,
                       action='unmounting the FUSE export %s' % export)
     LOG.debug('Stopped qemu-storage-daemon %d in %.3f s', pid,
               time.monotonic() - started)
@@ -164,12 +163,16 @@ class QsdHandler(base.ImageHandler):
             raise exception.HandlerFailed(
                 reason='qsd cannot inspect %s for its root partition; give '
                        'the partition number' % image.path)
-        workdir = mount.make_mountpoint(journal, prefix=WORKDIR_PREFIX)
+        workdir = journal.make_dir('qsd')
         cmd, export = daemon_command(image, workdir)
         # FUSE mounts over an existing file; the daemon never creates it.
         with open(export, 'x'):
             pass
         self._start(image, cmd, workdir, export, journal)
+        # For the sweep only: a killed daemon leaves its FUSE mount behind.
+        # Live, stop_daemon() unmounts it after the daemon's clean quit.
+        journal.push('mount', undo_now=lambda: None, path=export,
+                     device='qemu-storage-daemon')
         self._wait_export(image, export)
         return mount.mount_raw_file(export, partition, journal)
 
@@ -178,7 +181,7 @@ class QsdHandler(base.ImageHandler):
         launched = []
         failed = True
         try:
-            utils.execute(*cmd, run_as_root=True, timeout=timeout,
+            utils.execute(*cmd, timeout=timeout,
                           on_execute=launched.append,
                           action='exporting %s with qemu-storage-daemon'
                                  % image.path)
@@ -207,7 +210,7 @@ class QsdHandler(base.ImageHandler):
             pids.update(daemons_serving(export))
         monitor = os.path.join(workdir, 'qmp.sock')
         for pid in sorted(p for p in pids if p):
-            journal.push('process', undo=functools.partial(
+            journal.push('process', undo_now=functools.partial(
                 stop_daemon, pid, export, monitor, export),
                 pid=pid, marker=export, timeout=STOP_TIMEOUT)
             LOG.info('qemu-storage-daemon %d exports %s', pid, export)
