@@ -36,7 +36,7 @@ _VMDK_VERSIONS = (b'version=1', b'version=2', b'version=3')
 # and size at 8 and 16; version 3 adds incompatible features at 72.
 _QCOW2_BASE = struct.Struct('>4sIQI')
 _QCOW2_V3_FEATURES = struct.Struct('>Q')
-_QCOW2_V3_OFFSET = 72
+_QCOW2_V3_OFFSET = _QCOW2_V2_SIZE = 72
 #: Incompatible feature bit 2: the guest data lives in an external file.
 QCOW2_EXTERNAL_DATA_FILE = 1 << 2
 
@@ -89,13 +89,13 @@ def qcow2(header):
 
     :raises ValueError: too short to be a qcow2 header.
     """
-    if len(header) < _QCOW2_V3_OFFSET + _QCOW2_V3_FEATURES.size:
-        raise ValueError('a qcow2 header is at least 104 bytes, got %d'
-                         % len(header))
+    if len(header) < _QCOW2_V2_SIZE:
+        raise ValueError('a qcow2 header is at least %d bytes, got %d'
+                         % (_QCOW2_V2_SIZE, len(header)))
     _magic, version, backing_offset, backing_size = \
         _QCOW2_BASE.unpack_from(header)
     incompatible = 0
-    if version >= 3:
+    if version >= 3 and len(header) >= _QCOW2_V3_OFFSET + 8:
         incompatible, = _QCOW2_V3_FEATURES.unpack_from(header,
                                                        _QCOW2_V3_OFFSET)
     return Qcow2Header(
