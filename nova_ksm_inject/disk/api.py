@@ -13,13 +13,13 @@ import dataclasses
 from oslo_log import log as logging
 
 from nova_ksm_inject import exception
+from nova_ksm_inject import privileged
 from nova_ksm_inject.conf import CONF
 from nova_ksm_inject.disk import image as disk_image
 from nova_ksm_inject.disk import inject
 from nova_ksm_inject.disk import job as disk_job
 from nova_ksm_inject.disk import request as disk_request
 from nova_ksm_inject.disk.handlers import loader
-from nova_ksm_inject import privileged
 
 LOG = logging.getLogger(__name__)
 

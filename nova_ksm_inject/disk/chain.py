@@ -17,12 +17,12 @@ from oslo_log import log as logging
 
 from nova_ksm_inject import exception
 from nova_ksm_inject.conf import CONF
-from nova_ksm_inject.disk.handlers import loader as handler_loader
 from nova_ksm_inject.disk import image as disk_image
 from nova_ksm_inject.disk import inject
 from nova_ksm_inject.disk import job as disk_job
 from nova_ksm_inject.disk import state
 from nova_ksm_inject.disk.handlers import base
+from nova_ksm_inject.disk.handlers import loader as handler_loader
 
 LOG = logging.getLogger(__name__)
 

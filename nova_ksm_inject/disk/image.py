@@ -67,7 +67,7 @@ class ImageInfo:
         """``(tool path, format)`` of each backing layer, top down."""
         sources = self.backing_sources or [p for p, _f in self.backing_chain]
         return [(src, fmt) for src, (_p, fmt) in
-                zip(sources, self.backing_chain)]
+                zip(sources, self.backing_chain, strict=True)]
 
     def to_dict(self):
         """Plain data for results crossing the privsep boundary."""
@@ -223,7 +223,7 @@ def _qemu_img_info(layer, fmt):
     started = time.monotonic()
     try:
         out, _err = utils.execute(*cmd, action='inspecting image %s' % path,
-                                  run_as_root=False, preexec_fn=limits)
+                                  preexec_fn=limits)
     except exception.CommandFailed as err:
         raise _qemu_img_failed(path, fmt, err) from err
     LOG.debug('%(cmd)s took %(secs).3f s',

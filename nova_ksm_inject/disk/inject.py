@@ -18,6 +18,7 @@ from oslo_log import log as logging
 from nova_ksm_inject import exception
 from nova_ksm_inject.disk import password
 from nova_ksm_inject.disk import request as disk_request
+
 # Re-exported: the request type is part of this module's interface.
 from nova_ksm_inject.disk.request import InjectionRequest  # noqa: F401
 

@@ -7,8 +7,8 @@ cross the privsep channel.
 
 import os
 
-from nova_ksm_inject.conf import CONF
 from nova_ksm_inject import privsep
+from nova_ksm_inject.conf import CONF
 
 
 @privsep.ksm_pctxt.entrypoint

@@ -34,7 +34,6 @@ from nova_ksm_inject import exception
 from nova_ksm_inject import utils
 from nova_ksm_inject.disk import guestfs_files
 from nova_ksm_inject.disk import guestpath
-from nova_ksm_inject.disk import mount
 from nova_ksm_inject.disk.handlers import base
 
 LOG = logging.getLogger(__name__)

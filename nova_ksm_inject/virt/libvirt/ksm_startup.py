@@ -12,10 +12,10 @@ imports nova.
 
 from oslo_log import log as logging
 
+from nova_ksm_inject import privileged
 from nova_ksm_inject.conf import CONF
 from nova_ksm_inject.ksm import apply as ksm_apply
 from nova_ksm_inject.ksm import host as ksm_host
-from nova_ksm_inject import privileged
 
 LOG = logging.getLogger(__name__)
 
