@@ -8,9 +8,17 @@ it receives itself (``confined``). Failing to start the daemon becomes a
 :class:`~nova_ksm_inject.exception.PrivilegeError` naming the fix.
 """
 
+import logging
 import os
 
 from nova_ksm_inject import exception
+
+#: The logger oslo.privsep gives the helper's standard error (oslo.log
+#: names "oslo_x" modules' loggers "oslo.x").
+HELPER_LOGGER = 'oslo.privsep.daemon'
+#: False keeps that output out of the log (the commands' default): it is
+#: in the error message anyway.
+LOG_HELPER_OUTPUT = True
 
 
 def is_root():
@@ -61,16 +69,37 @@ def ksm_restore(conf):
     return _through('restoring KSM', 'privsep_ksm', ksm.restore_ksm)
 
 
+class _HelperOutput(logging.Handler):
+    """Keeps what the privsep helper printed (sudo's complaint, say) for
+    the error message, while it is held out of the log."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage().replace('privsep log: ', ''))
+
+
 def _through(what, section, entrypoint, *args):
     from oslo_privsep import daemon
 
+    output = _HelperOutput()
+    helper_log = logging.getLogger(HELPER_LOGGER)
+    helper_log.addHandler(output)
+    helper_log.propagate = LOG_HELPER_OUTPUT
     try:
         return entrypoint(*args)
     except daemon.FailedToDropPrivileges as err:
-        raise exception.PrivilegeError(what=what, reason=str(err),
+        said = [line for line in output.lines if line != str(err)]
+        reason = '%s%s' % (err, ': %s' % said[-1] if said else '')
+        raise exception.PrivilegeError(what=what, reason=reason,
                                        section=section) from err
     except (OSError, EOFError) as err:
         # The daemon could not be reached, or went away mid-call.
         raise exception.PrivilegeError(
             what=what, reason='the privsep daemon is unreachable (%s: %s)'
             % (type(err).__name__, err), section=section) from err
+    finally:
+        helper_log.removeHandler(output)
+        helper_log.propagate = True

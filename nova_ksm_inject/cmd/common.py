@@ -8,6 +8,7 @@ from oslo_config import cfg
 from oslo_log import log as logging
 
 from nova_ksm_inject import exception
+from nova_ksm_inject import privileged
 from nova_ksm_inject.conf import CONF
 
 DEFAULT_CONFIG_FILE = '/etc/nova/nova.conf'
@@ -15,7 +16,7 @@ CONFIG_ENV = 'NOVA_KSM_INJECT_CONFIG_FILES'
 PROG = 'nova-ksm-inject'
 # Loggers held to warnings unless --verbose: ours, and privsep's (which
 # logs the start of every daemon at INFO).
-QUIET_LOGGERS = ('nova_ksm_inject', 'oslo_privsep')
+QUIET_LOGGERS = ('nova_ksm_inject', 'oslo.privsep')
 
 logging.register_options(CONF)
 
@@ -66,6 +67,9 @@ def load_config(config_files_=None, debug=False, prog=PROG, quiet=False):
     if quiet and not debug:
         for name in QUIET_LOGGERS:
             logging.getLogger(name).logger.setLevel(std_logging.WARNING)
+        # What the privsep helper prints (sudo refusing, say) ends up in
+        # the one-line error instead.
+        privileged.LOG_HELPER_OUTPUT = False
     return files
 
 
