@@ -7,6 +7,7 @@ what the caller sent are in :mod:`nova_ksm_inject.disk.job`.
 import os
 
 from nova_ksm_inject import privsep
+from nova_ksm_inject.privsep import checks
 from nova_ksm_inject.conf import CONF
 
 
@@ -21,6 +22,7 @@ def inject_image(job):
 
     # The daemon runs with umask 0; files we create are ours alone.
     os.umask(0o022)
+    checks.check_config_files()
     return chain.run(job, confined=True, conf=CONF)
 
 
@@ -30,4 +32,5 @@ def sweep_journals():
     from nova_ksm_inject.disk import sweep
 
     os.umask(0o022)
+    checks.check_config_files()
     return [r.to_dict() for r in sweep.sweep(CONF.inject.state_dir)]

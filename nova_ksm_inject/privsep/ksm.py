@@ -8,6 +8,7 @@ cross the privsep channel.
 import os
 
 from nova_ksm_inject import privsep
+from nova_ksm_inject.privsep import checks
 from nova_ksm_inject.conf import CONF
 
 
@@ -21,6 +22,7 @@ def apply_ksm(force_run=None, unmerge=False):
         raise ValueError('force_run must be true, false or null and '
                          'unmerge a boolean')
     os.umask(0o022)
+    checks.check_config_files()
     return ksm_apply.apply(CONF, force_run=force_run, unmerge=unmerge)
 
 
@@ -30,4 +32,5 @@ def restore_ksm():
     from nova_ksm_inject.ksm import apply as ksm_apply
 
     os.umask(0o022)
+    checks.check_config_files()
     return ksm_apply.restore(CONF)
