@@ -209,4 +209,7 @@ def inject_data(files, request, image_desc='', conf=None):
             outcome.failed(item, group, err)
             continue
         outcome.written(item, group)
-    return outcome.results
+    # Items skipped while preparing were recorded first: restore the order.
+    order = [item for item, _group, _prepare in _preparers(request)]
+    return sorted(outcome.results, key=lambda r: order.index(r.item)
+                  if r.item in order else len(order))

@@ -37,6 +37,7 @@ LOG = logging.getLogger(__name__)
 
 EXPORT_ID = 'nova-ksm-inject'
 MONITOR_ID = 'nova-ksm-inject-qmp'
+MONITOR_SOCKET = 'qmp.sock'
 #: Seconds allowed to a clean stop before SIGTERM, then SIGKILL.
 STOP_TIMEOUT = 10
 
@@ -79,11 +80,6 @@ def blockdev_args(image):
     return args, 'top'
 
 
-def _opt_value(value):
-    # QemuOpts syntax (--chardev has no JSON form): "," is doubled.
-    return value.replace(',', ',,')
-
-
 def daemon_command(image, workdir):
     """The qemu-storage-daemon command line, and its export file."""
     export = os.path.join(workdir, 'export.raw')
@@ -91,10 +87,13 @@ def daemon_command(image, workdir):
     export_spec = {'type': 'fuse', 'id': EXPORT_ID, 'node-name': top,
                    'mountpoint': export, 'writable': True,
                    'allow-other': 'off'}
+    # The monitor socket is named relative to the daemon's working
+    # directory (the work dir): a UNIX socket path must stay under 108
+    # bytes, and [inject] state_dir may be long.
     cmd = ['qemu-storage-daemon', *blockdevs,
            '--export', json.dumps(export_spec),
            '--chardev', 'socket,id=%s,path=%s,server=on,wait=off' % (
-               MONITOR_ID, _opt_value(os.path.join(workdir, 'qmp.sock'))),
+               MONITOR_ID, MONITOR_SOCKET),
            '--monitor', 'chardev=%s' % MONITOR_ID,
            '--daemonize', '--pidfile', os.path.join(workdir, 'qsd.pid')]
     return cmd, export
@@ -168,11 +167,10 @@ class QsdHandler(base.ImageHandler):
         # FUSE mounts over an existing file; the daemon never creates it.
         with open(export, 'x'):
             pass
+        # Before the daemon: unwound after it, this unmounts a FUSE export
+        # that a failed or killed daemon left (a no-op after a clean quit).
+        journal.push('mount', path=export, device='qemu-storage-daemon')
         self._start(image, cmd, workdir, export, journal)
-        # For the sweep only: a killed daemon leaves its FUSE mount behind.
-        # Live, stop_daemon() unmounts it after the daemon's clean quit.
-        journal.push('mount', undo_now=lambda: None, path=export,
-                     device='qemu-storage-daemon')
         self._wait_export(image, export)
         return mount.mount_raw_file(export, partition, journal)
 
@@ -181,7 +179,7 @@ class QsdHandler(base.ImageHandler):
         launched = []
         failed = True
         try:
-            utils.execute(*cmd, timeout=timeout,
+            utils.execute(*cmd, timeout=timeout, cwd=workdir,
                           on_execute=launched.append,
                           action='exporting %s with qemu-storage-daemon'
                                  % image.path)
@@ -208,7 +206,7 @@ class QsdHandler(base.ImageHandler):
             # The pid file is written once the export is up: a daemon that
             # hung before that is found by its export path.
             pids.update(daemons_serving(export))
-        monitor = os.path.join(workdir, 'qmp.sock')
+        monitor = os.path.join(workdir, MONITOR_SOCKET)
         for pid in sorted(p for p in pids if p):
             journal.push('process', undo_now=functools.partial(
                 stop_daemon, pid, export, monitor, export),
