@@ -79,6 +79,12 @@ class NoHandlerMounted(NovaKsmInjectError):
         super().__init__(path=path, reasons=joined or 'no handler configured')
 
 
+class UnwindFailed(NovaKsmInjectError):
+    msg_fmt = ("Cleaning up the mount of %(image)s failed: %(reason)s"
+               "%(after)s. Its journal %(record)s is kept: once the cause "
+               "is fixed, run 'nova-ksm-inject cleanup'.")
+
+
 class StateDirUnsafe(NovaKsmInjectError):
     msg_fmt = ("State directory %(path)s refused: %(reason)s. It holds the "
                "mounts and journals of injections and must be a directory "

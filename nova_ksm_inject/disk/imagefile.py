@@ -18,7 +18,9 @@ import stat
 from nova_ksm_inject import exception
 from nova_ksm_inject.disk import openat2
 
-_FLAGS = os.O_RDONLY | os.O_NOCTTY | os.O_CLOEXEC
+# O_NONBLOCK: a FIFO the directory's owner put in the image's place must
+# not hang the privileged side in open(); it is refused as not regular.
+_FLAGS = os.O_RDONLY | os.O_NOCTTY | os.O_CLOEXEC | os.O_NONBLOCK
 _NO_LINKS = openat2.RESOLVE_NO_SYMLINKS | openat2.RESOLVE_NO_MAGICLINKS
 
 

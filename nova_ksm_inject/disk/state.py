@@ -88,13 +88,13 @@ class Journal:
                                  self.id + RECORD_SUFFIX)
         self.work_dir = os.path.join(self.state.work, self.id)
         self._steps = []
-        self._stack = contextlib.ExitStack()
+        self._undo = []
 
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self.close()
+    def __exit__(self, exc_type, exc, tb):
+        self.close(cause=exc)
         return False
 
     @property
@@ -142,7 +142,7 @@ class Journal:
             LOG.debug('Undid %s %s in %.3f s', kind, record,
                       time.monotonic() - started)
 
-        self._stack.callback(_undo)
+        self._undo.append(_undo)
 
     def callback(self, func, *args, **kwargs):
         """Run ``func`` at its place in the unwinding; nothing on disk.
@@ -150,16 +150,38 @@ class Journal:
         For in-process state only (an open fd, a library handle): a killed
         process loses it anyway, so the sweep has nothing to undo.
         """
-        self._stack.callback(func, *args, **kwargs)
+        self._undo.append(lambda: func(*args, **kwargs))
 
-    def close(self):
-        """Undo every step in reverse; keep the record if any undo failed."""
-        try:
-            self._stack.close()
-        finally:
-            if not self._steps:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self.path)
+    def close(self, cause=None):
+        """Undo every step in reverse, all of them even when one fails.
+
+        :param cause: the exception that ended the injection, if any, for
+            the message.
+        :raises UnwindFailed: a step could not be undone; the record is
+            kept for ``nova-ksm-inject cleanup``.
+        """
+        errors = []
+        interrupted = None
+        while self._undo:
+            action = self._undo.pop()
+            try:
+                action()
+            except KeyboardInterrupt as err:  # finish unwinding first
+                interrupted = err
+            except Exception as err:
+                LOG.debug('Undo step failed', exc_info=True)
+                errors.append(err)
+        if not self._steps:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+        if errors:
+            raise exception.UnwindFailed(
+                image=self.image, reason='; '.join(
+                    '%s: %s' % (type(e).__name__, e) for e in errors),
+                after=' after: %s' % cause if cause else '',
+                record=self.path) from errors[0]
+        if interrupted is not None:
+            raise interrupted
 
     def _write(self):
         if not self._steps:

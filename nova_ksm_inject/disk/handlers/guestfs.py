@@ -59,6 +59,9 @@ def load_binding():
 def kill_appliances(parent, image_path):
     """SIGKILL the qemu children of ``parent`` that opened ``image_path``.
 
+    libguestfs canonicalises a drive's path (``/proc/<pid>/fd/<n>``
+    becomes the file's real path) before it starts qemu: look for that.
+
     :returns: the pids killed.
     """
     # libguestfs doubles commas in the -drive file= value.
@@ -208,8 +211,7 @@ class GuestfsHandler(base.ImageHandler):
         killed = []
         deadline = time.monotonic() + KILL_GRACE
         while thread.is_alive() and time.monotonic() < deadline:
-            killed += kill_appliances(os.getpid(),
-                                      appliance.image.tool_path)
+            killed += kill_appliances(os.getpid(), appliance.image.path)
             thread.join(0.2)
         LOG.warning('libguestfs launch for %s timed out; killed qemu %s',
                     appliance.image.path, killed or '(none found)')
@@ -261,7 +263,7 @@ class GuestfsHandler(base.ImageHandler):
                           action='mounting %s with guestmount' % image.path)
         except subprocess.TimeoutExpired as err:
             for proc in launched:
-                kill_appliances(proc.pid, image.tool_path)
+                kill_appliances(proc.pid, image.path)
                 proc.kill()
                 proc.wait()
             raise exception.HandlerFailed(

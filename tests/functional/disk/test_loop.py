@@ -103,7 +103,7 @@ def test_loop_skipped_for_cow_and_qcow2(images, no_leaks):
     with pytest.raises(exception.NoHandlerMounted):
         api.inject_data(overlay, full_request(), partition=0,
                         handler_names=['loop'], use_cow=False,
-                        trusted_dirs=[images.base])
+                        fmt='qcow2', trusted_dirs=[images.base])
 
 
 def test_nbd_falls_through_for_real(images, no_leaks):
