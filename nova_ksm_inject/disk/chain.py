@@ -117,6 +117,6 @@ def _try_handler(handler, info, job, need_cow, attempts, conf):
                                    conf=conf)
     record(USED)
     LOG.info('Injected %s into %s with handler %s in %.3f s',
-             job.request.describe(), info.path, handler.name,
-             attempts[-1].seconds)
+             ', '.join(i.item for i in items if i.status == inject.WRITTEN)
+             or 'nothing', info.path, handler.name, attempts[-1].seconds)
     return items

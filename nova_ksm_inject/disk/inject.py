@@ -156,9 +156,10 @@ class _Outcome:
         err = _as_item_error(item, self.image, err)
         if group in self.request.mandatory:
             raise err
-        LOG.warning('Ignoring error injecting %(item)s into image '
-                    '%(image)s (%(err)s)',
-                    {'item': item, 'image': self.image, 'err': err})
+        # The caller decides how loud a skipped best-effort item is (the
+        # driver warns in nova's words).
+        LOG.info('Skipping best-effort item %(item)s for image %(image)s: '
+                 '%(err)s', {'item': item, 'image': self.image, 'err': err})
         self.results.append(ItemResult(item, group, FAILED, str(err)))
 
     def written(self, item, group):

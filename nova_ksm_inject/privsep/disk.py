@@ -7,8 +7,8 @@ what the caller sent are in :mod:`nova_ksm_inject.disk.job`.
 import os
 
 from nova_ksm_inject import privsep
-from nova_ksm_inject.privsep import checks
 from nova_ksm_inject.conf import CONF
+from nova_ksm_inject.privsep import checks
 
 
 @privsep.inject_pctxt.entrypoint

@@ -8,8 +8,8 @@ cross the privsep channel.
 import os
 
 from nova_ksm_inject import privsep
-from nova_ksm_inject.privsep import checks
 from nova_ksm_inject.conf import CONF
+from nova_ksm_inject.privsep import checks
 
 
 @privsep.ksm_pctxt.entrypoint

@@ -53,4 +53,8 @@ def inject(path, fmt, partition, image_id, request, handler_names=None,
             handler_names=handler_names)
     except exception.NovaKsmInjectError as err:
         return setup_failed(request, err, image_id)
+    for item, reason in result.failed:
+        LOG.warning('Ignoring error injecting %(item)s into image %(image)s '
+                    '(%(err)s)', {'item': item, 'image': image_id,
+                                  'err': reason})
     return result.failed

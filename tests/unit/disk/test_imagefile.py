@@ -7,6 +7,7 @@ through the privileged side.
 
 import contextlib
 import os
+import threading
 
 import pytest
 
@@ -91,15 +92,33 @@ def test_unnormalised_path_is_refused(inst, tail):
 
 
 def test_image_dir_itself_and_non_files_are_not_images(inst):
-    os.mkfifo(inst / 'uuid' / 'fifo')
     with contextlib.ExitStack() as holder:
         with pytest.raises(exception.ImageRefused, match='image_dirs'):
             open_in(inst, inst, holder)
         for name in ('uuid', 'uuid/missing'):
             with pytest.raises(exception.ImageNotFound):
                 open_in(inst / name, inst, holder)
-        with pytest.raises(exception.ImageNotFound):
-            open_in(inst / 'uuid' / 'fifo', inst, holder)  # never blocks
+
+
+def test_fifo_in_place_of_the_image_is_refused_without_blocking(inst):
+    fifo = inst / 'uuid' / 'fifo'
+    os.mkfifo(fifo)
+    refused = []
+
+    def attempt():
+        with contextlib.ExitStack() as holder:
+            with pytest.raises(exception.ImageNotFound):
+                open_in(fifo, inst, holder)
+            refused.append(True)
+    thread = threading.Thread(target=attempt, daemon=True)
+    thread.start()
+    thread.join(5)
+    if thread.is_alive():
+        # A writer lets the blocked open return, and the thread end.
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(5)
+        pytest.fail('opening a FIFO blocked the privileged side')
+    assert refused == [True]
 
 
 def test_symlinked_image_dir_is_trusted_as_configured(inst, tmp_path):
