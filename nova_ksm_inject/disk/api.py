@@ -15,6 +15,7 @@ from oslo_log import log as logging
 from nova_ksm_inject import exception
 from nova_ksm_inject import privileged
 from nova_ksm_inject.conf import CONF
+from nova_ksm_inject.disk import chain
 from nova_ksm_inject.disk import image as disk_image
 from nova_ksm_inject.disk import inject
 from nova_ksm_inject.disk import job as disk_job
@@ -31,16 +32,6 @@ validate_handler_names = loader.validate_handler_names
 def load_handlers(names, conf=CONF):
     """Instantiate the handlers ``names``, in that order."""
     return loader.load(names, conf)
-
-
-@dataclasses.dataclass
-class Attempt:
-    """What happened to one handler of the chain for one image."""
-
-    handler: str
-    outcome: str
-    reason: str = None
-    seconds: float = 0.0
 
 
 @dataclasses.dataclass
@@ -65,7 +56,7 @@ class InjectionResult:
     def from_dict(cls, data):
         return cls(disk_image.ImageInfo.from_dict(data['image']),
                    data['handler'],
-                   [Attempt(**a) for a in data['attempts']],
+                   [chain.Attempt(**a) for a in data['attempts']],
                    [inject.ItemResult(**i) for i in data['items']])
 
 

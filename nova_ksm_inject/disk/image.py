@@ -127,7 +127,12 @@ def inspect_image(path, fmt=None, trusted_dirs=None, holder=None,
     if detected == 'qcow2':
         _check_qcow2_header(top.path, fmt, head)
     data = _qemu_img_info(top, detected)
-    layers = _walk_chain(top, data, _trusted(trusted_dirs), holder)
+    # A confined caller's trusted directories were resolved, symlinks
+    # checked, by disk/job.py: resolving them again here could follow a
+    # symlink swapped in since.
+    trusted = (_trusted(trusted_dirs) if within is None
+               else tuple(trusted_dirs or ()))
+    layers = _walk_chain(top, data, trusted, holder)
     info = ImageInfo(top.path, detected, data['virtual-size'],
                      tuple((layer.path, f) for layer, f in layers),
                      top.source,

@@ -43,10 +43,10 @@ def open_regular(path, holder, within=None):
 
     :param holder: has ``callback(func, *args)`` (a journal, an ExitStack).
     :param within: None: resolve symlinks first (a root caller naming its
-        own file). Otherwise the directories the file must lie in (the
-        operator's ``[inject] image_dirs``): the directory itself is
-        trusted as configured, and below it every symlink and ``..`` is
-        refused by the kernel.
+        own file). Otherwise the directories the file must lie in, as the
+        operator configured them: each is resolved now by
+        :func:`resolve_operator_dir`, and below it no symlink and no ``..``
+        is followed.
     :raises ImageNotFound: missing, or not a regular file.
     :raises ImageRefused: outside ``within``, or reached through a symlink.
     """
@@ -73,19 +73,14 @@ def open_regular(path, holder, within=None):
 
 def _open_checked(path, within):
     if within is None:
-        return _open_no_symlinks(path)
-    for directory in within:
-        directory = os.path.normpath(directory)
-        if os.path.commonpath([path, directory]) == directory and \
-                path != directory:
-            dir_fd = os.open(directory, os.O_PATH | os.O_DIRECTORY |
-                             os.O_CLOEXEC)
-            try:
-                return openat2.openat2(
-                    dir_fd, os.path.relpath(path, directory), _FLAGS,
-                    resolve=_NO_LINKS | openat2.RESOLVE_BENEATH, name=path)
-            finally:
-                os.close(dir_fd)
+        return _open_beneath('/', path.lstrip('/'), _FLAGS)
+    for configured in within:
+        real = resolve_operator_dir(configured)
+        for directory in {os.path.normpath(configured), real} - {None}:
+            if os.path.commonpath([path, directory]) == directory and \
+                    path != directory:
+                return _open_beneath(real, os.path.relpath(path, directory),
+                                     _FLAGS)
     raise exception.ImageRefused(
         path=path, reason='it is not inside [inject] image_dirs (%s): the '
                           'privileged side only writes into instance '
@@ -94,24 +89,76 @@ def _open_checked(path, within):
                           % ', '.join(within or ['none']))
 
 
-def _open_no_symlinks(path):
+def _open_beneath(directory, relative, flags):
+    """Open ``directory``/``relative`` following no symlink at all (the
+    directory itself is a real path) and no ``..`` out of it."""
     try:
-        return openat2.openat2(-100, path, _FLAGS, resolve=_NO_LINKS)
+        return openat2.openat2(-100, os.path.join(directory, relative),
+                               flags, resolve=_NO_LINKS)
     except OSError as err:
         if err.errno != errno.ENOSYS:
             raise
-    # Linux < 5.6: walk the components, refusing every symlink.
+    # Linux < 5.6: walk one component at a time, refusing every symlink.
+    parts = [p for p in os.path.join(directory, relative).split('/') if p]
+    if '..' in parts:
+        raise OSError(errno.EXDEV, 'a ".." component', relative)
     fd = os.open('/', os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        parts = [p for p in path.split('/') if p]
         for part in parts[:-1]:
             nxt = os.open(part, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW |
                           os.O_CLOEXEC, dir_fd=fd)
             os.close(fd)
             fd = nxt
-        return os.open(parts[-1], _FLAGS | os.O_NOFOLLOW, dir_fd=fd)
+        return os.open(parts[-1], flags | os.O_NOFOLLOW, dir_fd=fd)
     finally:
         os.close(fd)
+
+
+def _ours(uid):
+    # Root's (the daemon's), or this process's own when it is not root.
+    return uid in (0, os.geteuid())
+
+
+def _root_only(directory):
+    info = os.stat(directory)
+    return _ours(info.st_uid) and not info.st_mode & (stat.S_IWGRP |
+                                                      stat.S_IWOTH)
+
+
+def resolve_operator_dir(path):
+    """Real path of a directory the operator configured, or None if absent.
+
+    Symlinks on the way are followed only where only root could have made
+    them: a symlink owned by root in a directory no one else can write.
+    nova owns ``instances_path`` (and often its parent): without this rule
+    the nova user could turn ``_base`` into a link to ``/`` and have every
+    host file trusted as a backing file, or every raw file as an image.
+
+    :raises ConfigError: a symlink someone else could have made.
+    """
+    pending = [p for p in os.path.abspath(path).split('/') if p]
+    current, hops = '/', 0
+    while pending:
+        part = pending.pop(0)
+        candidate = os.path.normpath(os.path.join(current, part))
+        try:
+            info = os.lstat(candidate)
+        except FileNotFoundError:
+            return None
+        if not stat.S_ISLNK(info.st_mode):
+            current = candidate
+            continue
+        hops += 1
+        if hops > 40 or not _ours(info.st_uid) or not _root_only(current):
+            raise exception.ConfigError(reason=(
+                'configured directory %s passes through symlink %s, which a '
+                'user other than root could have made or changed; configure '
+                'the real directory' % (path, candidate)))
+        target = os.readlink(candidate)
+        if target.startswith('/'):
+            current = '/'
+        pending = [p for p in target.split('/') if p] + pending
+    return current if os.path.isdir(current) else None
 
 
 def is_within(path, directories):

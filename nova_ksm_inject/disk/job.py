@@ -89,20 +89,30 @@ _KEYS = {'image', 'format', 'partition', 'handlers', 'use_cow',
          'trusted_dirs', 'request'}
 
 
+def _operator_dirs(dirs):
+    """Configured directories as real paths, symlinks checked
+    (:func:`imagefile.resolve_operator_dir`); absent ones dropped."""
+    resolved = (imagefile.resolve_operator_dir(d) for d in dirs if d)
+    return tuple(d for d in resolved if d)
+
+
 def _trusted_dirs(asked, conf, confined):
-    configured = [d for d in conf.inject.trusted_backing_dirs if d]
-    if asked is None:
-        return tuple(configured)
-    if not isinstance(asked, (list, tuple)) or \
-            not all(isinstance(d, str) and os.path.isabs(d) for d in asked):
+    if asked is not None and (
+            not isinstance(asked, (list, tuple)) or
+            not all(isinstance(d, str) and os.path.isabs(d) for d in asked)):
         raise _refused('trusted_dirs must be a list of absolute paths')
-    if confined:
-        wider = [d for d in asked if not imagefile.is_within(d, configured)
-                 and os.path.realpath(d) not in
-                 [os.path.realpath(c) for c in configured]]
-        if wider:
-            raise _refused(
-                'trusted backing directories %s are not inside [inject] '
-                'trusted_backing_dirs (%s); only root may widen them'
-                % (', '.join(wider), ', '.join(configured) or 'none'))
-    return tuple(asked)
+    if not confined:
+        return tuple(asked if asked is not None else
+                     [d for d in conf.inject.trusted_backing_dirs if d])
+    configured = _operator_dirs(conf.inject.trusted_backing_dirs)
+    if asked is None:
+        return configured
+    narrowed = _operator_dirs(asked)
+    wider = [d for d in narrowed if not any(
+        os.path.commonpath([d, c]) == c for c in configured)]
+    if wider:
+        raise _refused(
+            'trusted backing directories %s are not inside [inject] '
+            'trusted_backing_dirs (%s); only root may widen them'
+            % (', '.join(wider), ', '.join(configured) or 'none'))
+    return narrowed

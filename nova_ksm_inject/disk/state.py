@@ -89,6 +89,7 @@ class Journal:
         self.work_dir = os.path.join(self.state.work, self.id)
         self._steps = []
         self._undo = []
+        self._work_made = False
 
     def __enter__(self):
         return self
@@ -104,9 +105,10 @@ class Journal:
     def make_dir(self, name):
         """A new directory ``name`` in this injection's work dir (both
         journaled); for mountpoints, FUSE exports and sockets."""
-        if not self._steps or self._steps[0].get('path') != self.work_dir:
+        if not self._work_made:
             os.mkdir(self.work_dir, 0o700)
             self.push('tmpdir', path=self.work_dir)
+            self._work_made = True
         path = os.path.join(self.work_dir, name)
         os.mkdir(path, 0o700)
         self.push('tmpdir', path=path)

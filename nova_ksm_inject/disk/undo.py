@@ -51,14 +51,35 @@ def process_matches(pid, marker=None, start=None):
     return marker is None or marker in cmdline
 
 
+def _running(pid, start):
+    """Whether ``pid`` (started at ``start``, if given) still runs.
+
+    Its command line is not consulted: it empties when the process lets go
+    of its memory, before it closes its files (and the image locks).
+    """
+    try:
+        fields = _stat_fields(pid)
+    except (OSError, IndexError):
+        return False
+    return fields[0] != 'Z' and (start is None or fields[19] == str(start))
+
+
 def wait_process_exit(pid, marker=None, timeout=10.0, interval=0.01,
                       start=None):
-    """Wait until ``pid`` is gone; reap it if it is our child."""
+    """Wait until ``pid`` is gone or a zombie; reap it if it is our child.
+
+    :param marker: when given and ``start`` is not, the process must still
+        show it at the first look (else it is someone else's: not waited).
+    """
+    if start is None and marker is not None:
+        if not process_matches(pid, marker):
+            return True
+        start = start_time(pid)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with contextlib.suppress(ChildProcessError, OSError):
             os.waitpid(pid, os.WNOHANG)
-        if not process_matches(pid, marker, start):
+        if not _running(pid, start):
             return True
         time.sleep(interval)
     return False
@@ -67,12 +88,15 @@ def wait_process_exit(pid, marker=None, timeout=10.0, interval=0.01,
 def stop_process(pid, marker=None, timeout=10.0, start=None):
     """SIGTERM, wait, then SIGKILL; only while pid, start and command line
     still match."""
+    if not process_matches(pid, marker, start):
+        return
+    start = start_time(pid) if start is None else start
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        if not process_matches(pid, marker, start):
+        if not _running(pid, start):
             return
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
-        if wait_process_exit(pid, marker, timeout, start=start):
+        if wait_process_exit(pid, timeout=timeout, start=start):
             return
     raise exception.NovaKsmInjectError(
         'Process %d (%s) did not exit after SIGKILL' % (pid, marker))

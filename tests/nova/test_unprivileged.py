@@ -9,6 +9,7 @@ debugfs.
 """
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -29,14 +30,20 @@ def test_spawn_injects_through_a_real_privsep_daemon(deployed):  # noqa
     env = {'PATH': '/usr/sbin:/usr/bin:/sbin:/bin', 'HOME': '/nonexistent',
            'PYTHONPATH': ROOT, 'PYTHONDONTWRITEBYTECODE': '1'}
     try:
-        proc = subprocess.run(
+        proc = subprocess.Popen(
             ['runuser', '-u', 'nova-ksm-test', '--', 'env', '-i',
              *['%s=%s' % item for item in env.items()], sys.executable,
              '-m', 'tests.nova.unprivileged_spawn', site.conf,
              site.instances, site.state, deployed],
-            capture_output=True, text=True, cwd=ROOT, timeout=60)
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        disk = proc.stdout.split('DISK ')[1].split()[0]
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=ROOT, start_new_session=True)
+        try:
+            out, err = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, err = proc.communicate()
+        assert proc.returncode == 0, out + err
+        disk = out.split('DISK ')[1].split()[0]
         keys = base.debugfs_cat(disk, '/root/.ssh/authorized_keys')
         assert test_spawn.KEY.encode() in keys
         assert base.debugfs_cat(disk, '/etc/motd') == test_spawn.MOTD

@@ -154,3 +154,22 @@ def test_ksm_apply_as_the_user(site):
     proc = site.run('ksm', 'disable')
     assert proc.returncode == 0, proc.stderr
     assert ksm_conftest.read_ksm('run') == '0'
+
+
+def test_base_dir_swapped_for_a_link_to_root_is_refused(site, key):
+    """nova owns instances_path, so the nova user can replace _base (the
+    trusted backing directory) with a symlink to /: then /etc/shadow
+    would be a trusted backing file, and copy-on-write would copy host
+    data into the user's overlay. Refused, whatever the backing file."""
+    os.chown(site.instances, site.uid, -1)
+    os.rmdir(site.base)
+    os.symlink('/', site.base)
+    os.lchown(site.base, site.uid, -1)
+    overlay = os.path.join(site.instances, 'evil.qcow2')
+    sh('qemu-img', 'create', '-q', '-f', 'qcow2', '-u', '-b', '/etc/shadow',
+       '-F', 'raw', overlay, '32M')
+    site.give(overlay)
+    proc = site.run('inject', overlay, '--format', 'qcow2', '--handlers',
+                    'qsd', '--partition', '0', '--key-file', key)
+    assert_one_line_error(proc, 2, 'passes through symlink', site.base)
+    assert os.path.getsize(overlay) < 1024 * 1024, 'nothing was copied'

@@ -229,6 +229,7 @@ def test_image_held_and_confined_only_for_an_unprivileged_caller(
         chain, conf, tmp_path, confined):
     conf.config(group='inject', image_dirs=[str(tmp_path / 'inst')],
                 trusted_backing_dirs=[str(tmp_path / 'base')])
+    (tmp_path / 'base').mkdir()  # a confined caller trusts only real dirs
     chain['handlers'] = [FakeHandler('a')]
     run(chain, conf, confined=confined)
     assert chain['inspected'] == [{

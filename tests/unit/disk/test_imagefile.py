@@ -146,3 +146,40 @@ def test_is_within(inst, tmp_path):
     assert not imagefile.is_within(str(tmp_path / 'inst-other'),
                                    [str(inst)])
     assert not imagefile.is_within(str(inst), ['', str(tmp_path / 'x')])
+
+
+# --- directories the operator configured -------------------------------
+
+def test_operator_dir_through_roots_own_symlink_resolves(tmp_path):
+    (tmp_path / 'real').mkdir()
+    os.symlink(tmp_path / 'real', tmp_path / 'link')
+    os.symlink('link', tmp_path / 'link2')  # relative, two hops
+    assert imagefile.resolve_operator_dir(str(tmp_path / 'link2')) == \
+        str(tmp_path / 'real')
+
+
+def test_operator_dir_missing_is_none(tmp_path):
+    assert imagefile.resolve_operator_dir(str(tmp_path / 'nope')) is None
+
+
+@pytest.mark.parametrize('how', ['dir owned by the user',
+                                 'dir writable by others',
+                                 'link owned by the user'])
+def test_symlink_another_user_could_make_is_refused(tmp_path, how):
+    """nova owns instances_path: it must not turn _base into a link to /
+    (then every host file would be a trusted backing file)."""
+    instances = tmp_path / 'instances'
+    instances.mkdir()
+    os.symlink('/', instances / '_base')
+    if how == 'dir owned by the user':
+        if os.geteuid() != 0:
+            pytest.skip('chown to another user needs root')
+        os.chown(instances, 65534, 65534)
+    elif how == 'dir writable by others':
+        os.chmod(instances, 0o777)
+    else:
+        if os.geteuid() != 0:
+            pytest.skip('lchown to another user needs root')
+        os.lchown(instances / '_base', 65534, 65534)
+    with pytest.raises(exception.ConfigError, match='passes through symlink'):
+        imagefile.resolve_operator_dir(str(instances / '_base'))

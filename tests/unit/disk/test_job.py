@@ -84,6 +84,7 @@ def test_confined_caller_may_not_widen_trusted_dirs(conf, dirs, tmp_path,
                                                     asked):
     _inst, base = dirs
     os.symlink(tmp_path, base / 'up')  # inside by name, outside for real
+    (tmp_path / 'base-evil').mkdir()
     asked = [a.format(base=base, tmp=tmp_path) for a in asked]
     with pytest.raises(exception.ConfigError, match='only root may widen'):
         disk_job.Job.from_dict(job(trusted_dirs=asked), conf.conf,
