@@ -5,6 +5,7 @@ turn its exceptions into one line on stderr and an exit code.
 """
 
 import argparse
+import gc
 import sys
 
 from nova_ksm_inject.cmd import base
@@ -49,5 +50,20 @@ def main(argv=None):
     return common.run(_run)
 
 
+def console():
+    """The ``nova-ksm-inject`` console script: :func:`main`, in a process
+    that ends with it.
+
+    The cyclic garbage collector is off: a run lasts seconds at most and
+    makes little cyclic garbage, while each collection walks the hundred
+    thousand objects the imports made (~10 ms in all). Freezing them
+    before exit spares the interpreter's last collections (~20 ms).
+    """
+    gc.disable()
+    code = main()
+    gc.freeze()
+    sys.exit(code)
+
+
 if __name__ == '__main__':
-    sys.exit(main())
+    console()

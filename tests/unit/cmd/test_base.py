@@ -115,11 +115,31 @@ def test_parsing_and_help_import_no_library():
 def test_the_inject_path_imports_only_what_it_uses():
     # What ``inject`` imports before it runs the chain: no KSM, libvirt,
     # privsep (root runs in-process), oslo.concurrency, nor Jinja2 (only
-    # a JSON --net-file needs it).
+    # an operator's network template needs it).
     loaded = _modules_after(
         'from nova_ksm_inject.cmd import common, disk, main\n'
-        'from nova_ksm_inject.disk import api, chain, request\n'
-        'from nova_ksm_inject.disk.handlers import loop')
+        'from nova_ksm_inject.disk import api, chain, network, request\n'
+        'from nova_ksm_inject.disk.handlers import loop\n'
+        'network.render_network([{"name": "eth0", "use_dhcp": True}])')
     assert not loaded & {'oslo_concurrency', 'oslo_privsep', 'jinja2',
                          'libvirt'}
     assert {'oslo_config', 'oslo_log'} <= loaded
+
+
+def test_console_script_exits_with_mains_code(monkeypatch):
+    calls = []
+    monkeypatch.setattr(main, 'main', lambda: calls.append('main') or 3)
+    monkeypatch.setattr(main.gc, 'disable', lambda: calls.append('disable'))
+    monkeypatch.setattr(main.gc, 'freeze', lambda: calls.append('freeze'))
+    with pytest.raises(SystemExit) as exit_:
+        main.console()
+    assert exit_.value.code == 3
+    assert calls == ['disable', 'main', 'freeze']
+
+
+def test_the_console_script_is_console():
+    setup_cfg = os.path.join(os.path.dirname(os.path.dirname(CMD_DIR)),
+                             'setup.cfg')
+    with open(setup_cfg) as f:
+        assert ('nova-ksm-inject = nova_ksm_inject.cmd.main:console'
+                in f.read())
