@@ -143,3 +143,33 @@ def test_the_console_script_is_console():
     with open(setup_cfg) as f:
         assert ('nova-ksm-inject = nova_ksm_inject.cmd.main:console'
                 in f.read())
+
+
+def test_sigterm_stops_the_command_like_ctrl_c(tmp_path):
+    # The real command, blocked reading its --key-file (a FIFO): SIGTERM
+    # ends it as Ctrl-C does, with one line and exit status 130.
+    conf = tmp_path / 'nova.conf'
+    conf.write_text('[inject]\nstate_dir = %s\n' % (tmp_path / 'state'))
+    fifo = tmp_path / 'key.pub'
+    os.mkfifo(fifo)
+    proc = subprocess.Popen(
+        [sys.executable, '-m', 'nova_ksm_inject.cmd.main', 'inject',
+         str(tmp_path / 'disk.img'), '--config-file', str(conf),
+         '--key-file', str(fifo)], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # until the command has the FIFO open for reading
+            try:
+                writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+                break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=30)
+        os.close(writer)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130
+    assert err == 'nova-ksm-inject: error: interrupted\n'
