@@ -243,8 +243,3 @@ class HostileChecks:
         assert reader.cat('/opt/dotdot') == 'a\n'
         assert reader.cat('/srv/dotdot') == 'b\n'
         assert reader.cat('/opt/via-up') == 'c\n'
-
-    def test_refused_writes_leave_no_file_behind(self, injected):
-        reader = Debugfs(self.outcome(injected, 'links-to-shadow').image)
-        assert entry(reader, '/opt')[5] == ['.', '..', 'app.conf']
-        assert entry(reader, '/etc/network')[5] == ['.', '..', 'interfaces']

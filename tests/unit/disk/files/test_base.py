@@ -81,6 +81,16 @@ def test_planted_temporary_name_is_never_followed(guest, monkeypatch):
     assert guest.kind('/etc/motd') is None
 
 
+def test_failed_replace_leaves_no_temporary_file(guest, monkeypatch):
+    def fail(*args):
+        raise OSError(5, 'rename failed (fault injected)')
+    monkeypatch.setattr(type(guest.files), '_rename', fail)
+    with pytest.raises(OSError, match='fault injected'):
+        guest.files.write('/etc/passwd', b'new\n')
+    assert guest.names('/etc') == ['passwd']
+    assert guest.content('/etc/passwd') == PASSWD
+
+
 # -- appending -------------------------------------------------------------
 
 def test_append_in_place_keeps_mode_and_owner(guest):
