@@ -18,13 +18,13 @@ def key(site):
     return site.write_user_file('key.pub', hostile.KEY + '\n')
 
 
-def _image(site, trap):
+def _image(site, trap, changes=()):
     scenario = hostile.Scenario('privsep', trap, inject.InjectionRequest(),
-                                {})
+                                {}, changes)
     directory = os.path.join(site.instances, 'vm')
     os.makedirs(directory)
     image = site.give(hostile.build(directory, scenario))
-    return image, hostile.states(image, scenario.protected)
+    return image, hostile.states(image, scenario.protected())
 
 
 def test_key_file_hard_linked_to_shadow(site, key):
@@ -33,7 +33,8 @@ def test_key_file_hard_linked_to_shadow(site, key):
     content, mode and owner."""
     image, before = _image(site, {
         '/root/.ssh': ('dir', 0o755),
-        '/root/.ssh/authorized_keys': ('hard', '/etc/shadow')})
+        '/root/.ssh/authorized_keys': ('hard', '/etc/shadow')},
+        changes=('/root/.ssh/authorized_keys',))
     proc = site.run('inject', image, '--format', 'raw', '--handlers', 'loop',
                     '--no-cow', '--key-file', key)
     assert proc.returncode == 0, proc.stderr
@@ -43,12 +44,13 @@ def test_key_file_hard_linked_to_shadow(site, key):
         SHADOW + inject.KEY_COMMENT.decode() + hostile.KEY + '\n')
     assert hostile.entry(reader, '/root/.ssh')[:4] == (
         'directory', 0o700, 0, 0)
-    assert hostile.states(image, before) == before
+    assert hostile.states(image, list(before)) == before
 
 
 def test_symlinked_ssh_dir_is_refused_in_one_line(site, key):
-    image, before = _image(site, {'/root/.ssh': ('link', '/etc')})
+    # Relative: a regression must not reach the machine's own /etc.
+    image, before = _image(site, {'/root/.ssh': ('link', '../etc')})
     proc = site.run('inject', image, '--format', 'raw', '--handlers', 'loop',
                     '--no-cow', '--key-file', key)
-    assert_one_line_error(proc, 1, '/root/.ssh is a symbolic link to /etc')
-    assert hostile.states(image, before) == before
+    assert_one_line_error(proc, 1, '/root/.ssh is a symbolic link to ../etc')
+    assert hostile.states(image, list(before)) == before

@@ -111,11 +111,10 @@ def test_symlinked_key_file_changes_no_other_file(files, guest,
     assert mode_owner(guest / 'root/.ssh') == (0o700, 0, 0)
 
 
-@pytest.mark.parametrize('target', ['/etc', '../etc'])
-def test_symlinked_ssh_dir_changes_nothing(files, guest, mode_owner,
-                                           target):
+def test_symlinked_ssh_dir_changes_nothing(files, guest, mode_owner):
     (guest / 'root').mkdir()
-    os.symlink(target, guest / 'root/.ssh')
+    # Relative: a regression must not reach the machine's own /etc.
+    os.symlink('../etc', guest / 'root/.ssh')
     os.chmod(guest / 'etc', 0o755)
     before = tree(guest)
     with pytest.raises(exception.GuestPathRefused, match='/root/.ssh is a '

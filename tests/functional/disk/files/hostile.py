@@ -9,6 +9,13 @@ before and after with debugfs, which shares no code with what is tested:
 the ``protected`` guest paths must keep type, mode, owner and content (for
 a directory: its names), and what was meant to be written must be there.
 
+``@`` in a link target stands for the guest's ``/`` as the run names it.
+The appliance run uses ``/`` itself (``/root/.ssh -> /etc``): nothing
+there can reach the host. The host run passes a ``decoy``: the image holds
+a copy of ``/etc`` under that absolute path, and so does the host. A
+regression that resolved an absolute link on the host would then change
+the host's decoy, which the test sees, instead of the machine's /etc.
+
 :class:`HostileChecks` holds the tests; a test module subclasses it and
 gives a module-scoped ``injected`` fixture (:func:`run_all`).
 """
@@ -46,11 +53,13 @@ class Scenario:
     expected: dict
     changes: tuple = ()
 
-    @property
-    def protected(self):
-        extra = [p for p, (kind, _) in self.trap.items() if kind != 'dir']
-        return [p for p in COMMON if p not in self.changes] + [
-            p for p in extra if p not in self.changes and p not in COMMON]
+    def protected(self, decoy=''):
+        """Guest paths that must not change (``decoy`` as in build)."""
+        paths = list(COMMON) + [p for p, (kind, _) in self.trap.items()
+                                if kind != 'dir']
+        if decoy:
+            paths += [decoy + p for p in COMMON[1:4]]
+        return [p for p in dict.fromkeys(paths) if p not in self.changes]
 
 
 def _request(**items):
@@ -62,14 +71,16 @@ def _key_failed(words):
 
 
 SCENARIOS = [
-    Scenario('ssh-dir-absolute-link', {'/root/.ssh': ('link', '/etc')},
-             _request(key=KEY), _key_failed('/root/.ssh is a ' + SYMLINK)),
+    Scenario('ssh-dir-absolute-link', {'/root/.ssh': ('link', '@/etc')},
+             _request(key=KEY),
+             _key_failed('/root/.ssh is a %s to @/etc;' % SYMLINK)),
     Scenario('ssh-dir-relative-link', {'/root/.ssh': ('link', '../etc')},
-             _request(key=KEY), _key_failed('/root/.ssh is a ' + SYMLINK)),
+             _request(key=KEY),
+             _key_failed('/root/.ssh is a %s to ../etc;' % SYMLINK)),
     Scenario('key-file-link', {
         '/root/.ssh': ('dir', 0o755),
-        '/root/.ssh/authorized_keys': ('link', '/etc/passwd')},
-        _request(key=KEY), _key_failed(SYMLINK + ' to /etc/passwd')),
+        '/root/.ssh/authorized_keys': ('link', '@/etc/passwd')},
+        _request(key=KEY), _key_failed(SYMLINK + ' to @/etc/passwd;')),
     Scenario('key-file-hard-link', {
         '/root/.ssh': ('dir', 0o755),
         '/root/.ssh/authorized_keys': ('hard', '/etc/passwd')},
@@ -85,15 +96,16 @@ SCENARIOS = [
         {'file /etc/motd': (WRITTEN, '')}, changes=('/etc/motd',)),
     Scenario('links-to-shadow', {
         '/etc/network': ('dir', 0o755),
-        '/etc/network/interfaces': ('link', '/etc/shadow'),
-        '/meta.js': ('link', '/etc/shadow'),
+        '/etc/network/interfaces': ('link', '@/etc/shadow'),
+        '/meta.js': ('link', '@/etc/shadow'),
         '/opt': ('dir', 0o755),
         '/opt/app.conf': ('link', '../../../etc/shadow')},
         _request(net='auto eth0\n', metadata={'a': 'b'},
                  files=[('/opt/app.conf', b'x\n')]),
-        {'net': (FAILED, SYMLINK + ' to /etc/shadow'),
-         'metadata': (FAILED, SYMLINK + ' to /etc/shadow'),
-         'file /opt/app.conf': (FAILED, SYMLINK + ' to ../../../etc/shadow')}),
+        {'net': (FAILED, SYMLINK + ' to @/etc/shadow;'),
+         'metadata': (FAILED, SYMLINK + ' to @/etc/shadow;'),
+         'file /opt/app.conf': (FAILED,
+                                SYMLINK + ' to ../../../etc/shadow;')}),
     Scenario('dotdot', {
         '/opt': ('dir', 0o755), '/srv': ('dir', 0o755),
         '/srv/up': ('link', '../../../../../..')},
@@ -107,10 +119,14 @@ SCENARIOS = [
 BY_NAME = {s.name: s for s in SCENARIOS}
 
 
-def build(base, scenario):
-    """The scenario's raw ext4 image (32 MiB) under ``base``."""
+def build(base, scenario, decoy=''):
+    """The scenario's raw ext4 image (32 MiB) under ``base``; with a
+    ``decoy``, ``@`` targets name the copy of the guest tree there."""
     tree = build_tree(os.path.join(base, scenario.name + '-tree'))
-    os.chown(os.path.join(tree, 'etc/shadow'), 0, 42)
+    copies = [build_tree(os.path.join(tree, decoy.lstrip('/')))] if decoy \
+        else []
+    for top in [tree] + copies:
+        os.chown(os.path.join(top, 'etc/shadow'), 0, 42)
     for path, (kind, arg) in scenario.trap.items():
         full = os.path.join(tree, path.lstrip('/'))
         if kind == 'dir':
@@ -121,7 +137,7 @@ def build(base, scenario):
             with open(full, 'w') as f:
                 f.write(arg)
         elif kind == 'link':
-            os.symlink(arg, full)
+            os.symlink(arg.replace('@', decoy), full)
         else:
             os.link(os.path.join(tree, arg.lstrip('/')), full)
     image = os.path.join(base, scenario.name + '.raw')
@@ -160,19 +176,21 @@ def states(image, paths):
 class Outcome:
     image: str
     before: dict
+    decoy: str = ''
     items: list = None
     error: Exception = None
 
 
-def run_all(base, inject_one, images=None):
+def run_all(base, inject_one, images=None, decoy=''):
     """Build every scenario under ``base`` (unless ``images`` maps names to
     images built already) and inject it with ``inject_one(scenario,
     image)``, which returns the item results."""
     outcomes = {}
     for scenario in SCENARIOS:
-        image = (images or {}).get(scenario.name) or build(base, scenario)
-        outcomes[scenario.name] = Outcome(image,
-                                          states(image, scenario.protected))
+        image = (images or {}).get(scenario.name) or build(base, scenario,
+                                                           decoy)
+        before = states(image, scenario.protected(decoy))
+        outcomes[scenario.name] = Outcome(image, before, decoy)
     for scenario in SCENARIOS:
         outcome = outcomes[scenario.name]
         try:
@@ -196,25 +214,28 @@ class HostileChecks:
     def test_nothing_outside_the_intended_files_changed(self, injected,
                                                         name):
         outcome = self.outcome(injected, name)
-        after = states(outcome.image, BY_NAME[name].protected)
+        after = states(outcome.image, BY_NAME[name].protected(outcome.decoy))
         assert after == outcome.before
 
     @pytest.mark.parametrize('name', sorted(BY_NAME))
     def test_each_item_written_or_refused_with_the_reason(self, injected,
                                                           name):
-        items = self.outcome(injected, name).items
-        got = {i.item: (i.status, i.reason or '') for i in items}
+        outcome = self.outcome(injected, name)
+        got = {i.item: (i.status, i.reason or '') for i in outcome.items}
         expected = BY_NAME[name].expected
         assert sorted(got) == sorted(expected)
         for item, (status, words) in expected.items():
             assert got[item][0] == status, got[item]
-            assert words in got[item][1], got[item]
+            assert words.replace('@', outcome.decoy) in got[item][1], \
+                got[item]
 
     def test_symlinked_ssh_dir_keeps_etc_as_it_was(self, injected):
         for name in ('ssh-dir-absolute-link', 'ssh-dir-relative-link'):
-            reader = Debugfs(self.outcome(injected, name).image)
-            assert entry(reader, '/etc')[:4] == ('directory', 0o755, 0, 0)
-            assert not reader.exists('/etc/authorized_keys')
+            outcome = self.outcome(injected, name)
+            etc = (outcome.decoy if 'absolute' in name else '') + '/etc'
+            reader = Debugfs(outcome.image)
+            assert entry(reader, etc)[:4] == ('directory', 0o755, 0, 0)
+            assert not reader.exists(etc + '/authorized_keys')
 
     def test_hard_linked_key_file_is_replaced(self, injected):
         reader = Debugfs(self.outcome(injected, 'key-file-hard-link').image)

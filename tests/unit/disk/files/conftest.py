@@ -45,7 +45,13 @@ class HostGuest:
         os.mkfifo(self._path(path))
 
     def symlink(self, path, target):
+        """Make the link; return its target. An absolute target becomes
+        relative: a regression resolving it on the host would otherwise
+        change the machine's own /etc as root, instead of failing."""
+        if target.startswith('/'):
+            target = os.path.relpath(target, os.path.dirname(path))
         os.symlink(target, self._path(path))
+        return target
 
     def hardlink(self, path, existing):
         os.link(self._path(existing), self._path(path))
@@ -95,6 +101,7 @@ class ApplianceGuest:
 
     def symlink(self, path, target):
         self.g.add(path, 'link', target=target)
+        return target
 
     def hardlink(self, path, existing):
         self.g.link(path, existing)
