@@ -101,6 +101,29 @@ Related options:
 
 * ``instances_path``
 """),
+    cfg.ListOpt('allowed_filesystems',
+                default=['ext2', 'ext3', 'ext4', 'xfs', 'btrfs'],
+                help="""
+Filesystem types the host kernel may mount from a guest image.
+
+The type is read from the superblock by nova-ksm-inject and passed to
+``mount -t``; the kernel never guesses it. Any other type is refused by
+the host-kernel handlers (``loop``, ``qsd``, ``nbd``), which name it, and
+the chain moves on (``guestfs`` parses the filesystem inside an appliance
+instead). Every filesystem driver the host kernel runs on tenant data is
+attack surface: add a type only if you trust its driver.
+
+Possible values:
+
+* ``ext2``, ``ext3``, ``ext4``, ``xfs``, ``btrfs`` (the Linux root
+  filesystems, the default), and other names of ``/proc/filesystems``
+  that ``nova_ksm_inject/disk/fstype.py`` recognises (``vfat``,
+  ``squashfs``, ``iso9660``...)
+
+Related options:
+
+* ``img_handlers``
+"""),
     cfg.StrOpt('state_dir',
                default='/run/nova-ksm-inject/inject',
                help="""
@@ -132,6 +155,35 @@ replaces the whole command. Ignored when the process is already root.
                min=64 * 1024 * 1024,
                help="Address space in bytes allowed to one ``qemu-img info`` "
                     "run (CVE-2015-5162)."),
+    cfg.IntOpt('helper_cpu_time',
+               default=60,
+               min=1,
+               help="""
+CPU seconds allowed to one ``qemu-storage-daemon`` or ``qemu-nbd`` while
+it serves an image for injection.
+
+Past it the kernel kills it (RLIMIT_CPU), as ``qemu_img_cpu_time`` does
+for ``qemu-img info`` (CVE-2015-5162): a crafted image cannot keep a
+root daemon spinning. An injection needs well under a second.
+
+Related options:
+
+* ``helper_address_space``, ``qemu_img_cpu_time``
+"""),
+    cfg.IntOpt('helper_address_space',
+               default=2 * 1024 ** 3,
+               min=256 * 1024 ** 2,
+               help="""
+Address space in bytes allowed to ``qemu-storage-daemon`` and
+``qemu-nbd`` (RLIMIT_AS).
+
+They map about 600 MiB of thread stacks and caches while serving an
+export; a crafted image cannot make them grow past this.
+
+Related options:
+
+* ``helper_cpu_time``, ``qemu_img_address_space``
+"""),
     cfg.IntOpt('max_backing_chain',
                default=16,
                min=1,

@@ -16,6 +16,8 @@ from oslo_log import log as logging
 
 from nova_ksm_inject import exception
 from nova_ksm_inject import utils
+from nova_ksm_inject.conf import CONF
+from nova_ksm_inject.disk import fstype as fstype_mod
 from nova_ksm_inject.disk.files import host
 
 LOG = logging.getLogger(__name__)
@@ -86,18 +88,45 @@ def attach_loop(path, journal, partition=0, real_path=None):
     return device
 
 
-def mount_device(device, mountpoint, journal):
-    """Mount ``device`` at ``mountpoint`` with nosuid,nodev,noexec."""
+def allowed_type(device, conf=None):
+    """The filesystem type on ``device``, if ``[inject]
+    allowed_filesystems`` lets the host kernel mount it.
+
+    :raises HandlerFailed: no filesystem, or a type not allowed; the chain
+        moves on (to ``guestfs``, which parses it in an appliance).
+    """
+    allowed = (conf or CONF).inject.allowed_filesystems
+    fstype = fstype_mod.detect(device)
+    if fstype is None:
+        raise exception.HandlerFailed(
+            reason='no filesystem recognised on %s; if the image has a '
+                   'partition table, choose the partition with --partition '
+                   'N or [libvirt] inject_partition' % device)
+    if fstype not in allowed:
+        raise exception.HandlerFailed(
+            reason='filesystem type %s on %s is not in [inject] '
+                   'allowed_filesystems (%s): the host kernel does not '
+                   'mount it; add it there if you trust its driver with '
+                   'tenant data, or use the guestfs handler'
+                   % (fstype, device, ', '.join(allowed) or 'none'))
+    return fstype
+
+
+def mount_device(device, mountpoint, journal, conf=None):
+    """Mount ``device`` at ``mountpoint``: nosuid,nodev,noexec, with the
+    type given (:func:`allowed_type`), never guessed by the kernel."""
+    fstype = allowed_type(device, conf)
+    options = ','.join([MOUNT_OPTIONS] + fstype_mod.mount_options(fstype))
     try:
-        utils.execute('mount', '-o', MOUNT_OPTIONS, device, mountpoint,
-                      action='mounting %s' % device)
+        utils.execute('mount', '-t', fstype, '-o', options, device,
+                      mountpoint, action='mounting %s' % device)
     except exception.CommandFailed as err:
         raise exception.HandlerFailed(
-            reason='no mountable filesystem on %s (%s); if the image has a '
-                   'partition table, choose the partition with --partition '
-                   'N or [libvirt] inject_partition' % (device, err)) from err
+            reason='the %s filesystem on %s did not mount (%s)'
+                   % (fstype, device, err)) from err
     journal.push('mount', path=mountpoint, device=device)
-    LOG.info('Mounted %s at %s (%s)', device, mountpoint, MOUNT_OPTIONS)
+    LOG.info('Mounted %s (%s) at %s (%s)', device, fstype, mountpoint,
+             options)
 
 
 def mount_raw_file(path, partition, journal, real_path=None):

@@ -311,6 +311,10 @@ class GuestfsHandler(base.ImageHandler):
         launched = []
         try:
             utils.execute('guestmount', *args,
+                          preexec_fn=utils.ResourceLimits(
+                              cpu_time=self.conf.guestfs.guestmount_cpu_time,
+                              address_space=(
+                                  self.conf.guestfs.guestmount_address_space)),
                           env_variables=self._environment(), timeout=timeout,
                           on_execute=launched.append,
                           action='mounting %s with guestmount' % image.path)

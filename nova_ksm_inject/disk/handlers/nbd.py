@@ -198,6 +198,10 @@ class NbdHandler(base.ImageHandler):
         try:
             utils.execute('qemu-nbd', '--connect', device, '--format',
                           image.format, image.tool_path,
+                          preexec_fn=utils.ResourceLimits(
+                              cpu_time=self.conf.inject.helper_cpu_time,
+                              address_space=(
+                                  self.conf.inject.helper_address_space)),
                           action='connecting %s to %s' % (image.path, device))
         except exception.CommandFailed as err:
             self._record_if_ours(image, name, device, journal)

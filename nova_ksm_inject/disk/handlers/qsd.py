@@ -180,6 +180,10 @@ class QsdHandler(base.ImageHandler):
         failed = True
         try:
             utils.execute(*cmd, timeout=timeout, cwd=workdir,
+                          preexec_fn=utils.ResourceLimits(
+                              cpu_time=self.conf.inject.helper_cpu_time,
+                              address_space=(
+                                  self.conf.inject.helper_address_space)),
                           on_execute=launched.append,
                           action='exporting %s with qemu-storage-daemon'
                                  % image.path)

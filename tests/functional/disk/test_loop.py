@@ -124,5 +124,5 @@ def test_not_a_filesystem_is_a_clear_failure(images, no_leaks):
     with pytest.raises(exception.NoHandlerMounted) as err:
         api.inject_data(image, full_request(), partition=0,
                         handler_names=['loop'], use_cow=False)
-    assert 'no mountable filesystem' in str(err.value)
+    assert 'no filesystem recognised' in str(err.value)
     assert os.path.getsize(image) == 8 * 1024 * 1024

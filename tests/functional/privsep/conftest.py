@@ -47,7 +47,7 @@ def _build_venv():
     if not os.path.exists(os.path.join(VENV, 'bin', 'python')):
         _run(PYTHON, '-m', 'venv', VENV)
         _run(os.path.join(VENV, 'bin', 'pip'), 'install', '-q', '-r',
-             os.path.join(ROOT, 'requirements.txt'), 'oslo.rootwrap')
+             os.path.join(ROOT, 'requirements.txt'), 'oslo.rootwrap', 'wheel')
     # The code as a package install would lay it out: copied, root's.
     _run(os.path.join(VENV, 'bin', 'pip'), 'install', '-q', '--no-deps',
          '--force-reinstall', '--no-build-isolation', ROOT)
