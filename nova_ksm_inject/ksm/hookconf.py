@@ -20,8 +20,8 @@ import json
 import os
 import stat
 
-#: Same rule as ``nova_ksm_inject.cmd.common.config_files`` (a unit test
-#: keeps the two in step; that module imports oslo.config).
+#: ``nova_ksm_inject.cmd.common.config_files`` (every command) uses this
+#: rule too; that module imports oslo.config, this one nothing.
 CONFIG_ENV = 'NOVA_KSM_INJECT_CONFIG_FILES'
 DEFAULT_CONFIG_FILE = '/etc/nova/nova.conf'
 #: Where the cache lives; the environment variable is for tests and the

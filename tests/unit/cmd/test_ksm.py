@@ -48,7 +48,12 @@ def test_status_json(env, capsys):
     data = json.loads(capsys.readouterr().out)
     assert data['saved_bytes'] == 512 * 4096
     assert data['guests'] == [{'name': 'vm-a', 'pid': 77,
-                               'merging_pages': 300, 'profit_bytes': 0}]
+                               'merging_pages': 300, 'profit_bytes': 0,
+                               'instance': None, 'project': None,
+                               'project_name': None}]
+    assert data['projects'] == [{'project': None, 'project_name': None,
+                                 'guests': 1, 'merging_pages': 300,
+                                 'saved_bytes': 512 * 4096}]
 
 
 def test_status_prometheus_to_file(env, tmp_path):

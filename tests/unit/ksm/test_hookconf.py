@@ -17,7 +17,7 @@ def conf_file(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize('env', [None, '', '/a.conf', '/a.conf:/b.conf:'])
-def test_config_files_follow_the_commands_rule(monkeypatch, env):
+def test_config_files_are_the_commands_files(monkeypatch, env):
     if env is None:
         monkeypatch.delenv(hookconf.CONFIG_ENV, raising=False)
     else:
