@@ -46,7 +46,8 @@ NOVA_XML = """<domain type='kvm'>
       <nova:name>lab-vm-10</nova:name>
       <nova:owner>
         <nova:user uuid="u-1">student</nova:user>
-        <nova:project uuid="aa11aa11aa11aa11aa11aa11aa11aa11">lab</nova:project>
+        <nova:project uuid="aa11aa11aa11aa11aa11aa11aa11aa11"
+          >lab</nova:project>
       </nova:owner>
     </nova:instance>
   </metadata>
