@@ -126,7 +126,7 @@ def format_text(status):
         'Guests (%d):' % len(status['guests']),
     ]
     for guest in status['guests']:
-        lines.append('  %-20s %-36s %-20s pid %-8d merging %d pages '
+        lines.append('  %-20s %-36s %-44s pid %-8d merging %d pages '
                      '(%.1f MiB)' % (
                          guest['name'], guest.get('instance') or '-',
                          _project(guest), guest['pid'],
