@@ -133,22 +133,43 @@ class TestWhoMayMerge(KsmTestCase):
                 backing.find('nosharepages') is not None
             self.assertEqual(not mergeable, has, name)
 
-    def test_hook_counts_the_others_and_status_says_whose(self):
+    def feed_the_hook(self):
+        """The hook, on a fake KSM tree, at each guest's ``prepare begin``
+        with the XML nova handed to libvirt; returns the last result."""
         tmp = self.useFixture(fixtures.TempDir()).path
-        fake_ksm = ksm_fakes.FakeKsm(os.path.join(tmp, 'ksm'))
-        fake_proc = ksm_fakes.FakeProc(os.path.join(tmp, 'proc'))
-        statedir = ksm_statedir.KsmStateDir(os.path.join(tmp, 'state'))
+        self.fake_ksm = ksm_fakes.FakeKsm(os.path.join(tmp, 'ksm'))
+        self.fake_proc = ksm_fakes.FakeProc(os.path.join(tmp, 'proc'))
+        self.statedir = ksm_statedir.KsmStateDir(os.path.join(tmp, 'state'))
         runner = hook.Hook(
             ksm_settings.KsmSettings(enabled='auto', policy='static'),
-            ksm_host.KsmHost(fake_ksm.sysfs), statedir,
-            proc_root=fake_proc.root, run_dir=os.path.join(tmp, 'run'))
+            ksm_host.KsmHost(self.fake_ksm.sysfs), self.statedir,
+            proc_root=self.fake_proc.root, run_dir=os.path.join(tmp, 'run'))
         for server, _, _ in self.servers.values():
-            xml = self.defined[server['id']]
             result = runner.handle(server['OS-EXT-SRV-ATTR:instance_name'],
-                                   'prepare', 'begin', xml)
-        self.assertEqual(2, result.mergeable_guests)
-        self.assertEqual('1', fake_ksm.get('run'))
-        records = {r['instance']: r for r in statedir.guests()}
+                                   'prepare', 'begin',
+                                   self.defined[server['id']])
+        return result
+
+    def start_qemus(self):
+        """The qemu processes the guests would be: only the mergeable
+        ones ask KSM to merge (mem-merge=off for the others)."""
+        for pid, (server, _, mergeable) in enumerate(
+                self.servers.values(), start=4000):
+            self.fake_proc.add(pid, comm='qemu-system-x86', cmdline=[
+                'qemu-system-x86_64', '-name', 'guest=%s,debug-threads=on'
+                % server['OS-EXT-SRV-ATTR:instance_name']],
+                mergeable=mergeable, merging=1000 if mergeable else 0)
+        self.fake_ksm.set('pages_sharing', 1000)
+
+    def test_hook_counts_the_others_and_ksm_status_says_whose(self):
+        self.assertEqual(2, self.feed_the_hook().mergeable_guests)
+        self.assert_hook_records()
+        self.start_qemus()
+        self.assert_status()
+
+    def assert_hook_records(self):
+        self.assertEqual('1', self.fake_ksm.get('run'))
+        records = {r['instance']: r for r in self.statedir.guests()}
         for name, (server, project, mergeable) in self.servers.items():
             record = records[server['id']]
             self.assertEqual(
@@ -156,18 +177,10 @@ class TestWhoMayMerge(KsmTestCase):
                 (record['project'], record['project_name'],
                  record['mergeable']), name)
 
-        # The qemu processes the guests would be: only the mergeable ones
-        # ask KSM to merge (QEMU's mem-merge=off for the others).
-        for pid, (server, _, mergeable) in enumerate(
-                self.servers.values(), start=4000):
-            fake_proc.add(pid, comm='qemu-system-x86', cmdline=[
-                'qemu-system-x86_64', '-name', 'guest=%s,debug-threads=on'
-                % server['OS-EXT-SRV-ATTR:instance_name']],
-                mergeable=mergeable, merging=1000 if mergeable else 0)
-        fake_ksm.set('pages_sharing', 1000)
+    def assert_status(self):
         status = ksm_status.collect(
-            fake_ksm.sysfs, statedir, lambda: 0.0, lambda s: None, window=0,
-            proc_root=fake_proc.root)
+            self.fake_ksm.sysfs, self.statedir, lambda: 0.0, lambda s: None,
+            window=0, proc_root=self.fake_proc.root)
         shared = {self.servers[n][0]['id'] for n in ('shared',
                                                      'shared-explicit')}
         self.assertEqual(shared, {g['instance'] for g in status['guests']})
