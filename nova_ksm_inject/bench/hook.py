@@ -6,7 +6,8 @@ lifecycle events of every guest (``prepare begin``, ``start begin``,
 ``nova-ksm-inject ksm install-hook`` writes, and through it the real
 console script, exactly so: a domain XML on stdin and libvirt's cleared
 environment, for ``--guests`` guests; it measures each run's wall time and
-CPU time (the shim's and the hook's, from ``wait4``), twice:
+CPU time (the shim's and the hook's, from ``wait4``), two ways, guest by
+guest in turn so that both see the same load:
 
 * ``full``: the settings cache removed before every run, so nova.conf is
   read through oslo.config each time (what every run cost before the
@@ -112,15 +113,15 @@ def measure(workdir, guests):
         f.write(cmd_ksm.hook_shim(hook_command(), [conf]))
     os.chmod(shim, 0o755)
     command = [shim]
-    results = {}
-    for mode in MODES:
-        runs = results.setdefault(mode, {})
-        for i in range(guests):
+    results = {mode: {} for mode in MODES}
+    # Modes alternate guest by guest: both see the same load on the host.
+    for i in range(guests):
+        for mode in MODES:
             guest = 'bench-%s-%02d' % (mode, i)
             for op, subop in EVENTS:
                 if mode == 'full' and os.path.exists(cache):
                     os.unlink(cache)
-                runs.setdefault('%s %s' % (op, subop), []).append(
+                results[mode].setdefault('%s %s' % (op, subop), []).append(
                     run_once(command, env, guest, op, subop))
     return results
 

@@ -9,11 +9,11 @@ only sysfs, /proc and its state directory.
 
 import dataclasses
 import os
-import xml.etree.ElementTree as ElementTree
 
 from oslo_log import log as logging
 
 from nova_ksm_inject.ksm import control
+from nova_ksm_inject.ksm import domainxml
 from nova_ksm_inject.ksm import hookevents
 
 LOG = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ def parse_domain(xml_text, name=None):
     ``<nosharepages/>`` (libvirt then starts qemu with mem-merge=off) or
     ``<hugepages/>`` (KSM does not merge huge pages).
     """
-    root = ElementTree.fromstring(xml_text)
+    root = domainxml.fromstring(xml_text)
     name = root.findtext('name') or name or 'unknown'
     uuid = root.findtext('uuid') or name
     memory = root.find('currentMemory')
@@ -75,7 +75,7 @@ def _nova_owner(root, uuid):
     nova names the domain's ``<uuid>`` after the instance and writes the
     owning project as ``<nova:owner><nova:project uuid="ID">NAME``.
     """
-    for meta in root.iterfind('metadata/*'):
+    for meta in root.findall('metadata/*'):
         if meta.tag.startswith(NOVA_NS_PREFIX) and \
                 meta.tag.endswith('}instance'):
             ns = meta.tag[:meta.tag.index('}') + 1]

@@ -174,6 +174,7 @@ print(json.dumps({'rc': rc, 'pages': seen[0].pages_to_scan,
                   'logging': 'logging' in sys.modules,
                   # inspect (and the ast it imports) loads on first use only
                   'inspect': 'ast' in sys.modules,
+                  'etree': 'xml.etree' in sys.modules,
                   'oslo': sorted(m for m in sys.modules
                                  if m.startswith('oslo_'))}))
 """
@@ -200,4 +201,5 @@ def test_cached_run_imports_no_oslo_and_no_logging(tmp_path):
     # The hook's stand-in for oslo_log is all there is of oslo, and not
     # even the logging module is loaded.
     assert second == {'rc': 0, 'pages': 4321, 'logging': False,
-                      'inspect': False, 'oslo': ['oslo_log', 'oslo_log.log']}
+                      'inspect': False, 'etree': False,
+                      'oslo': ['oslo_log', 'oslo_log.log']}
