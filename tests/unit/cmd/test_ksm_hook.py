@@ -203,3 +203,21 @@ def test_cached_run_imports_no_oslo_and_no_logging(tmp_path):
     assert second == {'rc': 0, 'pages': 4321, 'logging': False,
                       'inspect': False, 'etree': False,
                       'oslo': ['oslo_log', 'oslo_log.log']}
+
+
+def test_cached_run_does_not_import_tempfile(tmp_path):
+    # The state directory writes its files without tempfile (4 ms).
+    env = dict(os.environ,
+               NOVA_KSM_INJECT_CONFIG_FILES=str(tmp_path / 'nova.conf'),
+               NOVA_KSM_INJECT_HOOK_CACHE=str(tmp_path / 'cache.json'))
+    code = ("import sys; from nova_ksm_inject.ksm import hookstart; "
+            "hookstart.install_logging(hookstart.Sink()); "
+            "from nova_ksm_inject.ksm import statedir; "
+            "statedir.KsmStateDir(sys.argv[1])._write_json('x', {'a': 1}); "
+            "print('tempfile' in sys.modules)")
+    proc = subprocess.run([sys.executable, '-c', code, str(tmp_path / 's')],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert proc.stdout == 'False\n', proc.stderr
+    assert (tmp_path / 's' / 'x').read_text() == '{"a": 1}'
+    assert oct((tmp_path / 's' / 'x').stat().st_mode & 0o777) == '0o644'
+    assert sorted(os.listdir(tmp_path / 's')) == ['guests', 'x']
