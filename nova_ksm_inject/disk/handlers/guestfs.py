@@ -9,9 +9,10 @@ Two interfaces ([guestfs] interface):
 
 * the Python binding (Debian ``python3-guestfs``, not on PyPI): every file
   operation runs in the appliance through
-  :class:`~nova_ksm_inject.disk.guestfs_files.GuestfsFiles`;
+  :class:`~nova_ksm_inject.disk.files.appliance.GuestfsFiles`, after
+  mounting the guest there by partition or by inspection;
 * the ``guestmount`` command: a FUSE mount of the guest, written through
-  :class:`~nova_ksm_inject.disk.guestpath.HostRootFiles`; after unmounting,
+  :class:`~nova_ksm_inject.disk.files.host.HostRootFiles`; after unmounting,
   the journal waits for the guestmount process to exit (it flushes and
   stops the appliance first) before the image counts as free.
 
@@ -32,8 +33,8 @@ from oslo_log import log as logging
 
 from nova_ksm_inject import exception
 from nova_ksm_inject import utils
-from nova_ksm_inject.disk import guestfs_files
-from nova_ksm_inject.disk import guestpath
+from nova_ksm_inject.disk.files import appliance as appliance_files
+from nova_ksm_inject.disk.files import host
 from nova_ksm_inject.disk.handlers import base
 
 LOG = logging.getLogger(__name__)
@@ -113,6 +114,58 @@ class _Appliance:
                           self.image.path)
 
 
+def mount_guest(handle, image, partition):
+    """Mount the guest root (and, when inspecting, its other filesystems)
+    at ``/`` inside the appliance."""
+    if partition == base.PARTITION_INSPECT:
+        _mount_inspected(handle, image)
+        return
+    device = '/dev/sda%s' % (partition or '')
+    if partition > 0 and device not in handle.list_partitions():
+        found = ', '.join(p[len('/dev/sda'):] for p in
+                          handle.list_partitions()) or 'none'
+        raise exception.HandlerFailed(
+            reason='partition %d not found in %s (partitions: %s); set '
+                   '--partition or [libvirt] inject_partition to one of '
+                   'them, or 0 for a whole-disk filesystem'
+                   % (partition, image.path, found))
+    try:
+        handle.mount(device, '/')
+    except RuntimeError as err:
+        raise exception.HandlerFailed(
+            reason='no mountable filesystem on %s of %s (%s); choose the '
+                   'partition with --partition N or inspect'
+                   % (device, image.path, utils.last_line(str(err)))) from err
+    LOG.info('libguestfs mounted %s of %s', device, image.path)
+
+
+def _mount_inspected(handle, image):
+    roots = handle.inspect_os()
+    if len(roots) != 1:
+        raise exception.HandlerFailed(
+            reason='libguestfs inspection found %s in %s; give the root '
+                   'partition number instead of inspect'
+                   % ('no operating system' if not roots else
+                      'several operating systems (%s)' % ', '.join(roots),
+                      image.path))
+    root = roots[0]
+    mountpoints = handle.inspect_get_mountpoints(root)
+    # Parents before children: "/" before "/boot" before "/boot/efi".
+    for path, device in sorted(mountpoints.items(), key=lambda i: len(i[0])):
+        try:
+            handle.mount(device, path)
+        except RuntimeError as err:
+            if path == '/':
+                raise exception.HandlerFailed(
+                    reason='cannot mount the root %s of %s: %s'
+                           % (device, image.path, err)) from err
+            LOG.warning('Cannot mount %s at %s of %s (%s); going on without '
+                        'it', device, path, image.path, err)
+    LOG.info('libguestfs found %s %s on %s of %s',
+             handle.inspect_get_type(root), handle.inspect_get_distro(root),
+             root, image.path)
+
+
 class GuestfsHandler(base.ImageHandler):
     """Mount an image inside a libguestfs appliance."""
 
@@ -166,8 +219,8 @@ class GuestfsHandler(base.ImageHandler):
         handle.add_drive_opts(image.tool_path, format=image.format,
                               readonly=False)
         self._launch(appliance)
-        guestfs_files.mount_guest(handle, image, partition)
-        return guestfs_files.GuestfsFiles(handle, self.conf)
+        mount_guest(handle, image, partition)
+        return appliance_files.GuestfsFiles(handle, self.conf)
 
     def _launch(self, appliance):
         timeout = self.conf.guestfs.launch_timeout
@@ -242,7 +295,7 @@ class GuestfsHandler(base.ImageHandler):
                 journal.push('guestmount', path=mountpoint,
                              pid=read_pid(pidfile), marker=mountpoint)
         LOG.info('guestmount mounted %s at %s', image.path, mountpoint)
-        files = guestpath.HostRootFiles(mountpoint, self.conf)
+        files = host.HostRootFiles(mountpoint, self.conf)
         journal.callback(files.close)
         return files
 

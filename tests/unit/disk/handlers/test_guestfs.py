@@ -16,9 +16,9 @@ import pytest
 
 from nova_ksm_inject import exception
 from nova_ksm_inject import utils
-from nova_ksm_inject.disk import guestfs_files
 from nova_ksm_inject.disk import image as disk_image
 from nova_ksm_inject.disk import state
+from nova_ksm_inject.disk.files import appliance
 from nova_ksm_inject.disk.handlers import guestfs
 from tests.unit.disk.fake_guestfs import FakeGuestFS
 
@@ -68,7 +68,7 @@ def test_binding_explicit_format_backend_partition(conf, binding):
                 backend_settings=['force_tcg'])
     with journal(conf) as j:
         files = guestfs.GuestfsHandler(conf.conf).mount(IMAGE, 2, j)
-        assert isinstance(files, guestfs_files.GuestfsFiles)
+        assert isinstance(files, appliance.GuestfsFiles)
         g = binding.handles[0]
         assert g.mounted == [('/dev/sda2', '/')]
         assert not g.closed
