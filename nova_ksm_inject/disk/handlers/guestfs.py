@@ -24,8 +24,6 @@ thread and the appliance's qemu is killed when the time is up.
 import functools
 import os
 import shutil
-import signal
-import subprocess
 import threading
 import time
 
@@ -34,16 +32,14 @@ from oslo_log import log as logging
 from nova_ksm_inject import exception
 from nova_ksm_inject import utils
 from nova_ksm_inject.disk.files import appliance as appliance_files
-from nova_ksm_inject.disk.files import host
 from nova_ksm_inject.disk.handlers import base
+from nova_ksm_inject.disk.handlers import guestmount
 
 LOG = logging.getLogger(__name__)
 
 #: Seconds a launch thread gets to return once its qemu was killed.
 KILL_GRACE = 10
-TIMEOUT_HINT = ('on hosts whose KVM the appliance cannot use set [guestfs] '
-                'backend_settings = force_tcg, or raise [guestfs] '
-                'launch_timeout')
+TIMEOUT_HINT = guestmount.TIMEOUT_HINT
 
 
 @functools.lru_cache(maxsize=1)
@@ -55,34 +51,6 @@ def load_binding():
         LOG.debug('libguestfs Python binding not importable: %s', err)
         return None
     return guestfs
-
-
-def kill_appliances(parent, image_path):
-    """SIGKILL the qemu children of ``parent`` that opened ``image_path``.
-
-    libguestfs canonicalises a drive's path (``/proc/<pid>/fd/<n>``
-    becomes the file's real path) before it starts qemu: look for that.
-
-    :returns: the pids killed.
-    """
-    # libguestfs doubles commas in the -drive file= value.
-    needle = 'file=%s,' % image_path.replace(',', ',,')
-    killed = []
-    for entry in os.listdir('/proc'):
-        if not entry.isdigit():
-            continue
-        try:
-            with open('/proc/%s/stat' % entry) as f:
-                ppid = int(f.read().rsplit(')', 1)[1].split()[1])
-            with open('/proc/%s/cmdline' % entry, 'rb') as f:
-                argv = f.read().decode(errors='replace').split('\0')
-        except (OSError, IndexError, ValueError):
-            continue
-        if ppid == parent and 'qemu' in os.path.basename(argv[0]) and \
-                any(needle in arg for arg in argv):
-            os.kill(int(entry), signal.SIGKILL)
-            killed.append(int(entry))
-    return killed
 
 
 class _Appliance:
@@ -264,7 +232,8 @@ class GuestfsHandler(base.ImageHandler):
         killed = []
         deadline = time.monotonic() + KILL_GRACE
         while thread.is_alive() and time.monotonic() < deadline:
-            killed += kill_appliances(os.getpid(), appliance.image.path)
+            killed += guestmount.kill_appliances(os.getpid(),
+                                                 appliance.image.path)
             thread.join(0.2)
         LOG.warning('libguestfs launch for %s timed out; killed qemu %s',
                     appliance.image.path, killed or '(none found)')
@@ -273,70 +242,5 @@ class GuestfsHandler(base.ImageHandler):
                 # launch() holds the handle; the thread closes it later.
                 appliance.abandoned = True
 
-    # -- guestmount command -------------------------------------------------
-
     def _mount_guestmount(self, image, partition, journal):
-        mountpoint = journal.make_dir('root')
-        # Not inside the mountpoint: rmtree must never walk into the guest.
-        workdir = journal.make_dir('guestmount')
-        pidfile = os.path.join(workdir, 'guestmount.pid')
-        cmd = ['--format=%s' % image.format, '-a', image.tool_path]
-        if partition == base.PARTITION_INSPECT:
-            cmd.append('-i')
-        else:
-            cmd += ['-m', '/dev/sda%s' % (partition or '')]
-        cmd += ['--rw', '--pid-file', pidfile]
-        if self.conf.guestfs.debug:
-            cmd += ['-v', '-x']
-        try:
-            self._run_guestmount(image, cmd + [mountpoint])
-        finally:
-            if os.path.ismount(mountpoint):
-                journal.push('guestmount', path=mountpoint,
-                             pid=read_pid(pidfile), marker=mountpoint)
-        LOG.info('guestmount mounted %s at %s', image.path, mountpoint)
-        files = host.HostRootFiles(mountpoint, self.conf)
-        journal.callback(files.close)
-        return files
-
-    def _environment(self):
-        env = dict(os.environ, LIBGUESTFS_BACKEND=self.conf.guestfs.backend)
-        if self.conf.guestfs.backend_settings:
-            env['LIBGUESTFS_BACKEND_SETTINGS'] = ':'.join(
-                self.conf.guestfs.backend_settings)
-        return env
-
-    def _run_guestmount(self, image, args):
-        timeout = self.conf.guestfs.launch_timeout
-        launched = []
-        try:
-            utils.execute('guestmount', *args,
-                          preexec_fn=utils.ResourceLimits(
-                              cpu_time=self.conf.guestfs.guestmount_cpu_time,
-                              address_space=(
-                                  self.conf.guestfs.guestmount_address_space)),
-                          env_variables=self._environment(), timeout=timeout,
-                          on_execute=launched.append,
-                          action='mounting %s with guestmount' % image.path)
-        except subprocess.TimeoutExpired as err:
-            for proc in launched:
-                kill_appliances(proc.pid, image.path)
-                proc.kill()
-                proc.wait()
-            raise exception.HandlerFailed(
-                reason='guestmount of %s did not come up within %d s; %s'
-                       % (image.path, timeout, TIMEOUT_HINT)) from err
-        except exception.CommandFailed as err:
-            raise exception.HandlerFailed(
-                reason='guestmount could not mount %s: %s'
-                       % (image.path, err)) from err
-
-
-def read_pid(pidfile):
-    """The pid guestmount wrote, or None."""
-    try:
-        with open(pidfile) as f:
-            text = f.read().strip()
-    except FileNotFoundError:
-        return None
-    return int(text) if text.isdigit() else None
+        return guestmount.mount(self.conf, image, partition, journal)
