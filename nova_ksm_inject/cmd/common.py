@@ -11,9 +11,10 @@ from nova_ksm_inject import exception
 from nova_ksm_inject import privileged
 from nova_ksm_inject.cmd import base
 from nova_ksm_inject.conf import CONF
+from nova_ksm_inject.ksm import hookconf
 
-DEFAULT_CONFIG_FILE = '/etc/nova/nova.conf'
-CONFIG_ENV = 'NOVA_KSM_INJECT_CONFIG_FILES'
+DEFAULT_CONFIG_FILE = hookconf.DEFAULT_CONFIG_FILE
+CONFIG_ENV = hookconf.CONFIG_ENV
 PROG = base.PROG
 # Loggers held to warnings unless --verbose: ours, and privsep's (which
 # logs the start of every daemon at INFO).
@@ -31,12 +32,8 @@ def config_files(explicit=None):
     """
     if explicit:
         return list(explicit)
-    env = os.environ.get(CONFIG_ENV)
-    if env:
-        return [f for f in env.split(':') if f]
-    if os.path.exists(DEFAULT_CONFIG_FILE):
-        return [DEFAULT_CONFIG_FILE]
-    return []
+    # The rule the hook applies before it imports anything of oslo.
+    return hookconf.config_files()
 
 
 def load_config(config_files_=None, debug=False, prog=PROG, quiet=False):

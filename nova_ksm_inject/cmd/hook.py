@@ -5,6 +5,14 @@ the domain XML on stdin and a cleared environment, so the configuration
 comes from /etc/nova/nova.conf or NOVA_KSM_INJECT_CONFIG_FILES (set by
 the shim ``nova-ksm-inject ksm install-hook`` writes).
 
+libvirt waits for the hook at each of the five lifecycle events of every
+guest, so it starts fast: events it ignores return before any import, and
+when the config files have not changed since the last run the ``[ksm]``
+values come from a cache (:mod:`nova_ksm_inject.ksm.hookconf`) and
+nothing of oslo.config or oslo.log is imported. Otherwise nova.conf is
+read and validated with oslo.config, as every other command does, and the
+cache written for the next run.
+
 It exits 0 whatever happens to KSM (the error is logged): a guest must
 never fail to start because of KSM. ``[ksm] strict = true`` makes errors
 exit 1, which makes libvirt refuse the start.
@@ -17,6 +25,8 @@ import sys
 PROG = 'nova-ksm-libvirt-hook'
 # Hard cap on one invocation: libvirt waits for us with locks held.
 TIMEOUT_SECONDS = 10
+LOG_FORMAT = '%(asctime)s %(process)d %(levelname)s %(name)s %(message)s'
+SYSLOG_SOCKET = '/dev/log'
 
 
 def _timeout(signum, frame):
@@ -25,48 +35,145 @@ def _timeout(signum, frame):
     os._exit(0)
 
 
-def _log_to_file(path):
+def _log_target(settings):
+    """(file path, syslog socket): ``[ksm] hook_log_file``, else syslog
+    when there is one, else neither (standard error, which libvirt shows
+    only when the hook fails). Never nova's own log file, which the hook
+    would create owned by root if it came first."""
+    if settings.hook_log_file:
+        return settings.hook_log_file, None
+    if os.path.exists(SYSLOG_SOCKET):
+        return None, SYSLOG_SOCKET
+    return None, None
+
+
+def _setup_logging(settings, debug):
+    """The full path: one stdlib handler, the cached path's format."""
     import logging
-    handler = logging.FileHandler(path)
-    handler.setFormatter(logging.Formatter(
-        '%(asctime)s %(process)d %(levelname)s %(name)s %(message)s'))
-    logging.getLogger().addHandler(handler)
+    path, syslog = _log_target(settings)
+    if path:
+        handler = logging.FileHandler(path)
+    elif syslog:
+        import logging.handlers
+        handler = logging.handlers.SysLogHandler(address=syslog)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.set_name(PROG)
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        if old.get_name() == PROG:  # an earlier run in this process
+            root.removeHandler(old)
+            old.close()
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+    return logging.getLogger(PROG)
+
+
+def _setup_cached_logging(settings, debug):
+    """The cached path: the same lines without the logging module."""
+    from nova_ksm_inject.ksm import hookstart
+    path, syslog = _log_target(settings)
+    sink = hookstart.Sink(path, syslog, prog=PROG,
+                          level='DEBUG' if debug else 'INFO')
+    if not hookstart.install_logging(sink):
+        # oslo.log is loaded already (tests run the hook in-process).
+        return _setup_logging(settings, debug)
+    return hookstart.Logger(PROG, sink)
+
+
+def _cached_settings(key):
+    """The :class:`KsmSettings` cached for ``key`` and the debug flag, or
+    None when the cache is missing, stale or from another version."""
+    import dataclasses
+
+    from nova_ksm_inject.ksm import hookconf
+    from nova_ksm_inject.ksm import settings as ksm_settings
+    cached = hookconf.load(key)
+    if not isinstance(cached, dict) or not isinstance(cached.get('ksm'),
+                                                      dict):
+        return None
+    fields = {f.name for f in dataclasses.fields(ksm_settings.KsmSettings)}
+    if set(cached['ksm']) != fields:
+        return None
+    return ksm_settings.KsmSettings(**cached['ksm']), bool(
+        cached.get('debug'))
+
+
+def _load_full(key):
+    """nova.conf through oslo.config; caches the result for next time.
+
+    :returns: (settings, logger).
+    """
+    import dataclasses
+    import logging
+
+    from nova_ksm_inject.cmd import common
+    from nova_ksm_inject.conf import CONF
+    from nova_ksm_inject.ksm import hookconf
+    from nova_ksm_inject.ksm import settings as ksm_settings
+    root = logging.getLogger()
+    before = list(root.handlers)
+    common.load_config(None, prog=PROG)
+    # The hook logs where [ksm] says (see _log_target), on both paths.
+    for handler in list(root.handlers):
+        if handler not in before:
+            root.removeHandler(handler)
+    settings = ksm_settings.KsmSettings.from_conf()
+    log = _setup_logging(settings, CONF.debug)
+    try:
+        hookconf.store(key, {'ksm': dataclasses.asdict(settings),
+                             'debug': CONF.debug})
+    except OSError as err:
+        log.debug('Settings not cached in %s: %s', hookconf.cache_path(),
+                  err)
+    return settings, log
+
+
+def _handle(argv, xml_text, settings):
+    """Record the guest change and apply KSM; raises for the caller."""
+    from nova_ksm_inject.ksm import hook
+    from nova_ksm_inject.ksm import host as ksm_host
+    from nova_ksm_inject.ksm import statedir as ksm_statedir
+    # Never a libvirt connection here: it would deadlock libvirtd.
+    host = ksm_host.KsmHost(connection=None)
+    statedir = ksm_statedir.KsmStateDir(settings.state_dir)
+    hook.Hook(settings, host, statedir).handle(argv[0], argv[1], argv[2],
+                                               xml_text)
 
 
 def run_hook(argv, xml_text):
-    """Load the config and handle one event; returns the exit code."""
-    from oslo_log import log as logging
-
-    from nova_ksm_inject import exception
-    from nova_ksm_inject.cmd import common
-    from nova_ksm_inject.ksm import hook
-    from nova_ksm_inject.ksm import host as ksm_host
-    from nova_ksm_inject.ksm import settings as ksm_settings
-    from nova_ksm_inject.ksm import statedir as ksm_statedir
-
-    log = logging.getLogger(PROG)
-    strict = False
+    """Load the settings (cached or full) and handle one event; returns
+    the exit code."""
+    from nova_ksm_inject.ksm import hookconf
+    from nova_ksm_inject.ksm import hookstart
+    hookstart.defer_module('inspect')
+    strict, log = False, None
     try:
-        common.load_config(None, prog=PROG)
-        settings = ksm_settings.KsmSettings.from_conf()
+        key = hookconf.identity(hookconf.config_files())
+        cached = _cached_settings(key)
+        if cached is not None:
+            settings, debug = cached
+            log = _setup_cached_logging(settings, debug)
+        else:
+            settings, log = _load_full(key)
         strict = settings.strict
-        if settings.hook_log_file:
-            _log_to_file(settings.hook_log_file)
-        # Never a libvirt connection here: it would deadlock libvirtd.
-        host = ksm_host.KsmHost(connection=None)
-        statedir = ksm_statedir.KsmStateDir(settings.state_dir)
-        hook.Hook(settings, host, statedir).handle(
-            argv[0], argv[1], argv[2], xml_text)
+        _handle(argv, xml_text, settings)
         return 0
-    except exception.NovaKsmInjectError as err:
+    except Exception as err:  # a hook must not fail a guest start
+        _report(log, argv, err)
+    return 1 if strict else 0
+
+
+def _report(log, argv, err):
+    from nova_ksm_inject import exception
+    if log is not None and isinstance(err, exception.NovaKsmInjectError):
         log.error('KSM not adjusted for guest %s (%s %s): %s', argv[0],
                   argv[1], argv[2], err)
-        sys.stderr.write('%s: error: %s\n' % (PROG, err))
-    except Exception as err:  # a hook must not fail a guest start
+    elif log is not None:
         log.exception('KSM hook failed for guest %s (%s %s)', argv[0],
                       argv[1], argv[2])
-        sys.stderr.write('%s: error: %s\n' % (PROG, err))
-    return 1 if strict else 0
+    sys.stderr.write('%s: error: %s\n' % (PROG, ' '.join(str(err).split())))
 
 
 def main(argv=None):

@@ -20,6 +20,7 @@ import time
 from nova_ksm_inject import exception
 from nova_ksm_inject import privileged
 from nova_ksm_inject.cmd import base
+from nova_ksm_inject.ksm import hookevents
 
 HOOKS_DIR = '/etc/libvirt/hooks'
 SHIM_NAME = 'nova-ksm-inject'
@@ -172,7 +173,7 @@ def hook_shim(command, config_files=()):
     """The text of the qemu.d script that runs the hook."""
     lines = ['#!/bin/sh',
              '# KSM for libvirt guests, installed by "nova-ksm-inject ksm '
-             'install-hook".',
+             'install-hook".'] + shim_event_filter() + [
              '# libvirt clears the environment: say where nova.conf is.']
     if config_files:
         lines += ['NOVA_KSM_INJECT_CONFIG_FILES=%s' % shlex.quote(
@@ -180,6 +181,17 @@ def hook_shim(command, config_files=()):
             'export NOVA_KSM_INJECT_CONFIG_FILES']
     lines.append('exec %s "$@"' % shlex.quote(command))
     return '\n'.join(lines) + '\n'
+
+
+def shim_event_filter():
+    """Shell lines that finish the events the hook ignores without
+    starting Python (libvirt waits for the hook at every event)."""
+    events = sorted(hookevents.START_EVENTS | hookevents.STOP_EVENTS)
+    return ['# Only these events concern KSM; read the XML of the others.',
+            'case "$2 $3" in',
+            '%s) ;;' % '|'.join('"%s %s"' % event for event in events),
+            '*) exec cat >/dev/null ;;',
+            'esac']
 
 
 def _hook_command(explicit):

@@ -141,6 +141,30 @@ must never stop a guest from starting.
 File the libvirt hook logs to. Unset: syslog (``/dev/log``) when present,
 else standard error (libvirt discards it when the hook succeeds).
 """),
+    cfg.ListOpt('mergeable_projects',
+                default=[],
+                help="""
+Projects (IDs) whose guests' memory KSM may merge.
+
+Merging identical pages across guests is a side channel: a guest can tell,
+by timing its own writes, whether another guest holds a given page (Dedup
+Est Machina, IEEE S&P 2016, and later cross-VM attacks). nova-compute
+gives every guest of another project ``<memoryBacking><nosharepages/>``,
+so QEMU never offers its memory to KSM. KSM merges across all mergeable
+guests of a host, so the listed projects' guests share pages with each
+other: list projects that trust each other.
+
+Possible values:
+
+* empty (the default): the guests of every project may merge
+* project IDs: only the guests of these projects may merge
+
+Related options:
+
+* flavor extra spec ``ksm:merge`` and image property ``ksm_merge``: a
+  guest merges only if its project is allowed here, and neither its flavor
+  nor its image says false
+"""),
     cfg.FloatOpt('poll_interval',
                  default=1.0,
                  min=0.1,

@@ -1,7 +1,7 @@
 """What gets written into a guest: ssh key, network config, metadata, admin
 password and files, with a result per item.
 
-Only the :class:`~nova_ksm_inject.disk.guestfiles.GuestFiles` interface is
+Only the :class:`~nova_ksm_inject.disk.files.base.GuestFiles` interface is
 used, so the same code serves host mounts and libguestfs. Every item is
 prepared first (limits checked, guest files read, contents computed) and
 only then written. A mandatory item that fails while preparing fails the
@@ -80,14 +80,12 @@ def _prepare_key(files, key):
         extra = b'\n' + extra
 
     def apply():
-        files.makedirs('/root/.ssh', 0o700)
-        # First, even with nothing to add: append refuses a symlinked key
-        # file before any mode changes, and chown/chmod below then never
-        # land on another guest file.
-        files.write(AUTHORIZED_KEYS, extra, mode=0o600, append=True)
-        for path, mode in (('/root/.ssh', 0o700), (AUTHORIZED_KEYS, 0o600)):
-            files.chown(path, 0, 0)
-            files.chmod(path, mode)
+        # enforce: 0700/0600 and root's even when they exist, set on what
+        # was opened without following a link; a symlinked /root/.ssh or
+        # key file is refused, a hard-linked key file replaced.
+        files.makedirs('/root/.ssh', 0o700, enforce=True)
+        files.write(AUTHORIZED_KEYS, extra, mode=0o600, append=True,
+                    enforce=True)
     return apply
 
 
@@ -191,7 +189,7 @@ def inject_data(files, request, image_desc='', conf=None):
     and a full relabel at next boot is what SELinux tooling itself does
     after offline edits.
 
-    :param files: a :class:`~nova_ksm_inject.disk.guestfiles.GuestFiles`.
+    :param files: a :class:`~nova_ksm_inject.disk.files.base.GuestFiles`.
     :raises InjectionLimit, GuestPathRefused, NoShadowEntry,
         InjectionFailed: a mandatory item failed (``request.mandatory``);
         when it failed while preparing, nothing was written.

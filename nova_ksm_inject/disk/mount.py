@@ -18,7 +18,7 @@ from nova_ksm_inject import exception
 from nova_ksm_inject import utils
 from nova_ksm_inject.conf import CONF
 from nova_ksm_inject.disk import fstype as fstype_mod
-from nova_ksm_inject.disk import guestpath
+from nova_ksm_inject.disk.files import host
 
 LOG = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ def mount_raw_file(path, partition, journal, real_path=None):
     mountpoint = journal.make_dir('root')
     device = attach_loop(path, journal, partition, real_path)
     mount_device(device, mountpoint, journal)
-    files = guestpath.HostRootFiles(mountpoint)
+    files = host.HostRootFiles(mountpoint)
     # Its directory fd must be closed before the unmount, or umount fails.
     journal.callback(files.close)
     return files

@@ -1,6 +1,6 @@
 """openat2(2) through ctypes (Linux 5.6+; Python has no wrapper).
 
-Used by ``guestpath.py`` to resolve guest paths with ``RESOLVE_IN_ROOT``:
+Used by ``files/host.py`` to resolve guest paths with ``RESOLVE_IN_ROOT``:
 the kernel treats the directory fd as ``/``, so neither ``..`` nor a symlink
 in the image can reach outside the guest root; and by ``imagefile.py`` to
 open image files with ``RESOLVE_NO_SYMLINKS``.

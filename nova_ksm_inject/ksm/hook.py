@@ -9,11 +9,11 @@ only sysfs, /proc and its state directory.
 
 import dataclasses
 import os
-import xml.etree.ElementTree as ElementTree
 
 from oslo_log import log as logging
 
 from nova_ksm_inject.ksm import control
+from nova_ksm_inject.ksm import domainxml
 from nova_ksm_inject.ksm import hookevents
 
 LOG = logging.getLogger(__name__)
@@ -22,15 +22,27 @@ LOCK_TIMEOUT = 2.0
 LIBVIRT_QEMU_RUN_DIR = '/run/libvirt/qemu'
 
 
+# nova's domain metadata (1.1 since nova 2023.1; 1.0 before).
+NOVA_NS_PREFIX = '{http://openstack.org/xmlns/libvirt/nova/'
+
+
 @dataclasses.dataclass
 class Domain(object):
-    """What the hook needs from a domain XML."""
+    """What the hook needs from a domain XML.
+
+    ``instance`` and ``project`` (id) and ``project_name`` come from the
+    ``<nova:instance>`` metadata nova-compute writes; None for a domain
+    nova did not define.
+    """
 
     name: str
     uuid: str
     mergeable: bool
     reason: str = ''
     memory_kib: int = 0
+    instance: str = None
+    project: str = None
+    project_name: str = None
 
 
 def parse_domain(xml_text, name=None):
@@ -40,7 +52,7 @@ def parse_domain(xml_text, name=None):
     ``<nosharepages/>`` (libvirt then starts qemu with mem-merge=off) or
     ``<hugepages/>`` (KSM does not merge huge pages).
     """
-    root = ElementTree.fromstring(xml_text)
+    root = domainxml.fromstring(xml_text)
     name = root.findtext('name') or name or 'unknown'
     uuid = root.findtext('uuid') or name
     memory = root.find('currentMemory')
@@ -54,7 +66,26 @@ def parse_domain(xml_text, name=None):
     elif backing is not None and backing.find('hugepages') is not None:
         reason = 'memory is backed by huge pages'
     return Domain(name=name, uuid=uuid, mergeable=not reason, reason=reason,
-                  memory_kib=memory_kib)
+                  memory_kib=memory_kib, **_nova_owner(root, uuid))
+
+
+def _nova_owner(root, uuid):
+    """{instance, project, project_name} from nova's metadata, if any.
+
+    nova names the domain's ``<uuid>`` after the instance and writes the
+    owning project as ``<nova:owner><nova:project uuid="ID">NAME``.
+    """
+    for meta in root.findall('metadata/*'):
+        if meta.tag.startswith(NOVA_NS_PREFIX) and \
+                meta.tag.endswith('}instance'):
+            ns = meta.tag[:meta.tag.index('}') + 1]
+            project = meta.find('%sowner/%sproject' % (ns, ns))
+            return {'instance': uuid,
+                    'project': None if project is None
+                    else project.get('uuid'),
+                    'project_name': None if project is None
+                    else (project.text or '').strip() or None}
+    return {}
 
 
 def _kib(element):
@@ -111,8 +142,11 @@ class Hook(object):
                                      domain.name)
             result = control.apply_configured(
                 self.settings, self.host, self.statedir, self.proc_root)
-        LOG.info('libvirt %s %s of guest %s (%s): %d mergeable guests, '
+        LOG.info('libvirt %s %s of guest %s (%s%s): %d mergeable guests, '
                  'KSM %s', op, subop, domain.name,
+                 'instance %s, project %s; ' % (domain.instance,
+                                                domain.project)
+                 if domain.instance else '',
                  'mergeable' if domain.mergeable else domain.reason,
                  result.mergeable_guests,
                  'running' if result.run else 'stopped')
@@ -123,4 +157,6 @@ class Hook(object):
         self.statedir.record_guest({
             'uuid': domain.uuid, 'name': domain.name,
             'mergeable': domain.mergeable, 'reason': domain.reason,
-            'memory_kib': domain.memory_kib, 'pid': pid})
+            'memory_kib': domain.memory_kib, 'pid': pid,
+            'instance': domain.instance, 'project': domain.project,
+            'project_name': domain.project_name})

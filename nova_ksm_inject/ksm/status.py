@@ -48,6 +48,8 @@ def collect(sysfs, statedir, clock, sleeper, window=0.5,
     status = {name: values.get(name) for name in KNOBS + COUNTERS}
     sharing = values.get('pages_sharing', 0) + values.get('ksm_zero_pages',
                                                           0)
+    found = guests(proc_root)
+    attach_owners(found, statedir.guests())
     status.update(
         saved_bytes=sharing * PAGE_SIZE,
         saved_mib=round(sharing * PAGE_SIZE / MIB, 1),
@@ -58,9 +60,48 @@ def collect(sysfs, statedir, clock, sleeper, window=0.5,
         ksmd_pid=cpu.pid,
         tuner=statedir.tuner() if statedir.tuner_alive() else None,
         hook_guests=statedir.guests(),
-        guests=guests(proc_root),
+        guests=found,
+        projects=project_savings(found, sharing),
     )
     return status
+
+
+def attach_owners(found, records):
+    """Add ``instance``, ``project`` and ``project_name`` to each guest of
+    ``found`` from the hook's ``records`` (nova's domain metadata), matched
+    by qemu pid, else by domain name; None for processes nova did not
+    start."""
+    by_pid = {r.get('pid'): r for r in records if r.get('pid')}
+    by_name = {r.get('name'): r for r in records}
+    for guest in found:
+        record = by_pid.get(guest['pid']) or by_name.get(guest['name'], {})
+        for key in ('instance', 'project', 'project_name'):
+            guest[key] = record.get(key)
+
+
+def project_savings(found, sharing):
+    """Memory saved per project, biggest first.
+
+    KSM saves ``sharing`` pages on the whole host; each project is
+    credited the share of it that its guests' merged pages
+    (``ksm_merging_pages``) are of all guests' merged pages. Processes that
+    nova did not start count as project None.
+    """
+    total = sum(g['merging_pages'] for g in found)
+    projects = {}
+    for guest in found:
+        entry = projects.setdefault(guest.get('project'), {
+            'project': guest.get('project'),
+            'project_name': guest.get('project_name'),
+            'guests': 0, 'merging_pages': 0})
+        entry['guests'] += 1
+        entry['merging_pages'] += guest['merging_pages']
+    for entry in projects.values():
+        saved = (entry['merging_pages'] * sharing // total
+                 if total else 0)
+        entry['saved_bytes'] = saved * PAGE_SIZE
+    return sorted(projects.values(),
+                  key=lambda e: (-e['saved_bytes'], e['project'] or ''))
 
 
 def format_text(status):
@@ -85,10 +126,27 @@ def format_text(status):
         'Guests (%d):' % len(status['guests']),
     ]
     for guest in status['guests']:
-        lines.append('  %-30s pid %-8d merging %d pages (%.1f MiB)' % (
-            guest['name'], guest['pid'], guest['merging_pages'],
-            guest['merging_pages'] * PAGE_SIZE / MIB))
+        lines.append('  %-20s %-36s %-44s pid %-8d merging %d pages '
+                     '(%.1f MiB)' % (
+                         guest['name'], guest.get('instance') or '-',
+                         _project(guest), guest['pid'],
+                         guest['merging_pages'],
+                         guest['merging_pages'] * PAGE_SIZE / MIB))
+    for entry in status.get('projects') or ():
+        lines.append('Project %s: %d guest%s, saved %.1f MiB' % (
+            _project(entry) if entry['project'] else '(not nova)',
+            entry['guests'], '' if entry['guests'] == 1 else 's',
+            entry['saved_bytes'] / MIB))
     return '\n'.join(lines) + '\n'
+
+
+def _project(entry):
+    """``ID (NAME)``, or ``-`` for a guest nova did not start."""
+    if not entry.get('project'):
+        return '-'
+    if entry.get('project_name'):
+        return '%s (%s)' % (entry['project'], entry['project_name'])
+    return entry['project']
 
 
 def _na(value):
@@ -144,7 +202,17 @@ def format_prometheus(status, prefix='nova_ksm'):
     lines += ['# HELP %s Pages of the guest merged by KSM.' % name,
               '# TYPE %s gauge' % name]
     for guest in status['guests']:
-        lines.append('%s{name="%s",pid="%d"} %d' % (
-            name, _label(guest['name']), guest['pid'],
-            guest['merging_pages']))
+        lines.append('%s{name="%s",pid="%d",instance="%s",project="%s"} %d'
+                     % (name, _label(guest['name']), guest['pid'],
+                        _label(guest.get('instance') or ''),
+                        _label(guest.get('project') or ''),
+                        guest['merging_pages']))
+    name = '%s_project_saved_bytes' % prefix
+    lines += ['# HELP %s Memory KSM saves, credited to projects by their '
+              "guests' merged pages (project=\"\" for processes nova did "
+              'not start).' % name, '# TYPE %s gauge' % name]
+    for entry in status.get('projects') or ():
+        lines.append('%s{project="%s",project_name="%s"} %d' % (
+            name, _label(entry['project'] or ''),
+            _label(entry['project_name'] or ''), entry['saved_bytes']))
     return '\n'.join(lines) + '\n'

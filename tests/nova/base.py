@@ -16,14 +16,8 @@ PASSWD = b'root:x:0:0:root:/root:/bin/sh\nlab:x:1000:1000::/home/lab:/bin/sh\n'
 SHADOW = b'root:*:19000:0:99999:7:::\nlab:!:19000:0:99999:7:::\n'
 
 
-class DriverTestCase(test.NoDBTestCase):
-    """nova's own unit-test base plus its fake libvirt (LibvirtFixture)."""
-
-    def setUp(self):
-        super().setUp()
-        self.libvirt = self.useFixture(nova_fixtures.LibvirtFixture())
-        self.tmp = self.useFixture(fixtures.TempDir()).path
-        self.flags(instances_path=os.path.join(self.tmp, 'instances'))
+class PytestCompatible(object):
+    """Mixin for nova test cases run by pytest."""
 
     def _clear_attrs(self):
         # pytest (8+) sets the test method as an instance attribute while it
@@ -38,6 +32,16 @@ class DriverTestCase(test.NoDBTestCase):
     def logged(self):
         """Everything nova's StandardLogging fixture captured so far."""
         return self.stdlog.logger.output
+
+
+class DriverTestCase(PytestCompatible, test.NoDBTestCase):
+    """nova's own unit-test base plus its fake libvirt (LibvirtFixture)."""
+
+    def setUp(self):
+        super().setUp()
+        self.libvirt = self.useFixture(nova_fixtures.LibvirtFixture())
+        self.tmp = self.useFixture(fixtures.TempDir()).path
+        self.flags(instances_path=os.path.join(self.tmp, 'instances'))
 
 
 def require_root(testcase):

@@ -160,21 +160,44 @@ class TestSpawnInjects(SpawnTestCase):
 
 
 class TestSpawnInjectsNothing(SpawnTestCase):
-    """nova's rules decide whether injection happens at all."""
+    """nova's rules decide whether injection happens at all.
 
-    def _spawn_untouched(self, **updates):
-        image = base.build_guest_image(self.tmp)
-        with open(image, 'rb') as f:
+    Each test first spawns a control guest that nova's rules allow to be
+    injected, and sees the handler chain write into its disk: so a rule
+    that stops injection is seen stopping *this* driver's injection, not
+    merely nova's (without the driver's ``_inject_data`` the control
+    fails).
+    """
+
+    def setUp(self):
+        super().setUp()
+        self.image_id = self.upload(base.build_guest_image(self.tmp))
+
+    def _spawn(self, name, **updates):
+        instance = self.make_instance(self.image_id,
+                                      uuid=getattr(uuids, name), **updates)
+        self.spawn(instance, self.image_id, files=[('/etc/motd', MOTD)])
+        return self.disk_of(instance)
+
+    def assert_control_injected(self):
+        disk = self._spawn('control')
+        self.assertEqual(MOTD, base.debugfs_cat(disk, '/etc/motd'))
+        self.assertIn('into %s with handler loop' % disk, self.logged())
+
+    def assert_untouched(self, disk):
+        with open(os.path.join(self.tmp, 'instances', '_base',
+                               os.listdir(os.path.join(
+                                   self.tmp, 'instances', '_base'))[0]),
+                  'rb') as f:
             original = f.read()
-        image_id = self.upload(image)
-        instance = self.make_instance(image_id, **updates)
-        self.spawn(instance, image_id, files=[('/etc/motd', MOTD)])
-        with open(self.disk_of(instance), 'rb') as f:
+        with open(disk, 'rb') as f:
             self.assertEqual(original, f.read())
-        self.assertNotIn('Injecting', self.logged())
-        return instance
+        self.assertFalse(base.debugfs_exists(disk, '/etc/motd'))
+        self.assertEqual([], [line for line in self.logged().splitlines()
+                              if 'nova_ksm_inject' in line and disk in line])
 
     def test_config_drive_spawn_injects_nothing(self):
+        self.assert_control_injected()
         # What goes into the config drive is nova's metadata API and
         # genisoimage, not this test's business; nova's own config drive
         # spawn test replaces the same two.
@@ -183,14 +206,16 @@ class TestSpawnInjectsNothing(SpawnTestCase):
         self.useFixture(fixtures.MockPatch(
             'nova.virt.configdrive.ConfigDriveBuilder._make_iso9660',
             side_effect=_fake_iso))
-        instance = self._spawn_untouched(config_drive='True')
+        disk = self._spawn('with_config_drive', config_drive='True')
+        self.assert_untouched(disk)
         self.assertIn('Using config drive', self.logged())
         self.assertTrue(os.path.exists(os.path.join(
-            self.tmp, 'instances', instance.uuid, 'disk.config')))
+            os.path.dirname(disk), 'disk.config')))
 
     def test_inject_partition_minus_two_disables_injection(self):
+        self.assert_control_injected()
         self.flags(inject_partition=-2, group='libvirt')
-        self._spawn_untouched()
+        self.assert_untouched(self._spawn('with_minus_two'))
 
 
 def _fake_iso(path, tmpdir):

@@ -91,7 +91,7 @@ class ImageHandler(metaclass=abc.ABCMeta):
             creating it. The chain unwinds the journal in reverse, on
             success and on any failure, so ``mount`` must not clean up
             itself.
-        :returns: a :class:`~nova_ksm_inject.disk.guestpath.GuestFiles`
+        :returns: a :class:`~nova_ksm_inject.disk.files.base.GuestFiles`
             rooted at the guest's ``/``.
         :raises HandlerUnavailable: the host cannot run this handler.
         :raises HandlerFailed: this image could not be mounted.

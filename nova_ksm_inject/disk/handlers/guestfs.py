@@ -9,9 +9,10 @@ Two interfaces ([guestfs] interface):
 
 * the Python binding (Debian ``python3-guestfs``, not on PyPI): every file
   operation runs in the appliance through
-  :class:`~nova_ksm_inject.disk.guestfs_files.GuestfsFiles`;
+  :class:`~nova_ksm_inject.disk.files.appliance.GuestfsFiles`, after
+  mounting the guest there by partition or by inspection;
 * the ``guestmount`` command: a FUSE mount of the guest, written through
-  :class:`~nova_ksm_inject.disk.guestpath.HostRootFiles`; after unmounting,
+  :class:`~nova_ksm_inject.disk.files.host.HostRootFiles`; after unmounting,
   the journal waits for the guestmount process to exit (it flushes and
   stops the appliance first) before the image counts as free.
 
@@ -23,8 +24,6 @@ thread and the appliance's qemu is killed when the time is up.
 import functools
 import os
 import shutil
-import signal
-import subprocess
 import threading
 import time
 
@@ -32,17 +31,15 @@ from oslo_log import log as logging
 
 from nova_ksm_inject import exception
 from nova_ksm_inject import utils
-from nova_ksm_inject.disk import guestfs_files
-from nova_ksm_inject.disk import guestpath
+from nova_ksm_inject.disk.files import appliance as appliance_files
 from nova_ksm_inject.disk.handlers import base
+from nova_ksm_inject.disk.handlers import guestmount
 
 LOG = logging.getLogger(__name__)
 
 #: Seconds a launch thread gets to return once its qemu was killed.
 KILL_GRACE = 10
-TIMEOUT_HINT = ('on hosts whose KVM the appliance cannot use set [guestfs] '
-                'backend_settings = force_tcg, or raise [guestfs] '
-                'launch_timeout')
+TIMEOUT_HINT = guestmount.TIMEOUT_HINT
 
 
 @functools.lru_cache(maxsize=1)
@@ -54,34 +51,6 @@ def load_binding():
         LOG.debug('libguestfs Python binding not importable: %s', err)
         return None
     return guestfs
-
-
-def kill_appliances(parent, image_path):
-    """SIGKILL the qemu children of ``parent`` that opened ``image_path``.
-
-    libguestfs canonicalises a drive's path (``/proc/<pid>/fd/<n>``
-    becomes the file's real path) before it starts qemu: look for that.
-
-    :returns: the pids killed.
-    """
-    # libguestfs doubles commas in the -drive file= value.
-    needle = 'file=%s,' % image_path.replace(',', ',,')
-    killed = []
-    for entry in os.listdir('/proc'):
-        if not entry.isdigit():
-            continue
-        try:
-            with open('/proc/%s/stat' % entry) as f:
-                ppid = int(f.read().rsplit(')', 1)[1].split()[1])
-            with open('/proc/%s/cmdline' % entry, 'rb') as f:
-                argv = f.read().decode(errors='replace').split('\0')
-        except (OSError, IndexError, ValueError):
-            continue
-        if ppid == parent and 'qemu' in os.path.basename(argv[0]) and \
-                any(needle in arg for arg in argv):
-            os.kill(int(entry), signal.SIGKILL)
-            killed.append(int(entry))
-    return killed
 
 
 class _Appliance:
@@ -111,6 +80,58 @@ class _Appliance:
                 self.handle.close()
                 LOG.debug('Closed the libguestfs handle of %s',
                           self.image.path)
+
+
+def mount_guest(handle, image, partition):
+    """Mount the guest root (and, when inspecting, its other filesystems)
+    at ``/`` inside the appliance."""
+    if partition == base.PARTITION_INSPECT:
+        _mount_inspected(handle, image)
+        return
+    device = '/dev/sda%s' % (partition or '')
+    if partition > 0 and device not in handle.list_partitions():
+        found = ', '.join(p[len('/dev/sda'):] for p in
+                          handle.list_partitions()) or 'none'
+        raise exception.HandlerFailed(
+            reason='partition %d not found in %s (partitions: %s); set '
+                   '--partition or [libvirt] inject_partition to one of '
+                   'them, or 0 for a whole-disk filesystem'
+                   % (partition, image.path, found))
+    try:
+        handle.mount(device, '/')
+    except RuntimeError as err:
+        raise exception.HandlerFailed(
+            reason='no mountable filesystem on %s of %s (%s); choose the '
+                   'partition with --partition N or inspect'
+                   % (device, image.path, utils.last_line(str(err)))) from err
+    LOG.info('libguestfs mounted %s of %s', device, image.path)
+
+
+def _mount_inspected(handle, image):
+    roots = handle.inspect_os()
+    if len(roots) != 1:
+        raise exception.HandlerFailed(
+            reason='libguestfs inspection found %s in %s; give the root '
+                   'partition number instead of inspect'
+                   % ('no operating system' if not roots else
+                      'several operating systems (%s)' % ', '.join(roots),
+                      image.path))
+    root = roots[0]
+    mountpoints = handle.inspect_get_mountpoints(root)
+    # Parents before children: "/" before "/boot" before "/boot/efi".
+    for path, device in sorted(mountpoints.items(), key=lambda i: len(i[0])):
+        try:
+            handle.mount(device, path)
+        except RuntimeError as err:
+            if path == '/':
+                raise exception.HandlerFailed(
+                    reason='cannot mount the root %s of %s: %s'
+                           % (device, image.path, err)) from err
+            LOG.warning('Cannot mount %s at %s of %s (%s); going on without '
+                        'it', device, path, image.path, err)
+    LOG.info('libguestfs found %s %s on %s of %s',
+             handle.inspect_get_type(root), handle.inspect_get_distro(root),
+             root, image.path)
 
 
 class GuestfsHandler(base.ImageHandler):
@@ -166,8 +187,8 @@ class GuestfsHandler(base.ImageHandler):
         handle.add_drive_opts(image.tool_path, format=image.format,
                               readonly=False)
         self._launch(appliance)
-        guestfs_files.mount_guest(handle, image, partition)
-        return guestfs_files.GuestfsFiles(handle, self.conf)
+        mount_guest(handle, image, partition)
+        return appliance_files.GuestfsFiles(handle, self.conf)
 
     def _launch(self, appliance):
         timeout = self.conf.guestfs.launch_timeout
@@ -211,7 +232,8 @@ class GuestfsHandler(base.ImageHandler):
         killed = []
         deadline = time.monotonic() + KILL_GRACE
         while thread.is_alive() and time.monotonic() < deadline:
-            killed += kill_appliances(os.getpid(), appliance.image.path)
+            killed += guestmount.kill_appliances(os.getpid(),
+                                                 appliance.image.path)
             thread.join(0.2)
         LOG.warning('libguestfs launch for %s timed out; killed qemu %s',
                     appliance.image.path, killed or '(none found)')
@@ -220,70 +242,5 @@ class GuestfsHandler(base.ImageHandler):
                 # launch() holds the handle; the thread closes it later.
                 appliance.abandoned = True
 
-    # -- guestmount command -------------------------------------------------
-
     def _mount_guestmount(self, image, partition, journal):
-        mountpoint = journal.make_dir('root')
-        # Not inside the mountpoint: rmtree must never walk into the guest.
-        workdir = journal.make_dir('guestmount')
-        pidfile = os.path.join(workdir, 'guestmount.pid')
-        cmd = ['--format=%s' % image.format, '-a', image.tool_path]
-        if partition == base.PARTITION_INSPECT:
-            cmd.append('-i')
-        else:
-            cmd += ['-m', '/dev/sda%s' % (partition or '')]
-        cmd += ['--rw', '--pid-file', pidfile]
-        if self.conf.guestfs.debug:
-            cmd += ['-v', '-x']
-        try:
-            self._run_guestmount(image, cmd + [mountpoint])
-        finally:
-            if os.path.ismount(mountpoint):
-                journal.push('guestmount', path=mountpoint,
-                             pid=read_pid(pidfile), marker=mountpoint)
-        LOG.info('guestmount mounted %s at %s', image.path, mountpoint)
-        files = guestpath.HostRootFiles(mountpoint, self.conf)
-        journal.callback(files.close)
-        return files
-
-    def _environment(self):
-        env = dict(os.environ, LIBGUESTFS_BACKEND=self.conf.guestfs.backend)
-        if self.conf.guestfs.backend_settings:
-            env['LIBGUESTFS_BACKEND_SETTINGS'] = ':'.join(
-                self.conf.guestfs.backend_settings)
-        return env
-
-    def _run_guestmount(self, image, args):
-        timeout = self.conf.guestfs.launch_timeout
-        launched = []
-        try:
-            utils.execute('guestmount', *args,
-                          preexec_fn=utils.ResourceLimits(
-                              cpu_time=self.conf.guestfs.guestmount_cpu_time,
-                              address_space=(
-                                  self.conf.guestfs.guestmount_address_space)),
-                          env_variables=self._environment(), timeout=timeout,
-                          on_execute=launched.append,
-                          action='mounting %s with guestmount' % image.path)
-        except subprocess.TimeoutExpired as err:
-            for proc in launched:
-                kill_appliances(proc.pid, image.path)
-                proc.kill()
-                proc.wait()
-            raise exception.HandlerFailed(
-                reason='guestmount of %s did not come up within %d s; %s'
-                       % (image.path, timeout, TIMEOUT_HINT)) from err
-        except exception.CommandFailed as err:
-            raise exception.HandlerFailed(
-                reason='guestmount could not mount %s: %s'
-                       % (image.path, err)) from err
-
-
-def read_pid(pidfile):
-    """The pid guestmount wrote, or None."""
-    try:
-        with open(pidfile) as f:
-            text = f.read().strip()
-    except FileNotFoundError:
-        return None
-    return int(text) if text.isdigit() else None
+        return guestmount.mount(self.conf, image, partition, journal)

@@ -28,9 +28,9 @@ from oslo_log import log as logging
 
 from nova_ksm_inject import exception
 from nova_ksm_inject import utils
-from nova_ksm_inject.disk import guestpath
 from nova_ksm_inject.disk import mount
 from nova_ksm_inject.disk import undo
+from nova_ksm_inject.disk.files import host
 from nova_ksm_inject.disk.handlers import base
 
 LOG = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ class NbdHandler(base.ImageHandler):
         if partition > 0:
             device = self._wait_partition(image, name, partition)
         mount.mount_device(device, mountpoint, journal)
-        files = guestpath.HostRootFiles(mountpoint)
+        files = host.HostRootFiles(mountpoint)
         journal.callback(files.close)
         return files
 

@@ -8,7 +8,7 @@ Enable it on a compute node with one line of nova.conf::
 
 (nova prefixes ``compute_driver`` with ``nova.virt.``; the package ships
 the ``nova.virt.ksm_inject`` shim that re-exports this class.) Everything
-else is nova's: only two things change.
+else is nova's: only three things change.
 
 * ``init_host``: ``img_handlers`` is checked before nova starts (a typo
   stops nova-compute with a message naming the valid handlers), and the
@@ -20,6 +20,10 @@ else is nova's: only two things change.
   password if ``inject_password``, network from nova's template, metadata,
   files) goes through the ``img_handlers`` chain instead of nova's
   libguestfs path, files mandatory and the rest best-effort, as in nova.
+* ``_get_guest_config``: a guest whose memory must not be merged
+  (``[ksm] mergeable_projects``, flavor ``ksm:merge``, image ``ksm_merge``;
+  see :mod:`ksm_policy`) gets ``<memoryBacking><nosharepages/>`` in the
+  domain XML nova generates, so QEMU never offers its memory to KSM.
 """
 
 try:
@@ -27,6 +31,7 @@ try:
     import nova.conf
     from nova.virt import netutils
     from nova.virt.image import model as imgmodel
+    from nova.virt.libvirt import config as vconfig
     from nova.virt.libvirt import driver as libvirt_driver
     from oslo_utils import excutils
 except ImportError as err:
@@ -45,6 +50,7 @@ import nova_ksm_inject.conf  # noqa: F401
 from nova_ksm_inject.disk import api as disk_api
 from nova_ksm_inject.disk import inject
 from nova_ksm_inject.virt.libvirt import injection
+from nova_ksm_inject.virt.libvirt import ksm_policy
 from nova_ksm_inject.virt.libvirt import ksm_startup
 
 LOG = logging.getLogger(__name__)
@@ -80,6 +86,22 @@ class LibvirtDriver(libvirt_driver.LibvirtDriver):
         except (exception.NovaKsmInjectError, OSError) as err:
             LOG.warning('KSM settings from [ksm] were not applied: %s; '
                         'nova-compute continues without them', err)
+
+    def _get_guest_config(self, instance, *args, **kwargs):
+        """nova's guest config, without page sharing where the KSM policy
+        says so."""
+        guest = super()._get_guest_config(instance, *args, **kwargs)
+        decision = ksm_policy.decide(
+            instance.project_id, instance.flavor.extra_specs,
+            ksm_policy.image_properties(instance.system_metadata),
+            CONF.ksm.mergeable_projects)
+        if not decision.mergeable:
+            if guest.membacking is None:
+                guest.membacking = vconfig.LibvirtConfigGuestMemoryBacking()
+            guest.membacking.sharedpages = False
+            LOG.debug('Guest memory not mergeable by KSM (%s): '
+                      '<nosharepages/>', decision.reason, instance=instance)
+        return guest
 
     def _inject_data(self, disk, instance, injection_info):
         """Inject what nova would, through the ``img_handlers`` chain.

@@ -80,9 +80,9 @@ STEPS = {
     'work dir': ('state.Journal.make_dir', exception.NoHandlerMounted),
     'loop attach': ('mount.attach_loop', exception.NoHandlerMounted),
     'mount': ('mount.mount_device', exception.NoHandlerMounted),
-    'guest root': ('guestpath.HostRootFiles.__init__',
+    'guest root': ('files.host.HostRootFiles.__init__',
                    exception.NoHandlerMounted),
-    'guest write': ('guestpath.HostRootFiles.write',
+    'guest write': ('files.host.HostRootFiles.write',
                     exception.InjectionFailed),
     'header read': ('header.read', exception.ImageRefused),
 }
@@ -91,10 +91,10 @@ STEPS = {
 @pytest.mark.parametrize('step', sorted(STEPS))
 def test_os_error_at_each_step_unwinds_completely(images, no_leaks,
                                                   monkeypatch, step):
-    from nova_ksm_inject.disk import guestpath  # noqa: F401
     from nova_ksm_inject.disk import header  # noqa: F401
     from nova_ksm_inject.disk import mount  # noqa: F401
     from nova_ksm_inject.disk import state  # noqa: F401
+    from nova_ksm_inject.disk.files import host  # noqa: F401
 
     target, expected = STEPS[step]
     module, _, attr = target.partition('.')

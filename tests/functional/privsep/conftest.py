@@ -60,8 +60,12 @@ def _ensure_user():
     try:
         pwd.getpwnam(USER)
     except KeyError:
+        group = []
+        with open('/etc/group') as f:  # a group left by an earlier user
+            if any(line.split(':')[0] == USER for line in f):
+                group = ['-g', USER]
         _run('useradd', '--system', '--no-create-home', '--shell',
-             '/usr/sbin/nologin', USER)
+             '/usr/sbin/nologin', *group, USER)
 
 
 def _write_rootwrap_conf():

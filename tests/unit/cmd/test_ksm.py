@@ -4,6 +4,7 @@ import argparse
 import json
 import logging
 import os
+import subprocess
 
 import pytest
 
@@ -54,7 +55,12 @@ def test_status_json(env, capsys):
     data = json.loads(capsys.readouterr().out)
     assert data['saved_bytes'] == 512 * 4096
     assert data['guests'] == [{'name': 'vm-a', 'pid': 77,
-                               'merging_pages': 300, 'profit_bytes': 0}]
+                               'merging_pages': 300, 'profit_bytes': 0,
+                               'instance': None, 'project': None,
+                               'project_name': None}]
+    assert data['projects'] == [{'project': None, 'project_name': None,
+                                 'guests': 1, 'merging_pages': 300,
+                                 'saved_bytes': 512 * 4096}]
 
 
 def test_status_prometheus_to_file(env, tmp_path):
@@ -187,3 +193,37 @@ def test_add_parser_standalone():
     assert args.func is cmd_ksm.cmd_status and args.json
     with pytest.raises(SystemExit):
         parser.parse_args(['ksm', 'status', '--json', '--prometheus'])
+
+
+@pytest.mark.parametrize('op,subop,runs', [
+    ('prepare', 'begin', True), ('start', 'begin', False),
+    ('started', 'begin', True), ('stopped', 'end', False),
+    ('release', 'end', True), ('migrate', 'begin', False)])
+def test_shim_starts_the_hook_only_for_its_events(tmp_path, op, subop, runs):
+    # The hook records its argv and stdin; the shim must pass both, or
+    # read and drop the XML itself without starting the hook.
+    seen = tmp_path / 'seen'
+    command = tmp_path / 'hook'
+    command.write_text('#!/bin/sh\necho "$@" > %s\ncat >> %s\n'
+                       % (seen, seen))
+    command.chmod(0o755)
+    shim = tmp_path / 'shim'
+    shim.write_text(cmd_ksm.hook_shim(str(command)))
+    proc = subprocess.run(['sh', str(shim), 'vm1', op, subop, '-'],
+                          input='<domain/>' * 10000, capture_output=True,
+                          text=True, timeout=10)
+    assert (proc.returncode, proc.stderr) == (0, '')
+    if runs:
+        assert seen.read_text().startswith('vm1 %s %s -\n<domain/>'
+                                           % (op, subop))
+    else:
+        assert not seen.exists()
+
+
+def test_shipped_shim_filters_the_same_events():
+    path = os.path.join(os.path.dirname(__file__), '..', '..', '..', 'etc',
+                        'libvirt', 'hooks', 'qemu.d', 'nova-ksm-inject')
+    with open(path) as f:
+        shipped = f.read().splitlines()
+    for line in cmd_ksm.shim_event_filter():
+        assert line in shipped

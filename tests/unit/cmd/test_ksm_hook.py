@@ -29,6 +29,8 @@ def env(tmp_path, monkeypatch):
                     'hook_log_file = %s\n'
                     % (tmp_path / 'state', tmp_path / 'hook.log'))
     monkeypatch.setenv('NOVA_KSM_INJECT_CONFIG_FILES', str(conf))
+    monkeypatch.setenv('NOVA_KSM_INJECT_HOOK_CACHE',
+                       str(tmp_path / 'hook-cache.json'))
     logging.getLogger('nova_ksm_inject').setLevel(logging.NOTSET)
     yield fake_ksm, conf
     CONF.reset()
@@ -108,3 +110,114 @@ def test_console_script_ignores_other_operations_fast(tmp_path):
          'end', '-'], input=XML, capture_output=True, text=True, env=env,
         timeout=30)
     assert (proc.returncode, proc.stderr) == (0, '')
+
+
+def test_second_run_uses_the_cache_and_sees_changes(env, monkeypatch,
+                                                     tmp_path):
+    fake_ksm, conf = env
+    assert hook(monkeypatch, 'vm1', 'prepare', 'begin', '-') == 0
+    cache = tmp_path / 'hook-cache.json'
+    assert '"pages_to_scan": 100' in cache.read_text()
+    # A cached run reads no config file: prove it with one that would fail.
+    loads = []
+    monkeypatch.setattr(cmd_hook, '_load_full', loads.append)
+    assert hook(monkeypatch, 'vm1', 'prepare', 'begin', '-') == 0
+    assert loads == []
+    assert (tmp_path / 'hook.log').read_text().count(
+        'libvirt prepare begin of guest vm1') == 2
+
+
+def test_changed_config_file_is_read_again(env, monkeypatch, tmp_path):
+    fake_ksm, conf = env
+    assert hook(monkeypatch, 'vm1', 'prepare', 'begin', '-') == 0
+    assert fake_ksm.get('pages_to_scan') == '100'
+    with open(conf, 'a') as f:
+        f.write('pages_to_scan = 777\nenabled = true\n')
+    assert hook(monkeypatch, 'vm1', 'prepare', 'begin', '-') == 0
+    assert fake_ksm.get('pages_to_scan') == '777'
+    assert '"pages_to_scan": 777' in (tmp_path / 'hook-cache.json'
+                                      ).read_text()
+
+
+def test_untrusted_or_foreign_cache_is_ignored(env, monkeypatch, tmp_path):
+    fake_ksm, conf = env
+    assert hook(monkeypatch, 'vm1', 'prepare', 'begin', '-') == 0
+    cache = tmp_path / 'hook-cache.json'
+    # Someone else could have written a group-writable file.
+    cache.write_text(cache.read_text().replace('"pages_to_scan": 100',
+                                               '"pages_to_scan": 9'))
+    os.chmod(cache, 0o664)
+    assert hook(monkeypatch, 'vm1', 'prepare', 'begin', '-') == 0
+    assert fake_ksm.get('pages_to_scan') == '100'
+    # Written by another version with other fields: read nova.conf.
+    cache.write_text(cache.read_text().replace('"strict"', '"old_field"'))
+    os.chmod(cache, 0o644)
+    assert cmd_hook._cached_settings(_key()) is None
+
+
+def _key():
+    from nova_ksm_inject.ksm import hookconf
+    return hookconf.identity(hookconf.config_files())
+
+
+CACHED_RUN = """
+import json, sys
+from nova_ksm_inject.cmd import hook
+seen = []
+hook._handle = lambda argv, xml, settings: seen.append(settings)
+rc = hook.main(['vm1', 'prepare', 'begin', '-'])
+if '--modules' in sys.argv:
+    # What _handle imports, after the cached path set up its logging.
+    import nova_ksm_inject.ksm.hook, nova_ksm_inject.ksm.host
+    import nova_ksm_inject.ksm.statedir, nova_ksm_inject.ksm.control
+print(json.dumps({'rc': rc, 'pages': seen[0].pages_to_scan,
+                  'logging': 'logging' in sys.modules,
+                  # inspect (and the ast it imports) loads on first use only
+                  'inspect': 'ast' in sys.modules,
+                  'etree': 'xml.etree' in sys.modules,
+                  'oslo': sorted(m for m in sys.modules
+                                 if m.startswith('oslo_'))}))
+"""
+
+
+def _run_script(tmp_path, *args):
+    env = dict(os.environ,
+               NOVA_KSM_INJECT_CONFIG_FILES=str(tmp_path / 'nova.conf'),
+               NOVA_KSM_INJECT_HOOK_CACHE=str(tmp_path / 'cache.json'))
+    proc = subprocess.run([sys.executable, '-c', CACHED_RUN] + list(args),
+                          input=XML, capture_output=True, text=True,
+                          env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    import json
+    return json.loads(proc.stdout)
+
+
+def test_cached_run_imports_no_oslo_and_no_logging(tmp_path):
+    (tmp_path / 'nova.conf').write_text(
+        '[ksm]\npages_to_scan = 4321\nstate_dir = %s\n' % tmp_path)
+    first = _run_script(tmp_path)
+    assert 'oslo_config' in first['oslo'] and first['pages'] == 4321
+    second = _run_script(tmp_path, '--modules')
+    # The hook's stand-in for oslo_log is all there is of oslo, and not
+    # even the logging module is loaded.
+    assert second == {'rc': 0, 'pages': 4321, 'logging': False,
+                      'inspect': False, 'etree': False,
+                      'oslo': ['oslo_log', 'oslo_log.log']}
+
+
+def test_cached_run_does_not_import_tempfile(tmp_path):
+    # The state directory writes its files without tempfile (4 ms).
+    env = dict(os.environ,
+               NOVA_KSM_INJECT_CONFIG_FILES=str(tmp_path / 'nova.conf'),
+               NOVA_KSM_INJECT_HOOK_CACHE=str(tmp_path / 'cache.json'))
+    code = ("import sys; from nova_ksm_inject.ksm import hookstart; "
+            "hookstart.install_logging(hookstart.Sink()); "
+            "from nova_ksm_inject.ksm import statedir; "
+            "statedir.KsmStateDir(sys.argv[1])._write_json('x', {'a': 1}); "
+            "print('tempfile' in sys.modules)")
+    proc = subprocess.run([sys.executable, '-c', code, str(tmp_path / 's')],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert proc.stdout == 'False\n', proc.stderr
+    assert (tmp_path / 's' / 'x').read_text() == '{"a": 1}'
+    assert oct((tmp_path / 's' / 'x').stat().st_mode & 0o777) == '0o644'
+    assert sorted(os.listdir(tmp_path / 's')) == ['guests', 'x']

@@ -1,7 +1,7 @@
 """Guest file owners, checked with or without root.
 
 Injected files belong to guest uid 0, which only root may give. As root
-the owners are real. Otherwise ``guestpath`` gets an ``os`` whose
+the owners are real. Otherwise ``files.host`` gets an ``os`` whose
 ``chown``/``fchown`` record the owner asked for on that very inode (the
 one the descriptor or ``/proc/self/fd`` path names) instead of failing
 with EPERM, and whose ``stat`` calls report the recorded owner, so code
@@ -14,7 +14,7 @@ import stat
 
 import pytest
 
-from nova_ksm_inject.disk import guestpath
+from nova_ksm_inject.disk.files import host
 
 
 class _OwnedStat:
@@ -30,7 +30,7 @@ class _OwnedStat:
 
 
 class _RecordingOs:
-    """``os`` for guestpath without root: owners recorded per inode."""
+    """``os`` for files.host without root: owners recorded per inode."""
 
     def __init__(self, table):
         self._table = table
@@ -73,7 +73,7 @@ class Owners:
         self._os = None
         if not self.real:
             self._os = _RecordingOs({})
-            monkeypatch.setattr(guestpath, 'os', self._os)
+            monkeypatch.setattr(host, 'os', self._os)
 
     def chown(self, path, uid, gid):
         """Give ``path`` an owner, as the image builder did."""
@@ -87,5 +87,5 @@ class Owners:
 
 @pytest.fixture
 def owners(monkeypatch):
-    """:class:`Owners`; use it before guestpath writes anything."""
+    """:class:`Owners`; use it before files.host writes anything."""
     return Owners(monkeypatch)

@@ -1,10 +1,14 @@
 """An in-memory stand-in for a libguestfs handle (``guestfs.GuestFS``).
 
-It keeps a guest tree of dirs, files and symlinks and resolves paths as the
-appliance daemon does after chroot into the guest root: symlinks (absolute
-or relative) and ``..`` stay inside the tree. Errors are RuntimeError with
-libguestfs-style messages. Only the calls the handler and GuestfsFiles make
-exist; every call is recorded in ``calls``.
+It keeps a guest tree of dirs, files, symlinks and hard links (one node
+dict under several paths) and resolves paths as the appliance daemon does
+after chroot into the guest root. Calls follow symlinks where the real
+ones do (``chmod``, ``write``, ``write_append``, ``read_file``), so code
+that lets them follow a link is caught here; whether the appliance keeps
+paths inside the guest is for the functional tests to show, not this
+fake. Errors are RuntimeError with libguestfs-style messages. Only the
+calls the handler and GuestfsFiles make exist; every call is recorded in
+``calls``.
 """
 
 import posixpath
@@ -36,6 +40,14 @@ class FakeGuestFS:
         self.nodes[path] = {'type': kind, 'mode': mode, 'uid': uid,
                             'gid': gid, 'data': data, 'target': target}
 
+    def link(self, path, existing):
+        """A hard link: ``path`` names the node of ``existing``."""
+        self.nodes[path] = self.nodes[existing]
+
+    def nlink(self, path):
+        node = self.nodes[path]
+        return sum(1 for other in self.nodes.values() if other is node)
+
     def resolve(self, path, follow=True, depth=0):
         """The node path ``path`` names, resolved inside the tree."""
         current = '/'
@@ -65,7 +77,7 @@ class FakeGuestFS:
     def __getattribute__(self, name):
         attr = object.__getattribute__(self, name)
         if callable(attr) and not name.startswith('_') and name not in (
-                'add', 'resolve'):
+                'add', 'link', 'nlink', 'resolve'):
             calls = object.__getattribute__(self, 'calls')
 
             def recorded(*args, **kwargs):
@@ -141,11 +153,28 @@ class FakeGuestFS:
     def readlink(self, path):
         return self._node('readlink', path, follow=False)['target']
 
-    def statns(self, path):
-        node = self._node('statns', path)
-        kind = {'dir': stat.S_IFDIR, 'file': stat.S_IFREG}[node['type']]
+    def _stat(self, call, path, follow):
+        real = self.resolve(path, follow)
+        node = self.nodes.get(real)
+        if node is None:
+            raise _error(call, path)
+        kind = {'dir': stat.S_IFDIR, 'file': stat.S_IFREG,
+                'link': stat.S_IFLNK, 'char': stat.S_IFCHR}[node['type']]
         return {'st_mode': kind | node['mode'], 'st_uid': node['uid'],
-                'st_gid': node['gid'], 'st_size': len(node.get('data', b''))}
+                'st_gid': node['gid'], 'st_nlink': self.nlink(real),
+                'st_size': len(node.get('data') or b'')}
+
+    def statns(self, path):
+        return self._stat('statns', path, True)
+
+    def lstatns(self, path):
+        return self._stat('lstatns', path, False)
+
+    def realpath(self, path):
+        real = self.resolve(path)
+        if real not in self.nodes:
+            raise _error('realpath', path)
+        return real
 
     def read_file(self, path):
         return self._node('read_file', path)['data']
@@ -165,6 +194,10 @@ class FakeGuestFS:
 
     def chown(self, uid, gid, path):
         node = self._node('chown', path)
+        node['uid'], node['gid'] = uid, gid
+
+    def lchown(self, uid, gid, path):
+        node = self._node('lchown', path, follow=False)
         node['uid'], node['gid'] = uid, gid
 
     def chmod(self, mode, path):

@@ -13,8 +13,8 @@ from nova_ksm_inject import exception
 from nova_ksm_inject import privileged
 from nova_ksm_inject import utils
 from nova_ksm_inject.disk import api
-from nova_ksm_inject.disk import guestfs_files
 from nova_ksm_inject.disk import inject
+from nova_ksm_inject.disk.files import appliance
 from nova_ksm_inject.disk.handlers import base
 from nova_ksm_inject.disk.handlers import loader
 from tests.unit import fake_privsep
@@ -164,7 +164,7 @@ class GuestHandler(base.ImageHandler):
 
     def mount(self, image, partition, journal):
         self.seen.append((image.path, image.source))
-        return guestfs_files.GuestfsFiles(self.guest)
+        return appliance.GuestfsFiles(self.guest)
 
 
 @pytest.fixture

@@ -14,10 +14,10 @@ import subprocess
 import pytest
 
 from nova_ksm_inject import exception
-from nova_ksm_inject.disk import guestpath
 from nova_ksm_inject.disk import inject
 from nova_ksm_inject.disk import network
 from nova_ksm_inject.disk import password
+from nova_ksm_inject.disk.files import host
 
 pytestmark = pytest.mark.usefixtures('owners')
 
@@ -42,7 +42,7 @@ def guest(tmp_path, owners):
 
 @pytest.fixture
 def files(guest):
-    with guestpath.HostRootFiles(str(guest)) as opened:
+    with host.HostRootFiles(str(guest)) as opened:
         yield opened
 
 
@@ -97,14 +97,53 @@ def test_same_key_with_other_comment_not_added(files, guest):
     assert (guest / 'root/.ssh/authorized_keys').read_bytes() == blob_line
 
 
-def test_symlinked_key_file_changes_nothing(files, guest, mode_owner):
+def test_symlinked_key_file_changes_no_other_file(files, guest,
+                                                 mode_owner):
     (guest / 'root/.ssh').mkdir(parents=True, mode=0o755)
     # Relative: even a resolver that followed it on the host stays in tmp.
     os.symlink('../../etc/shadow', guest / 'root/.ssh/authorized_keys')
-    before = tree(guest), mode_owner(guest / 'root/.ssh')
+    before = tree(guest)
     with pytest.raises(exception.GuestPathRefused, match='symbolic link'):
         inject.inject_data(files, inject.InjectionRequest(key=KEY))
-    assert (tree(guest), mode_owner(guest / 'root/.ssh')) == before
+    assert tree(guest) == before
+    assert mode_owner(guest / 'etc/shadow') == (0o640, 0, 42)
+    # Only the directory meant for the key got the key directory's mode.
+    assert mode_owner(guest / 'root/.ssh') == (0o700, 0, 0)
+
+
+def test_symlinked_ssh_dir_changes_nothing(files, guest, mode_owner):
+    (guest / 'root').mkdir()
+    # Relative: a regression must not reach the machine's own /etc.
+    os.symlink('../etc', guest / 'root/.ssh')
+    os.chmod(guest / 'etc', 0o755)
+    before = tree(guest)
+    with pytest.raises(exception.GuestPathRefused, match='/root/.ssh is a '
+                       'symbolic link'):
+        inject.inject_data(files, inject.InjectionRequest(key=KEY))
+    assert tree(guest) == before
+    assert mode_owner(guest / 'etc') == (0o755, os.geteuid(), os.getegid())
+
+
+def test_hard_linked_key_file_is_replaced(files, guest, mode_owner):
+    (guest / 'root/.ssh').mkdir(parents=True)
+    os.link(guest / 'etc/passwd', guest / 'root/.ssh/authorized_keys')
+    passwd = (guest / 'etc/passwd').read_bytes()
+    inject.inject_data(files, inject.InjectionRequest(key=KEY))
+    assert (guest / 'etc/passwd').read_bytes() == passwd
+    assert mode_owner(guest / 'etc/passwd')[0] == 0o644
+    assert (guest / 'root/.ssh/authorized_keys').read_bytes() == \
+        passwd + inject.KEY_COMMENT + KEY.encode() + b'\n'
+    assert mode_owner(guest / 'root/.ssh/authorized_keys') == (0o600, 0, 0)
+    assert os.stat(guest / 'etc/passwd').st_nlink == 1
+
+
+def test_password_leaves_a_hard_linked_backup(files, guest, mode_owner):
+    os.link(guest / 'etc/shadow', guest / 'etc/shadow-')
+    inject.inject_data(files, inject.InjectionRequest(
+        admin_password=PASSWORD))
+    assert (guest / 'etc/shadow-').read_bytes() == SHADOW
+    assert (guest / 'etc/shadow').read_bytes() != SHADOW
+    assert mode_owner(guest / 'etc/shadow-') == (0o640, 0, 42)
     assert mode_owner(guest / 'etc/shadow') == (0o640, 0, 42)
 
 

@@ -37,6 +37,48 @@ def test_parse_unmergeable_domain(backing, reason):
     assert not domain.mergeable and reason in domain.reason
 
 
+NOVA_XML = """<domain type='kvm'>
+  <name>instance-0000000a</name>
+  <uuid>6f1e9a0c-0000-4000-8000-00000000000a</uuid>
+  <metadata>
+    <nova:instance xmlns:nova="http://openstack.org/xmlns/libvirt/nova/%s">
+      <nova:package version="34.0.0"/>
+      <nova:name>lab-vm-10</nova:name>
+      <nova:owner>
+        <nova:user uuid="u-1">student</nova:user>
+        <nova:project uuid="aa11aa11aa11aa11aa11aa11aa11aa11"
+          >lab</nova:project>
+      </nova:owner>
+    </nova:instance>
+  </metadata>
+  <memory unit='KiB'>524288</memory>
+</domain>"""
+
+
+@pytest.mark.parametrize('version', ['1.1', '1.0'])
+def test_parse_nova_owner(version):
+    domain = hook.parse_domain(NOVA_XML % version)
+    assert (domain.instance, domain.project, domain.project_name) == (
+        '6f1e9a0c-0000-4000-8000-00000000000a',
+        'aa11aa11aa11aa11aa11aa11aa11aa11', 'lab')
+
+
+def test_parse_foreign_metadata_is_not_nova():
+    xml = NOVA_XML.replace('openstack.org/xmlns/libvirt/nova/%s',
+                           'example.org/other')
+    domain = hook.parse_domain(xml)
+    assert (domain.instance, domain.project) == (None, None)
+    assert hook.parse_domain(domain_xml()).instance is None
+
+
+def test_start_records_instance_and_project(run_hook, statedir, tmp_path):
+    run_hook('prepare', 'begin', xml=NOVA_XML % '1.1')
+    [record] = statedir.guests()
+    assert record['instance'] == '6f1e9a0c-0000-4000-8000-00000000000a'
+    assert record['project'] == 'aa11aa11aa11aa11aa11aa11aa11aa11'
+    assert record['project_name'] == 'lab'
+
+
 def test_parse_minimal_xml_uses_argv_name():
     domain = hook.parse_domain('<domain/>', 'fromargv')
     assert (domain.name, domain.uuid, domain.mergeable) == (

@@ -16,10 +16,11 @@ import pytest
 
 from nova_ksm_inject import exception
 from nova_ksm_inject import utils
-from nova_ksm_inject.disk import guestfs_files
 from nova_ksm_inject.disk import image as disk_image
 from nova_ksm_inject.disk import state
+from nova_ksm_inject.disk.files import appliance
 from nova_ksm_inject.disk.handlers import guestfs
+from nova_ksm_inject.disk.handlers import guestmount
 from tests.unit.disk.fake_guestfs import FakeGuestFS
 
 IMAGE = disk_image.ImageInfo('/inst/disk', 'qcow2', 2 ** 30,
@@ -68,7 +69,7 @@ def test_binding_explicit_format_backend_partition(conf, binding):
                 backend_settings=['force_tcg'])
     with journal(conf) as j:
         files = guestfs.GuestfsHandler(conf.conf).mount(IMAGE, 2, j)
-        assert isinstance(files, guestfs_files.GuestfsFiles)
+        assert isinstance(files, appliance.GuestfsFiles)
         g = binding.handles[0]
         assert g.mounted == [('/dev/sda2', '/')]
         assert not g.closed
@@ -155,7 +156,7 @@ def test_launch_that_hangs_is_killed_after_the_timeout(conf, binding,
     binding.make = lambda: FakeGuestFS(
         launch=lambda: appliance_killed.wait(5) and (_ for _ in ()).throw(
             RuntimeError('appliance closed the connection')))
-    monkeypatch.setattr(guestfs, 'kill_appliances',
+    monkeypatch.setattr(guestmount, 'kill_appliances',
                         lambda parent, path: appliance_killed.set() or [1])
     with journal(conf) as j:
         with pytest.raises(exception.HandlerFailed) as err:
@@ -168,7 +169,7 @@ def test_launch_that_outlives_the_kill_is_closed_by_its_thread(
         conf, binding, monkeypatch):
     release = threading.Event()
     binding.make = lambda: FakeGuestFS(launch=lambda: release.wait(5))
-    monkeypatch.setattr(guestfs, 'kill_appliances', lambda parent, path: [])
+    monkeypatch.setattr(guestmount, 'kill_appliances', lambda parent, path: [])
     monkeypatch.setattr(guestfs, 'KILL_GRACE', 0.1)
     with journal(conf) as j:
         with pytest.raises(exception.HandlerFailed):
@@ -193,7 +194,7 @@ def test_kill_appliances_kills_only_matching_qemu_children(tmp_path):
                                     'file=/img/other,format=raw'])
     not_qemu = subprocess.Popen([sys.executable, *sleeper, 'file=/img/a,,b,'])
     try:
-        assert guestfs.kill_appliances(os.getpid(), '/img/a,b') == [
+        assert guestmount.kill_appliances(os.getpid(), '/img/a,b') == [
             target.pid]
         assert target.wait(5) == -9
         assert other_image.poll() is None and not_qemu.poll() is None
@@ -287,7 +288,7 @@ def test_guestmount_timeout_kills_it_and_its_appliance(conf, monkeypatch):
     fake = FakeGuestmount(monkeypatch, error=subprocess.TimeoutExpired(
         'guestmount', 120))
     killed = []
-    monkeypatch.setattr(guestfs, 'kill_appliances',
+    monkeypatch.setattr(guestmount, 'kill_appliances',
                         lambda parent, path: killed.append((parent, path)))
     with journal(conf) as j:
         with pytest.raises(exception.HandlerFailed, match='launch_timeout'):

@@ -11,8 +11,8 @@ import pytest
 from nova_ksm_inject import exception
 from nova_ksm_inject import privileged
 from nova_ksm_inject.disk import api
-from nova_ksm_inject.disk import guestfs_files
 from nova_ksm_inject.disk import inject
+from nova_ksm_inject.disk.files import appliance
 from nova_ksm_inject.virt.libvirt import injection
 from tests.unit.disk.fake_guestfs import FakeGuestFS
 
@@ -39,7 +39,7 @@ class Chain:
                            'handler_names': handler_names})
         if self.setup_error:
             raise self.setup_error
-        items = inject.inject_data(guestfs_files.GuestfsFiles(self.guest),
+        items = inject.inject_data(appliance.GuestfsFiles(self.guest),
                                    request, image_desc=path)
         return api.InjectionResult(image=None, handler='fake', items=items)
 

@@ -1,0 +1,35 @@
+"""Validator of the ``ksm:`` flavor extra spec namespace, for nova-api.
+
+nova-api loads every module of the entry point namespace
+``nova.api.extra_spec_validators`` and calls its ``register()``; with this
+package installed next to nova-api, ``ksm:merge=maybe`` (or a typo such as
+``ksm:merg``) is refused with a 400 as nova's own namespaces are, from
+microversion 2.86 on. See :mod:`nova_ksm_inject.virt.libvirt.ksm_policy`
+for what the value does.
+"""
+
+from nova.api.validation.extra_specs import base
+
+from nova_ksm_inject.virt.libvirt import ksm_policy
+
+EXTRA_SPEC_VALIDATORS = [
+    base.ExtraSpecValidator(
+        name=ksm_policy.FLAVOR_EXTRA_SPEC,
+        description=(
+            'Whether KSM may merge the memory of guests of this flavor '
+            '(nova-ksm-inject). ``false`` gives them '
+            '``<memoryBacking><nosharepages/>``, so QEMU never offers their '
+            'memory to KSM. ``true`` is the default and cannot override '
+            '``[ksm] mergeable_projects`` or an image that says '
+            '``ksm_merge=false``. Only supported by the '
+            '``ksm_inject.LibvirtDriver`` compute driver.'),
+        value={
+            'type': bool,
+            'description': 'Whether the memory may be merged.',
+        },
+    ),
+]
+
+
+def register():
+    return EXTRA_SPEC_VALIDATORS
