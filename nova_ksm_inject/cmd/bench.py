@@ -10,12 +10,12 @@ its own temporary state directory.
 """
 
 import argparse
-import signal
 import sys
 
 from nova_ksm_inject.bench import ksm
 from nova_ksm_inject.bench import ksm_report
 from nova_ksm_inject.bench import ksm_scenario
+from nova_ksm_inject.cmd import base
 from nova_ksm_inject.cmd import common
 from nova_ksm_inject.ksm import settings as ksm_settings
 
@@ -53,7 +53,10 @@ def _bounded(kind, low, high=None):
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        prog=PROG, description=__doc__.split('\n')[0])
+        prog=PROG, description=__doc__.split('\n')[0] + ' The adaptive '
+        'tuner uses the [ksm] options of nova.conf (--config-file).',
+        parents=[base.config_parent(
+            debug_help='log what the benchmark does, in detail')])
     parser.add_argument('--policies', type=policy_list,
                         default=list(ksm.ORDER),
                         help='comma-separated, run in this order '
@@ -77,11 +80,6 @@ def build_parser():
     parser.add_argument('--plot', metavar='FILE',
                         help='write a PNG of saved memory and ksmd CPU '
                              '(needs matplotlib)')
-    parser.add_argument('--config-file', action='append', metavar='FILE',
-                        help="nova.conf whose [ksm] options the adaptive "
-                             "tuner uses (default /etc/nova/nova.conf)")
-    parser.add_argument('--verbose', action='store_true',
-                        help='log what the benchmark does')
     return parser
 
 
@@ -101,8 +99,7 @@ def progress(message):
 
 
 def bench(args):
-    common.load_config(args.config_file, debug=args.verbose, prog=PROG,
-                       quiet=not args.verbose)
+    common.load_config_for(args, prog=PROG)
     settings = ksm_settings.KsmSettings.from_conf()
     scenario = scenario_from_args(args)
     try:
@@ -121,14 +118,10 @@ def bench(args):
     return 0
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt()
-
-
 def main(argv=None):
     args = build_parser().parse_args(argv)
     # SIGTERM cleans up like Ctrl-C: guests stopped, KSM restored.
-    signal.signal(signal.SIGTERM, _interrupt)
+    base.on_sigterm()
     return common.run(bench, args)
 
 

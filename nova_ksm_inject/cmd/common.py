@@ -9,12 +9,13 @@ from oslo_log import log as logging
 
 from nova_ksm_inject import exception
 from nova_ksm_inject import privileged
+from nova_ksm_inject.cmd import base
 from nova_ksm_inject.conf import CONF
 from nova_ksm_inject.ksm import hookconf
 
 DEFAULT_CONFIG_FILE = hookconf.DEFAULT_CONFIG_FILE
 CONFIG_ENV = hookconf.CONFIG_ENV
-PROG = 'nova-ksm-inject'
+PROG = base.PROG
 # Loggers held to warnings unless --verbose: ours, and privsep's (which
 # logs the start of every daemon at INFO).
 QUIET_LOGGERS = ('nova_ksm_inject', 'oslo.privsep')
@@ -68,6 +69,16 @@ def load_config(config_files_=None, debug=False, prog=PROG, quiet=False):
         # the one-line error instead.
         privileged.LOG_HELPER_OUTPUT = False
     return files
+
+
+def load_config_for(args, prog=PROG, quiet=True):
+    """:func:`load_config` with the options of
+    :func:`nova_ksm_inject.cmd.base.config_parent` in ``args``: quiet
+    (when ``quiet``) unless ``--verbose`` or ``--debug``."""
+    debug = getattr(args, 'debug', False)
+    return load_config(getattr(args, 'config_file', None), debug=debug,
+                       prog=prog,
+                       quiet=quiet and not getattr(args, 'verbose', False))
 
 
 def init_privsep():

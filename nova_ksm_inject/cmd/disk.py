@@ -1,14 +1,15 @@
-"""``inject``, ``handlers`` and ``cleanup`` subcommands."""
+"""``inject``, ``handlers`` and ``cleanup`` subcommands.
+
+The parsers need nothing but argparse; each command imports the library
+(oslo.config, the handler chain, Jinja2 for a JSON ``--net-file``) when it
+runs, so the command starts fast.
+"""
 
 import argparse
 import json
 import os
 
 from nova_ksm_inject import exception
-from nova_ksm_inject.conf import CONF
-from nova_ksm_inject.disk import api
-from nova_ksm_inject.disk import network
-from nova_ksm_inject.disk import request as disk_request
 
 INJECT_EPILOG = """\
 Handlers are tried in the order of --handlers (default: img_handlers in
@@ -123,10 +124,13 @@ def _net_config(path):
         raise exception.ConfigError(
             reason='--net-file %s: JSON must be a list of interfaces or '
                    '{"interfaces": [...]}' % path)
+    from nova_ksm_inject.disk import network
     return network.render_network(interfaces)
 
 
 def build_request(args):
+    from nova_ksm_inject.disk import request as disk_request
+
     request = disk_request.InjectionRequest()
     if args.key_file:
         request.key = _read(args.key_file, '--key-file').decode().strip()
@@ -148,11 +152,15 @@ def build_request(args):
 
 
 def _default_partition():
+    from nova_ksm_inject.conf import CONF
+
     configured = CONF.libvirt.inject_partition
     return configured if configured >= -1 else 0
 
 
 def cmd_inject(args):
+    from nova_ksm_inject.disk import api
+
     request = build_request(args)
     result = api.inject_data(
         os.path.abspath(args.image), request, fmt=args.format,
@@ -187,6 +195,9 @@ def _result_dict(result):
 
 def handler_report(names):
     """[(name, usable, reason, capabilities)] for ``handlers``."""
+    from nova_ksm_inject.conf import CONF
+    from nova_ksm_inject.disk import api
+
     rows = []
     for handler in api.load_handlers(names):
         try:
@@ -205,6 +216,9 @@ def handler_report(names):
 
 
 def cmd_handlers(args):
+    from nova_ksm_inject.conf import CONF
+    from nova_ksm_inject.disk import api
+
     names = list(CONF.img_handlers)
     rows = handler_report(names)
     others = [n for n in api.available_handlers() if n not in names]
@@ -230,6 +244,9 @@ def cmd_handlers(args):
 
 
 def cmd_cleanup(args):
+    from nova_ksm_inject.conf import CONF
+    from nova_ksm_inject.disk import api
+
     results = api.cleanup()
     failed = 0
     for result in results:

@@ -4,6 +4,9 @@
 ``apply`` and ``restore`` change it now (the hook and the tuner keep
 applying ``[ksm] enabled`` at their next event); ``install-hook`` puts
 the libvirt hook in place.
+
+The parsers need nothing but argparse; each command imports the KSM
+library (and, for a host with libvirt, libvirt) when it runs.
 """
 
 import argparse
@@ -16,12 +19,8 @@ import time
 
 from nova_ksm_inject import exception
 from nova_ksm_inject import privileged
-from nova_ksm_inject.conf import CONF
+from nova_ksm_inject.cmd import base
 from nova_ksm_inject.ksm import hookevents
-from nova_ksm_inject.ksm import host as ksm_host
-from nova_ksm_inject.ksm import settings as ksm_settings
-from nova_ksm_inject.ksm import statedir as ksm_statedir
-from nova_ksm_inject.ksm import status as ksm_status
 
 HOOKS_DIR = '/etc/libvirt/hooks'
 SHIM_NAME = 'nova-ksm-inject'
@@ -38,19 +37,9 @@ Exit status: 0 done; 1 KSM missing or not writable (nothing was changed);
 """
 
 
-def _config_parent():
-    parent = argparse.ArgumentParser(add_help=False)
-    parent.add_argument('--config-file', action='append', metavar='FILE',
-                        default=argparse.SUPPRESS,
-                        help='nova.conf to read (repeatable)')
-    parent.add_argument('--debug', action='store_true',
-                        default=argparse.SUPPRESS, help='log details')
-    return parent
-
-
 def add_parser(subparsers, parent=None):
     """Add ``ksm`` and its subcommands to the main parser."""
-    parents = [parent or _config_parent()]
+    parents = [parent or base.config_parent()]
     ksm = subparsers.add_parser(
         'ksm', parents=parents, help='Kernel Samepage Merging on this host',
         description=DESCRIPTION, epilog=EPILOG,
@@ -103,11 +92,17 @@ def add_parser(subparsers, parent=None):
 
 
 def _context():
+    from nova_ksm_inject.ksm import settings as ksm_settings
+    from nova_ksm_inject.ksm import statedir as ksm_statedir
+
     settings = ksm_settings.KsmSettings.from_conf()
     return settings, ksm_statedir.KsmStateDir(settings.state_dir)
 
 
 def cmd_status(args):
+    from nova_ksm_inject.ksm import host as ksm_host
+    from nova_ksm_inject.ksm import status as ksm_status
+
     settings, statedir = _context()
     sysfs = ksm_host.KsmHost().sysfs
     status = ksm_status.collect(sysfs, statedir, time.monotonic, time.sleep,
@@ -136,6 +131,8 @@ def _write_atomic(path, text):
 
 
 def _apply(args, force_run=None):
+    from nova_ksm_inject.conf import CONF
+
     result = privileged.ksm_apply(CONF, force_run=force_run,
                                   unmerge=args.unmerge)
     if result['unmerged']:
@@ -162,6 +159,8 @@ def cmd_disable(args):
 
 
 def cmd_restore(args):
+    from nova_ksm_inject.conf import CONF
+
     result = privileged.ksm_restore(CONF)
     print('KSM settings restored: %s' % ', '.join(
         '%s=%s' % item for item in sorted(result['restored'].items())))

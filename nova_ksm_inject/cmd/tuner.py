@@ -6,10 +6,10 @@ settings when ``[ksm] restore_on_exit`` is true).
 """
 
 import argparse
-import signal
 import sys
 import threading
 
+from nova_ksm_inject.cmd import base
 from nova_ksm_inject.cmd import common
 from nova_ksm_inject.ksm import host as ksm_host
 from nova_ksm_inject.ksm import settings as ksm_settings
@@ -20,19 +20,14 @@ PROG = 'nova-ksm-tuner'
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
-        prog=PROG, description=__doc__.split('\n')[0])
-    parser.add_argument('--config-file', action='append', metavar='FILE',
-                        help='nova.conf to read (repeatable; default '
-                             '/etc/nova/nova.conf)')
-    parser.add_argument('--debug', action='store_true',
-                        help='log every sample')
-    return parser
+    return argparse.ArgumentParser(
+        prog=PROG, description=__doc__.split('\n')[0], parents=[
+            base.config_parent(quiet=False, debug_help='log every sample')])
 
 
 def serve(args, stop):
     """Load the config and run the tuner until ``stop`` is set."""
-    common.load_config(args.config_file, debug=args.debug, prog=PROG)
+    common.load_config_for(args, prog=PROG, quiet=False)
     settings = ksm_settings.KsmSettings.from_conf()
     host = ksm_host.KsmHost.for_settings(settings)
     statedir = ksm_statedir.KsmStateDir(settings.state_dir)
@@ -47,12 +42,7 @@ def serve(args, stop):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     stop = threading.Event()
-
-    def _stop(signum, frame):
-        stop.set()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    base.on_sigterm(stop)
     return common.run(serve, args, stop)
 
 

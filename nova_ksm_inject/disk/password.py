@@ -10,15 +10,23 @@ _SALT_CHARS = string.ascii_letters + string.digits + './'
 # sizeof(struct crypt_data): ~32 KiB in libxcrypt, ~128 KiB in the old
 # glibc libcrypt; a larger zeroed buffer fits both.
 _CRYPT_DATA_SIZE = 256 * 1024
+# The soname of libxcrypt (Debian, Ubuntu, Fedora, RHEL 8+). Loaded by
+# name first: ctypes.util.find_library runs ldconfig (and maybe gcc),
+# 10-100 ms, a third of a command's run.
+_LIBCRYPT = 'libcrypt.so.1'
 
 
 @functools.lru_cache(maxsize=1)
 def _crypt_r():
-    name = ctypes.util.find_library('crypt')
-    if name is None:
-        raise OSError('libcrypt not found; install the Debian package '
-                      'libcrypt1')
-    func = ctypes.CDLL(name).crypt_r
+    try:
+        library = ctypes.CDLL(_LIBCRYPT)
+    except OSError:
+        name = ctypes.util.find_library('crypt')
+        if name is None:
+            raise OSError('libcrypt not found; install the Debian package '
+                          'libcrypt1') from None
+        library = ctypes.CDLL(name)
+    func = library.crypt_r
     func.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_void_p]
     func.restype = ctypes.c_char_p
     return func

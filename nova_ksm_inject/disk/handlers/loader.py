@@ -5,6 +5,7 @@ imported, so a typo in ``img_handlers`` fails loudly (listing the valid
 names) instead of silently dropping a handler.
 """
 
+import functools
 import importlib.metadata
 
 from oslo_log import log as logging
@@ -18,8 +19,15 @@ NAMESPACE = 'nova_ksm_inject.image_handlers'
 
 def available_handlers():
     """Names installed in the handler namespace, without importing them."""
+    return list(_installed_names())
+
+
+@functools.lru_cache(maxsize=None)
+def _installed_names():
+    # Reads every installed distribution's metadata: once per process
+    # (a job validates its handler names up to three times).
     eps = importlib.metadata.entry_points(group=NAMESPACE)
-    return sorted({ep.name for ep in eps})
+    return tuple(sorted({ep.name for ep in eps}))
 
 
 def validate_handler_names(names):

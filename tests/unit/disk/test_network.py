@@ -1,5 +1,7 @@
 """The guest network configuration rendered from its Jinja2 template."""
 
+import sys
+
 import pytest
 
 from nova_ksm_inject import exception
@@ -61,3 +63,71 @@ def test_render_missing_template(tmp_path):
     with pytest.raises(exception.ConfigError, match='nope.tmpl'):
         network.render_network([], template_path=str(tmp_path / 'nope.tmpl'))
 
+
+
+# Interfaces that exercise every branch and every missing value of the
+# packaged template.
+_VARIANTS = [
+    {'name': 'eth0', 'use_dhcp': True},
+    {'name': 'eth0', 'use_dhcp': 1, 'address_v6': 'fd00::2',
+     'netmask_v6': 64, 'gateway_v6': 'fd00::1'},
+    {'name': 'eth0', 'use_dhcp': True, 'address_v6': 'fd00::2'},
+    {'name': 'ens3', 'use_dhcp': False, 'address': '10.0.0.5',
+     'netmask': '255.255.255.0'},
+    {'name': 'ens3', 'use_dhcp': '', 'address': '10.0.0.5',
+     'netmask': '255.255.255.0', 'broadcast': '10.0.0.255',
+     'gateway': '10.0.0.1', 'dns': ['192.0.2.53', 7]},
+    {'name': 'ens3', 'use_dhcp': False, 'address': None, 'netmask': 24,
+     'broadcast': '', 'gateway': None, 'dns': '192.0.2.1 192.0.2.2',
+     'address_v6': 'fd00::5', 'netmask_v6': '64', 'gateway_v6': ''},
+    {'name': 'ens3', 'use_dhcp': False, 'address': '10.0.0.5',
+     'netmask': '255.0.0.0', 'dns': (), 'address_v6': 'fd00::5',
+     'netmask_v6': '64', 'gateway_v6': 'fd00::1', 'extra': 'ignored'},
+    # missing values: a one-line error naming the first one used
+    {'use_dhcp': True},
+    {'name': 'eth0'},
+    {'name': 'eth0', 'use_dhcp': False},
+    {'name': 'eth0', 'use_dhcp': False, 'address': '10.0.0.5'},
+    {'name': 'eth0', 'use_dhcp': True, 'address_v6': 'fd00::5'},
+]
+
+
+def _render_or_error(interfaces, template_path=None):
+    try:
+        return network.render_network(interfaces,
+                                      template_path=template_path)
+    except exception.ConfigError as err:
+        return 'ERROR ' + str(err).replace(
+            template_path or network.DEFAULT_TEMPLATE, 'TEMPLATE')
+
+
+@pytest.mark.parametrize('interfaces', [[]] + [[v] for v in _VARIANTS] + [
+    [a, b] for a in _VARIANTS[:7:2] for b in _VARIANTS[1:8:2]])
+def test_packaged_template_renders_as_jinja2_renders_it(interfaces,
+                                                        tmp_path):
+    # The packaged template is rendered without Jinja2 (start-up time);
+    # a copy elsewhere goes through Jinja2, as an operator's would.
+    copy = tmp_path / 'interfaces.template'
+    with open(network.DEFAULT_TEMPLATE) as f:
+        copy.write_text(f.read())
+    by_jinja2 = _render_or_error(interfaces, str(copy))
+    assert _render_or_error(interfaces) == by_jinja2
+
+
+def test_packaged_template_is_rendered_without_jinja2(monkeypatch):
+    monkeypatch.setitem(sys.modules, 'jinja2', None)  # import fails
+    text = network.render_network([{'name': 'eth0', 'use_dhcp': True}])
+    assert 'iface eth0 inet dhcp' in text
+    with pytest.raises(ImportError):
+        network.render_network([], template_path='/x/operator.template')
+
+
+def test_packaged_template_bad_dns_fails_as_jinja2_does(tmp_path):
+    copy = tmp_path / 'interfaces.template'
+    with open(network.DEFAULT_TEMPLATE) as f:
+        copy.write_text(f.read())
+    ifc = {'name': 'e', 'use_dhcp': False, 'address': 'a', 'netmask': 'm',
+           'dns': 5}
+    for path in (None, str(copy)):
+        with pytest.raises(TypeError, match='not iterable'):
+            network.render_network([ifc], template_path=path)

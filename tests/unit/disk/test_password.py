@@ -29,3 +29,30 @@ def test_libcrypt_without_sha512_is_an_error(monkeypatch):
     monkeypatch.setattr(password, '_crypt_r', lambda: lambda *a: b'*0')
     with pytest.raises(ValueError, match='SHA-512'):
         password.sha512_crypt('x')
+
+
+@pytest.fixture
+def fresh_library():
+    password._crypt_r.cache_clear()
+    yield
+    password._crypt_r.cache_clear()
+
+
+def test_libcrypt_by_soname_without_ldconfig(monkeypatch, fresh_library):
+    # find_library runs ldconfig: tens of ms of every command's start.
+    def no_search(name):
+        raise AssertionError('searched for %s' % name)
+    monkeypatch.setattr(password.ctypes.util, 'find_library', no_search)
+    assert password.sha512_crypt('x').startswith('$6$')
+
+
+def test_libcrypt_found_when_the_soname_differs(monkeypatch, fresh_library):
+    monkeypatch.setattr(password, '_LIBCRYPT', 'libcrypt-not-here.so.9')
+    assert password.sha512_crypt('x').startswith('$6$')
+
+
+def test_no_libcrypt_is_a_clear_error(monkeypatch, fresh_library):
+    monkeypatch.setattr(password, '_LIBCRYPT', 'libcrypt-not-here.so.9')
+    monkeypatch.setattr(password.ctypes.util, 'find_library', lambda n: None)
+    with pytest.raises(OSError, match='libcrypt1'):
+        password.sha512_crypt('x')
