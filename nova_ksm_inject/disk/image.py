@@ -9,19 +9,16 @@ the trusted directories before anything opens it.
 """
 
 import dataclasses
-import json
 import os
-import shutil
 import stat
-import time
 
 from oslo_log import log as logging
 
 from nova_ksm_inject import exception
-from nova_ksm_inject import utils
 from nova_ksm_inject.conf import CONF
 from nova_ksm_inject.disk import header
 from nova_ksm_inject.disk import imagefile
+from nova_ksm_inject.disk import qemuimg
 
 LOG = logging.getLogger(__name__)
 
@@ -126,7 +123,7 @@ def inspect_image(path, fmt=None, trusted_dirs=None, holder=None,
     _check_format(top.path, fmt, detected)
     if detected == 'qcow2':
         _check_qcow2_header(top.path, fmt, head)
-    data = _qemu_img_info(top, detected)
+    data = qemuimg.info(top.path, top.source, detected)
     # A confined caller's trusted directories were resolved, symlinks
     # checked, by disk/job.py: resolving them again here could follow a
     # symlink swapped in since.
@@ -216,60 +213,6 @@ def _check_format(path, fmt, detected):
                        ', '.join(ACCEPTED_FORMATS), detected)
 
 
-def _qemu_img_info(layer, fmt):
-    # No -U (--force-share): an image a running qemu holds for writing must
-    # fail here, as writing into it must be refused anyway.
-    path = layer.path
-    cmd = ('qemu-img', 'info', '--output=json', '-f', fmt,
-           layer.source or path)
-    limits = utils.ResourceLimits(
-        cpu_time=CONF.inject.qemu_img_cpu_time,
-        address_space=CONF.inject.qemu_img_address_space)
-    started = time.monotonic()
-    try:
-        out, _err = utils.execute(*cmd, action='inspecting image %s' % path,
-                                  preexec_fn=limits)
-    except exception.CommandFailed as err:
-        raise _qemu_img_failed(path, fmt, err) from err
-    LOG.debug('%(cmd)s took %(secs).3f s',
-              {'cmd': ' '.join(cmd), 'secs': time.monotonic() - started})
-    try:
-        data = json.loads(out)
-    except ValueError as err:
-        raise _refused(path, 'qemu-img info -f %s printed no valid JSON '
-                       '(%s)', fmt, err) from err
-    if (not isinstance(data, dict) or data.get('format') != fmt
-            or not isinstance(data.get('virtual-size'), int)
-            or data['virtual-size'] < 0):
-        raise _refused(path, 'qemu-img info -f %s did not describe a %s '
-                       'image with a virtual size', fmt, fmt)
-    return data
-
-
-def _qemu_img_failed(path, fmt, err):
-    if shutil.which('qemu-img') is None:
-        return exception.ToolMissing(tool='qemu-img', package='qemu-utils',
-                                     action='inspecting image %s' % path)
-    code = err.kwargs.get('code')
-    stderr = err.kwargs.get('stderr')
-    limits = ('[inject] qemu_img_cpu_time=%s s / qemu_img_address_space=%s '
-              'bytes' % (CONF.inject.qemu_img_cpu_time,
-                         CONF.inject.qemu_img_address_space))
-    if isinstance(code, int) and code < 0:
-        return _refused(path, 'qemu-img info was killed by signal %d, most '
-                        'likely for exceeding its limits (%s); a crafted '
-                        'image can do that on purpose (CVE-2015-5162). If '
-                        'the image is trusted, raise those options',
-                        -code, limits)
-    # qemu's lock failure ends "Is another process using the image ...?"
-    if 'another process' in (stderr or '') or 'lock' in (stderr or ''):
-        return _refused(path, 'it is in use by another process (%s); stop '
-                        'the guest or process using it first', stderr)
-    return _refused(path, 'qemu-img info -f %s failed (exit %s: %s); check '
-                    'it is a valid %s image, readable, and that %s suffice',
-                    fmt, code, stderr, fmt, limits)
-
-
 def _trusted(dirs):
     dirs = CONF.inject.trusted_backing_dirs if dirs is None else dirs
     return tuple(os.path.realpath(d) for d in dirs if d)
@@ -308,7 +251,7 @@ def _walk_chain(top, data, trusted, holder):
                            header_fmt, _CVES)
         seen.add(real)
         chain.append((layer, fmt))
-        data = _qemu_img_info(layer, fmt)
+        data = qemuimg.info(layer.path, layer.source, fmt)
 
 
 def _check_layer(top, layer, data):

@@ -19,6 +19,7 @@ from nova_ksm_inject import exception
 from nova_ksm_inject import utils
 from nova_ksm_inject.disk.files import host
 from nova_ksm_inject.disk.handlers import base
+from nova_ksm_inject.disk.handlers import qsd
 
 LOG = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ def mount(conf, image, partition, journal):
     finally:
         if os.path.ismount(mountpoint):
             journal.push('guestmount', path=mountpoint,
-                         pid=read_pid(pidfile), marker=mountpoint)
+                         pid=qsd.read_pid(pidfile), marker=mountpoint)
     LOG.info('guestmount mounted %s at %s', image.path, mountpoint)
     files = host.HostRootFiles(mountpoint, conf)
     journal.callback(files.close)
@@ -115,13 +116,3 @@ def _run(conf, image, args):
         raise exception.HandlerFailed(
             reason='guestmount could not mount %s: %s'
                    % (image.path, err)) from err
-
-
-def read_pid(pidfile):
-    """The pid guestmount wrote, or None."""
-    try:
-        with open(pidfile) as f:
-            text = f.read().strip()
-    except FileNotFoundError:
-        return None
-    return int(text) if text.isdigit() else None

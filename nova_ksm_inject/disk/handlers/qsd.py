@@ -100,7 +100,8 @@ def daemon_command(image, workdir):
 
 
 def read_pid(path):
-    """The pid in ``path``, or None when it is missing or empty."""
+    """The pid in a daemon's pid file ``path`` (qemu-storage-daemon's,
+    guestmount's), or None when it is missing or empty."""
     try:
         with open(path) as f:
             text = f.read().strip()

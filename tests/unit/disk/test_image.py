@@ -17,6 +17,7 @@ import pytest
 from nova_ksm_inject import exception
 from nova_ksm_inject import utils
 from nova_ksm_inject.disk import image
+from nova_ksm_inject.disk import qemuimg
 from tests.unit import fake_privsep
 
 QCOW2 = b'QFI\xfb' + struct.pack('>I', 3)
@@ -463,7 +464,7 @@ def test_qemu_img_failure_is_refused(tmp_path, qemu_img, code, stderr,
 def test_qemu_img_missing(tmp_path, qemu_img, monkeypatch):
     path = write(tmp_path / 'disk')
     qemu_img.failure = _failed(1, 'failed to execute qemu-img')
-    monkeypatch.setattr(image.shutil, 'which', lambda name: None)
+    monkeypatch.setattr(qemuimg.shutil, 'which', lambda name: None)
     with pytest.raises(exception.ToolMissing, match='qemu-utils'):
         image.inspect_image(path)
 
