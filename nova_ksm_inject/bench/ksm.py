@@ -24,6 +24,7 @@ import time
 from oslo_log import log as logging
 
 from nova_ksm_inject import exception
+from nova_ksm_inject import procfs
 from nova_ksm_inject.bench import ksm_adaptive
 from nova_ksm_inject.bench import ksm_guest
 from nova_ksm_inject.bench import ksm_metrics
@@ -31,7 +32,6 @@ from nova_ksm_inject.bench import ksm_policies
 from nova_ksm_inject.bench import ksm_sampler
 from nova_ksm_inject.bench import ksm_scenario
 from nova_ksm_inject.ksm import host as ksm_host
-from nova_ksm_inject.ksm import procfs
 from nova_ksm_inject.ksm import sysfs as ksm_sysfs
 
 LOG = logging.getLogger(__name__)
@@ -50,12 +50,7 @@ class BenchRefused(exception.NovaKsmInjectError):
 
 def meminfo():
     """/proc/meminfo in KiB."""
-    values = {}
-    with open('/proc/meminfo') as f:
-        for line in f:
-            name, _, rest = line.partition(':')
-            values[name] = int(rest.split()[0])
-    return values
+    return procfs.meminfo()
 
 
 def preflight(policies, sysfs, scenario, euid=None, available_mib=None):
@@ -95,12 +90,10 @@ def preflight(policies, sysfs, scenario, euid=None, available_mib=None):
 def competing_controllers(proc_root=None):
     """Running KSM controllers that would fight the benchmark."""
     found = []
-    root = proc_root or procfs.PROC_ROOT
     for pid in sorted(procfs.pids(proc_root)):
         try:
-            with open('%s/%d/cmdline' % (root, pid), 'rb') as f:
-                cmdline = f.read().decode('utf-8', 'replace').split('\0')
-        except OSError:
+            cmdline = procfs.cmdline(pid, proc_root=proc_root)
+        except procfs.ProcError:
             continue  # gone meanwhile
         if any(os.path.basename(arg) in ('ksmtuned', 'nova-ksm-tuner')
                for arg in cmdline[:2]):

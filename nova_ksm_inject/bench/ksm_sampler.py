@@ -16,7 +16,8 @@ calm scan rate; it is kept as ``pages_sharing``.
 import threading
 import time
 
-from nova_ksm_inject.ksm import procfs
+from nova_ksm_inject import procfs
+from nova_ksm_inject.ksm import processes
 
 SAMPLE_SECONDS = 0.5
 COUNTERS = ('pages_sharing', 'pages_shared', 'pages_unshared',
@@ -77,8 +78,8 @@ def noise(launcher, found=()):
     ours = set(launcher.pids().values())
     known = {entry['pid'] for entry in found}
     return list(found) + [
-        {'pid': pid, 'name': procfs.process_name(pid)}
-        for pid in sorted(set(procfs.mergeable_processes()) - ours - known)]
+        {'pid': pid, 'name': processes.process_name(pid)}
+        for pid in sorted(set(processes.mergeable_processes()) - ours - known)]
 
 
 def loadavg():

@@ -9,7 +9,7 @@ import dataclasses
 
 from oslo_log import log as logging
 
-from nova_ksm_inject.ksm import procfs
+from nova_ksm_inject.ksm import processes
 
 LOG = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ def mergeable_guest_count(statedir, proc_root=None):
     non-libvirt workloads)."""
     records = [g for g in statedir.guests() if g.get('mergeable')]
     known = {g.get('pid') for g in records}
-    others = set(procfs.mergeable_processes(proc_root)) - known
+    others = set(processes.mergeable_processes(proc_root)) - known
     return len(records) + len(others)
 
 

@@ -11,9 +11,10 @@ import time
 from oslo_log import log as logging
 
 from nova_ksm_inject import exception
+from nova_ksm_inject import procfs
 from nova_ksm_inject.ksm import control
 from nova_ksm_inject.ksm import policy as ksm_policy
-from nova_ksm_inject.ksm import procfs
+from nova_ksm_inject.ksm import processes
 
 LOG = logging.getLogger(__name__)
 
@@ -48,8 +49,8 @@ class Tuner(object):
         self.sleeper = sleeper
         self.proc_root = proc_root
         self.policy = make_policy(settings, self.sysfs)
-        self.ksmd = procfs.KsmdCpu(clock, proc_root)
-        self.watcher = procfs.MergeableWatcher(proc_root)
+        self.ksmd = processes.KsmdCpu(clock, proc_root)
+        self.watcher = processes.MergeableWatcher(proc_root)
         self.generation = None
         self.applied = None
         self.decision = None

@@ -30,7 +30,7 @@ def apply_ksm_config(connection, conf=None):
 
     The sysfs and procfs roots are the KSM modules' defaults
     (:data:`nova_ksm_inject.ksm.sysfs.KSM_ROOT`,
-    :data:`nova_ksm_inject.ksm.procfs.PROC_ROOT`, read at call time), so
+    :data:`nova_ksm_inject.procfs.PROC_ROOT`, read at call time), so
     tests point them at fake trees.
 
     :param connection: nova's open libvirt connection (never closed here:

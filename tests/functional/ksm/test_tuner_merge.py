@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from nova_ksm_inject.ksm import workload
 from tests.functional.ksm import conftest
+from tests.functional.ksm import workload
 
 COUNT, MIB, IDENTICAL = 4, 48, 0.9
 

@@ -4,9 +4,9 @@ import dataclasses
 
 import pytest
 
+from nova_ksm_inject import procfs
 from nova_ksm_inject.ksm import host as ksm_host
 from nova_ksm_inject.ksm import policy
-from nova_ksm_inject.ksm import procfs
 from nova_ksm_inject.ksm import tuner as ksm_tuner
 
 
