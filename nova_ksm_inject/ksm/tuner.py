@@ -15,6 +15,7 @@ from nova_ksm_inject import procfs
 from nova_ksm_inject.ksm import control
 from nova_ksm_inject.ksm import policy as ksm_policy
 from nova_ksm_inject.ksm import processes
+from nova_ksm_inject.ksm import signals
 
 LOG = logging.getLogger(__name__)
 
@@ -37,7 +38,8 @@ class Tuner(object):
     """
 
     LOCK_TIMEOUT = 2.0
-    LOGGED = ('run', 'pages_to_scan', 'sleep_millisecs', 'advisor_mode')
+    LOGGED = ('run', 'pages_to_scan', 'sleep_millisecs', 'smart_scan',
+              'advisor_mode')
 
     def __init__(self, settings, host, statedir, clock=time.monotonic,
                  sleeper=time.sleep, proc_root=None):
@@ -76,9 +78,9 @@ class Tuner(object):
         if event.get('generation', 0) != self.generation:
             self.generation = event.get('generation', 0)
             started = started or event.get('kind') == 'start'
-        self.statedir.prune_dead_guests()
-        records = [g for g in self.statedir.guests() if g.get('mergeable')]
-        known = {g.get('pid') for g in records}
+        guests = self._guests()
+        profit, source = signals.profit(values, self._process_stats())
+        memory = self._memory()
         return ksm_policy.Sample(
             time=self.clock(),
             full_scans=values.get('full_scans', 0),
@@ -89,9 +91,39 @@ class Tuner(object):
                 'pages_volatile')),
             pages_scanned=values.get('pages_scanned'),
             ksmd_cpu=self.ksmd.total(),
-            guests=len(records) + len(set(self.watcher.mergeable) - known),
+            guests=guests.count,
             guest_pages=self._resident_pages(),
-            started=started)
+            started=started, profit=profit, profit_source=source,
+            mem_available=memory.get('MemAvailable'),
+            mem_total=memory.get('MemTotal'),
+            psi_some=(procfs.memory_pressure(self.proc_root)
+                      or {}).get('some'))
+
+    def _guests(self):
+        """Hook records matched to the QEMU processes that run; records
+        whose guest is gone are forgotten (a lost release event)."""
+        guests = control.match_guests(
+            self.statedir.guests(), self.watcher.qemu,
+            self.watcher.mergeable, self.statedir.clock(),
+            self.settings.guest_record_grace_seconds, self.proc_root)
+        self.statedir.reconcile(guests)
+        return guests
+
+    def _process_stats(self):
+        """Fresh ksm_stat of the mergeable processes, when the kernel has
+        no general_profit (before 6.4) and the profit is estimated."""
+        if 'general_profit' in self._values:
+            return []
+        return [stats for stats in (
+            procfs.ksm_stat(pid, self.proc_root)
+            for pid in self.watcher.mergeable) if stats]
+
+    def _memory(self):
+        try:
+            return procfs.meminfo(self.proc_root)
+        except procfs.ProcError as err:
+            LOG.debug('No memory figures: %s', err)
+            return {}
 
     def _resident_pages(self):
         return sum(procfs.resident_pages(pid, self.proc_root)
@@ -109,8 +141,13 @@ class Tuner(object):
             with self.statedir.locked(timeout=self.LOCK_TIMEOUT):
                 self.host.apply(knobs)
             self.applied = knobs
-        if changed or decision.state != getattr(self.decision, 'state', None):
-            self._log(decision, knobs, sample)
+        before = (getattr(self.decision, 'state', None),
+                  getattr(self.decision, 'reason', None))
+        if before != (decision.state, decision.reason):
+            self._log(LOG.info, decision, knobs, sample)
+        elif changed:
+            # Boost retunes every quarter second: not worth an INFO line.
+            self._log(LOG.debug, decision, knobs, sample)
         self.decision = decision
         self._publish(decision.state, decision.reason, sample, decision)
         return decision
@@ -129,7 +166,7 @@ class Tuner(object):
     def _knobs(self, decision):
         if isinstance(self.policy, ksm_policy.AdaptivePolicy):
             knobs = decision.knobs()
-            if decision.run:
+            if decision.run == 1:
                 knobs.update(self.settings.tree_knobs())
                 if self.sysfs.has('advisor_mode'):
                     knobs['advisor_mode'] = 'none'
@@ -137,16 +174,18 @@ class Tuner(object):
         return control.desired_knobs(self.settings, decision.run,
                                      self.sysfs, tuner_alive=True)
 
-    def _log(self, decision, knobs, sample):
-        LOG.info('KSM %s: %s; %s (ksmd cpu %s%%, budget %d%%, merged %d '
-                 'pages, tracked %d, full scans %d, %d mergeable guests)',
-                 decision.state, decision.reason,
-                 ' '.join('%s=%s' % (k, knobs[k]) for k in self.LOGGED
-                          if k in knobs),
-                 'n/a' if decision.cpu_percent is None
-                 else '%.1f' % decision.cpu_percent,
-                 self.settings.cpu_budget_percent, sample.merged,
-                 sample.tracked, sample.full_scans, sample.guests)
+    def _log(self, log, decision, knobs, sample):
+        log('KSM %s: %s; %s (ksmd cpu %s%%, budget %d%%, merged %d pages, '
+            'tracked %d, full scans %d, profit %s MiB, %d mergeable '
+            'guests)', decision.state, decision.reason,
+            ' '.join('%s=%s' % (k, knobs[k]) for k in self.LOGGED
+                     if k in knobs),
+            'n/a' if decision.cpu_percent is None
+            else '%.1f' % decision.cpu_percent,
+            self.settings.cpu_budget_percent, sample.merged,
+            sample.tracked, sample.full_scans,
+            'n/a' if sample.profit is None
+            else '%.1f' % (sample.profit / signals.MIB), sample.guests)
 
     def _publish(self, state, reason, sample=None, decision=None):
         data = {'state': state, 'reason': reason,
@@ -158,7 +197,11 @@ class Tuner(object):
                         ksmd_cpu_percent=decision.cpu_percent)
         if sample is not None:
             data.update(merged=sample.merged, guests=sample.guests,
-                        full_scans=sample.full_scans)
+                        full_scans=sample.full_scans,
+                        profit_bytes=sample.profit,
+                        profit_source=sample.profit_source)
+        if state == ksm_policy.LOSS:
+            data['stopped_because'] = reason
         self.statedir.write_tuner(data)
 
     def run(self, should_stop):
@@ -172,7 +215,8 @@ class Tuner(object):
                     # Keep running: the next poll may succeed (EBUSY...).
                     LOG.error('KSM tuning failed: %s', err)
                     self.applied = None
-                self.sleeper(self.settings.poll_interval)
+                self.sleeper(getattr(self.decision, 'poll_seconds', None)
+                             or self.settings.poll_interval)
         finally:
             self.stop()
 
