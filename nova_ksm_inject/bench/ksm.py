@@ -38,6 +38,8 @@ LOG = logging.getLogger(__name__)
 
 LOCK_PATH = '/run/lock/nova-ksm-inject-ksm-tests.lock'
 MEMORY_MARGIN_MIB = 1024
+# Never drive the shared host's MemAvailable under this (others work too).
+BALLAST_FLOOR_MIB = 4096
 POLICIES = {cls.name: cls for cls in (
     ksm_policies.KernelDefault, ksm_policies.StaticMax,
     ksm_policies.Ksmtuned, ksm_policies.Advisor, ksm_adaptive.Adaptive)}
@@ -79,8 +81,8 @@ def preflight(policies, sysfs, scenario, euid=None, available_mib=None):
                                       'nova-ksm-inject' % name)
     if available_mib is None:
         available_mib = meminfo()['MemAvailable'] // 1024
-    needed = (scenario.waves * scenario.guests * scenario.guest_mib
-              + MEMORY_MARGIN_MIB)
+    needed = (scenario.peak_guests * scenario.guest_mib
+              + MEMORY_MARGIN_MIB + BALLAST_FLOOR_MIB)
     if needed > available_mib:
         raise BenchRefused(reason='the guests need %d MiB but only %d MiB '
                                   'are available; lower --guests or '
@@ -133,12 +135,26 @@ def reset(host, timeout=120.0):
 
 def ballast_mib(scenario):
     """Memory to hold so that the host is short of memory once every
-    guest runs: free ends at half of ksmtuned's threshold (20% of RAM),
-    never under 2 GiB."""
+    guest runs: available memory ends under 20% of RAM (ksmtuned's
+    threshold and the tuner's default), but never under
+    :data:`BALLAST_FLOOR_MIB` (the ballast gives memory back below it)."""
     info = meminfo()
-    headroom = max(2048, info['MemTotal'] // 1024 // 10)
-    guests = scenario.waves * scenario.guests * scenario.guest_mib
-    return max(0, info['MemAvailable'] // 1024 - guests - headroom)
+    total = info['MemTotal'] // 1024
+    target = max(BALLAST_FLOOR_MIB + 512, int(total * 0.18))
+    guests = scenario.peak_guests * scenario.guest_mib
+    return max(0, info['MemAvailable'] // 1024 - guests - target)
+
+
+def make_launcher(scenario, workdir, policy, progress):
+    """Synthetic guest processes, or real guests under a private libvirtd
+    (whose libvirt runs our hook for the adaptive policy)."""
+    if scenario.kind != ksm_scenario.REAL_GUESTS:
+        return ksm_scenario.GuestLauncher(scenario, workdir)
+    from nova_ksm_inject.bench import ksm_realguest
+    hook_conf = getattr(policy, 'conf', None)
+    policy.hooks_from_libvirt = hook_conf is not None
+    return ksm_realguest.RealGuestLauncher(scenario, policy.workdir,
+                                           hook_conf, progress=progress)
 
 
 def run_policy(name, scenario, host, settings, workdir, progress):
@@ -146,17 +162,18 @@ def run_policy(name, scenario, host, settings, workdir, progress):
     policy_dir = os.path.join(workdir, name)
     os.makedirs(policy_dir)
     reset(host)
-    launcher = ksm_scenario.GuestLauncher(scenario, workdir)
     policy = POLICIES[name](host, policy_dir, settings)
+    launcher = make_launcher(scenario, workdir, policy, progress)
     runner = ksm_scenario.ScenarioRunner(scenario, launcher, policy)
     ballast = ballast_mib(scenario) if scenario.pressure else 0
-    sampler, halt = None, threading.Event()
+    sampler, halt, disturbing = None, threading.Event(), []
     load = [ksm_sampler.loadavg()]
     try:
+        launcher.start()
         if ballast:
             progress('  holding %d MiB of ballast (memory pressure)'
                      % ballast)
-            launcher.spawn_ballast(ballast)
+            launcher.spawn_ballast(ballast, BALLAST_FLOOR_MIB)
         disturbing = ksm_sampler.noise(launcher)
         policy.start()
         t0 = time.monotonic()
@@ -175,7 +192,8 @@ def run_policy(name, scenario, host, settings, workdir, progress):
         reset(host)
     return {'samples': columns, 'events': runner.log,
             'report': policy.report(), 'noise': disturbing,
-            'loadavg': load, 'ballast_mib': ballast}
+            'loadavg': load, 'ballast_mib': ballast,
+            'booted': getattr(launcher, 'boot_times', None)}
 
 
 def restore(host, saved, progress):

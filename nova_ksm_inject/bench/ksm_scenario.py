@@ -43,9 +43,19 @@ class Event(object):
     wave: int
 
 
+WAVES, CHURN, SHARE_NOTHING, PRESSURE, REAL_GUESTS = (
+    'waves', 'churn', 'share-nothing', 'pressure', 'real-guests')
+KINDS = (WAVES, REAL_GUESTS, CHURN, SHARE_NOTHING, PRESSURE)
+
+
 @dataclasses.dataclass(frozen=True)
 class Scenario(object):
-    """What every policy is run against, identically."""
+    """What every policy is run against, identically.
+
+    ``kind`` ``churn``: one guest arrives every ``arrive_every`` seconds
+    and leaves ``lifetime`` seconds later, for the whole run; the other
+    kinds arrive in ``waves`` (see the module docstring).
+    """
 
     waves: int = 3
     guests: int = 4  # per wave
@@ -54,7 +64,10 @@ class Scenario(object):
     volatile: float = 0.01
     rewrite_seconds: float = 2.0
     duration: float = 180.0
-    pressure: bool = False  # hold ballast memory (--long)
+    pressure: bool = False  # hold ballast memory (--long, pressure)
+    kind: str = WAVES
+    arrive_every: float = 10.0
+    lifetime: float = 60.0
 
     ARRIVALS_SHARE = 0.75
 
@@ -72,6 +85,8 @@ class Scenario(object):
 
     def schedule(self):
         """Every :class:`Event`, in time order."""
+        if self.kind == CHURN:
+            return self._churn_schedule()
         arrive_step = self.ARRIVALS_SHARE * self.duration / self.waves
         leave_step = (1 - self.ARRIVALS_SHARE) * self.duration / self.waves
         events = [Event(i * arrive_step, ARRIVE, i + 1)
@@ -80,6 +95,30 @@ class Scenario(object):
                          + i * leave_step, LEAVE, i + 1)
                    for i in range(self.waves)]
         return events
+
+    def _churn_schedule(self):
+        arrivals = [i * self.arrive_every for i in range(
+            int(round(self.duration / self.arrive_every)))]
+        events = [Event(t, ARRIVE, i + 1) for i, t in enumerate(arrivals)]
+        events += [Event(t + self.lifetime, LEAVE, i + 1)
+                   for i, t in enumerate(arrivals)
+                   if t + self.lifetime < self.duration]
+        # At the same time, the old guest leaves before the new arrives.
+        return sorted(events, key=lambda e: (e.time, e.kind != LEAVE))
+
+    @property
+    def total_guests(self):
+        return self.guests * len([e for e in self.schedule()
+                                  if e.kind == ARRIVE])
+
+    @property
+    def peak_guests(self):
+        """Most guests running at once."""
+        running = peak = 0
+        for event in self.schedule():
+            running += self.guests if event.kind == ARRIVE else -self.guests
+            peak = max(peak, running)
+        return peak
 
     def phases(self):
         """[(wave, start, end)]: from each arrival to the next event."""
@@ -149,6 +188,9 @@ class GuestLauncher(object):
             self.running[key] = proc
         return proc
 
+    def start(self):
+        """Nothing to start for processes (a libvirtd for real guests)."""
+
     def spawn(self, guest):
         """Start ``guest``; :meth:`wait_ready` waits for its memory."""
         s = self.scenario
@@ -158,10 +200,11 @@ class GuestLauncher(object):
             '--volatile', str(s.volatile), '--rewrite-seconds',
             str(s.rewrite_seconds), '--tag', str(guest.tag)])
 
-    def spawn_ballast(self, mib):
+    def spawn_ballast(self, mib, floor_mib=4096):
         """A plain process holding ``mib`` MiB nobody may merge."""
         proc = self._spawn('ballast', sys.executable, [
-            '-m', str(mib), '--ballast', '--volatile', '0', '--tag', '0'])
+            '-m', str(mib), '--ballast', '--volatile', '0', '--tag', '0',
+            '--floor-mib', str(floor_mib)])
         self.wait_ready('ballast')
         return proc
 
