@@ -27,10 +27,12 @@ from nova_ksm_inject import exception
 from nova_ksm_inject import procfs
 from nova_ksm_inject.bench import ksm_adaptive
 from nova_ksm_inject.bench import ksm_guest
+from nova_ksm_inject.bench import ksm_launcher
 from nova_ksm_inject.bench import ksm_metrics
 from nova_ksm_inject.bench import ksm_policies
 from nova_ksm_inject.bench import ksm_sampler
 from nova_ksm_inject.bench import ksm_scenario
+from nova_ksm_inject.bench import ksm_targets
 from nova_ksm_inject.ksm import host as ksm_host
 from nova_ksm_inject.ksm import sysfs as ksm_sysfs
 
@@ -79,6 +81,8 @@ def preflight(policies, sysfs, scenario, euid=None, available_mib=None):
         if 'adaptive' in policies and not ksm_policies.console_script(name):
             raise BenchRefused(reason='%s is not installed; pip install '
                                       'nova-ksm-inject' % name)
+    if scenario.kind == ksm_scenario.REAL_GUESTS:
+        _preflight_real_guests()
     if available_mib is None:
         available_mib = meminfo()['MemAvailable'] // 1024
     needed = (scenario.peak_guests * scenario.guest_mib
@@ -87,6 +91,25 @@ def preflight(policies, sysfs, scenario, euid=None, available_mib=None):
         raise BenchRefused(reason='the guests need %d MiB but only %d MiB '
                                   'are available; lower --guests or '
                                   '--guest-mib' % (needed, available_mib))
+
+
+def _preflight_real_guests():
+    """A private libvirtd needs these; the guest disk needs debootstrap
+    once, and guests boot the host's Debian kernel."""
+    from nova_ksm_inject.bench import guest_image
+    tools = ['libvirtd', 'virtlogd', 'unshare', 'qemu-img', 'mkfs.ext4']
+    if not os.path.exists(os.path.join(guest_image.CACHE_DIR,
+                                       guest_image.IMAGE_NAME)):
+        tools.append('debootstrap')
+    missing = [t for t in tools if not shutil.which(t)]
+    if missing:
+        raise BenchRefused(reason='real guests need %s; install the '
+                                  'packages of bindep.txt (tools/install-'
+                                  'packages)' % ', '.join(missing))
+    try:
+        guest_image.host_kernel()
+    except guest_image.ImageBuildFailed as err:
+        raise BenchRefused(reason=str(err)) from err
 
 
 def competing_controllers(proc_root=None):
@@ -149,7 +172,7 @@ def make_launcher(scenario, workdir, policy, progress):
     """Synthetic guest processes, or real guests under a private libvirtd
     (whose libvirt runs our hook for the adaptive policy)."""
     if scenario.kind != ksm_scenario.REAL_GUESTS:
-        return ksm_scenario.GuestLauncher(scenario, workdir)
+        return ksm_launcher.GuestLauncher(scenario, workdir)
     from nova_ksm_inject.bench import ksm_realguest
     hook_conf = getattr(policy, 'conf', None)
     policy.hooks_from_libvirt = hook_conf is not None
@@ -214,11 +237,10 @@ def host_info():
             'page_size': ksm_guest.PAGE_SIZE}
 
 
-def run(scenario, policies, settings, lock_path=LOCK_PATH, sysfs=None,
-        progress=LOG.info):
-    """Run every policy of ``policies`` (in order); the results dict."""
-    sysfs = sysfs or ksm_sysfs.KsmSysfs()
-    preflight(policies, sysfs, scenario)
+@contextlib.contextmanager
+def session(sysfs, lock_path, progress):
+    """Hold the KSM lock, refuse competing controllers, and restore the
+    KSM settings found (also on failure); yields (host, workdir)."""
     with ksm_lock(lock_path, progress):
         competing = competing_controllers()
         if competing:
@@ -227,26 +249,35 @@ def run(scenario, policies, settings, lock_path=LOCK_PATH, sysfs=None,
         host = ksm_host.KsmHost(sysfs=sysfs)
         saved = host.save()
         workdir = tempfile.mkdtemp(prefix='nova-ksm-bench-')
-        runs, began = {}, time.monotonic()
         try:
-            for i, name in enumerate(policies):
-                progress('[%d/%d] %s: %d waves of %d x %d MiB guests over '
-                         '%.0f s' % (i + 1, len(policies), name,
-                                     scenario.waves, scenario.guests,
-                                     scenario.guest_mib, scenario.duration))
-                runs[name] = run_policy(name, scenario, host, settings,
-                                        workdir, progress)
-                for pid_name in runs[name]['noise']:
-                    progress('  WARNING: other mergeable process %(name)s '
-                             '(pid %(pid)d) ran too' % pid_name)
+            yield host, workdir
         finally:
             restore(host, saved, progress)
             shutil.rmtree(workdir, ignore_errors=True)
-    return dict(results(scenario, runs),
+
+
+def run(scenario, policies, settings, lock_path=LOCK_PATH, sysfs=None,
+        progress=LOG.info):
+    """Run every policy of ``policies`` (in order); the results dict."""
+    sysfs = sysfs or ksm_sysfs.KsmSysfs()
+    preflight(policies, sysfs, scenario)
+    runs, began = {}, time.monotonic()
+    with session(sysfs, lock_path, progress) as (host, workdir):
+        for i, name in enumerate(policies):
+            progress('[%d/%d] %s, %s: %d guests of %d MiB over %.0f s'
+                     % (i + 1, len(policies), scenario.kind, name,
+                        scenario.total_guests, scenario.guest_mib,
+                        scenario.duration))
+            runs[name] = run_policy(name, scenario, host, settings,
+                                    workdir, progress)
+            for pid_name in runs[name]['noise']:
+                progress('  WARNING: other mergeable process %(name)s '
+                         '(pid %(pid)d) ran too' % pid_name)
+    return dict(results(scenario, runs, settings),
                 wall_seconds=round(time.monotonic() - began, 1))
 
 
-def results(scenario, runs):
+def results(scenario, runs, settings):
     """Numbers for every policy run, from their samples."""
     static = runs.get(ksm_metrics.STATIC)
     if static:
@@ -257,7 +288,7 @@ def results(scenario, runs):
         source = ksm_metrics.STATIC
     else:
         levels = [scenario.expected_saving(wave * scenario.guests)
-                  for wave in range(1, scenario.waves + 1)]
+                  for wave in range(1, len(scenario.phases()) + 1)]
         source = 'theoretical'
     policies = {}
     for name, raw in runs.items():
@@ -271,10 +302,9 @@ def results(scenario, runs):
         'scenario': dict(dataclasses.asdict(scenario),
                          expected_pages=[scenario.expected_saving(
                              w * scenario.guests)
-                             for w in range(1, scenario.waves + 1)]),
+                             for w in range(1, len(scenario.phases()) + 1)]),
         'host': host_info(),
         'achievable': {'source': source, 'pages': levels},
         'policies': policies,
-        'targets': ksm_metrics.check_targets(
-            {n: p['summary'] for n, p in policies.items()}),
+        'targets': ksm_targets.for_scenario(scenario, policies, settings),
     }

@@ -2,7 +2,7 @@
 libvirtd, each from a qcow2 overlay of one cached disk.
 
 :class:`RealGuestLauncher` has the interface of the synthetic
-:class:`~nova_ksm_inject.bench.ksm_scenario.GuestLauncher`, so the same
+:class:`~nova_ksm_inject.bench.ksm_launcher.GuestLauncher`, so the same
 scenario runner, sampler and metrics serve both. The private libvirtd
 (:mod:`nova_ksm_inject.bench.libvirtd`) runs on the host's real KSM; for
 the ``adaptive`` policy our libvirt hook is installed in it before it
@@ -20,8 +20,8 @@ import time
 from oslo_log import log as logging
 
 from nova_ksm_inject.bench import guest_image
+from nova_ksm_inject.bench import ksm_launcher
 from nova_ksm_inject.bench import ksm_policies
-from nova_ksm_inject.bench import ksm_scenario
 from nova_ksm_inject.bench import libvirtd
 from nova_ksm_inject.cmd import ksm as cmd_ksm
 from nova_ksm_inject.ksm import processes
@@ -123,7 +123,7 @@ class RealGuestLauncher(object):
             return dict(self._pids)
 
     def spawn_ballast(self, mib, floor_mib=4096):
-        self.ballast = ksm_scenario.GuestLauncher(self.scenario,
+        self.ballast = ksm_launcher.GuestLauncher(self.scenario,
                                                   self.workdir)
         return self.ballast.spawn_ballast(mib, floor_mib)
 

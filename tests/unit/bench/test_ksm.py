@@ -13,10 +13,12 @@ from nova_ksm_inject.bench import ksm
 from nova_ksm_inject.bench import ksm_policies
 from nova_ksm_inject.bench import ksm_scenario
 from nova_ksm_inject.ksm import host as ksm_host
+from nova_ksm_inject.ksm import settings as ksm_settings
 from nova_ksm_inject.ksm import sysfs as ksm_sysfs
 from tests.unit.ksm import conftest as ksm_fakes
 
 SMALL = ksm_scenario.Scenario(waves=1, guests=2, guest_mib=16, duration=20)
+SETTINGS = ksm_settings.KsmSettings()
 ALL = list(ksm.ORDER)
 
 
@@ -167,7 +169,8 @@ def fake_run(levels, t95_at, cpu_per_second, duration=20.0):
 
 def test_results_take_the_achievable_saving_from_static_max():
     result = ksm.results(SMALL, {'static-max': fake_run(3000, 1.0, 0.9),
-                                 'adaptive': fake_run(3000, 2.0, 0.05)})
+                                 'adaptive': fake_run(3000, 2.0, 0.05)},
+                         SETTINGS)
     assert result['achievable'] == {'source': 'static-max',
                                     'pages': [3000]}
     adaptive = result['policies']['adaptive']['summary']
@@ -180,7 +183,7 @@ def test_results_take_the_achievable_saving_from_static_max():
 
 def test_results_without_static_max_use_the_theoretical_saving():
     result = ksm.results(SMALL, {'adaptive': fake_run(
-        SMALL.identical_pages, 2.0, 0.05)})
+        SMALL.identical_pages, 2.0, 0.05)}, SETTINGS)
     assert result['achievable']['source'] == 'theoretical'
     assert result['achievable']['pages'] == [SMALL.identical_pages]
     assert result['policies']['adaptive']['summary']['t95'] == 2.0
