@@ -24,7 +24,7 @@ from nova_ksm_inject.ksm import statedir as ksm_statedir
 LOG = logging.getLogger(__name__)
 
 CONFIG_ENV = 'NOVA_KSM_INJECT_CONFIG_FILES'
-DECISION = re.compile(r' KSM (boost|settled|pressure|loss|idle): ')
+DECISION = re.compile(r' KSM (boost|follow|settled|pressure|loss|idle): ')
 
 
 class Adaptive(ksm_policies.Policy):

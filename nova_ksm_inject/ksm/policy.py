@@ -9,11 +9,14 @@ tests feed samples directly.
 The adaptive policy, in short:
 
 * **idle**: no mergeable guest; ksmd stops (``enabled=auto``).
-* **boost**: something new to merge (a hook event, a new mergeable
-  process, guest memory or KSM's tracked pages growing): scan as fast as
-  ``cpu_budget_percent`` allows, from the first batch on (scanrate.py),
-  looking again every quarter second. ``smart_scan`` is off, so that each
-  full scan covers all mergeable memory, and a boost lasts at least three.
+* **boost**: a guest started (a hook event, a new mergeable process):
+  scan as fast as ``cpu_budget_percent`` allows, from the first batch on
+  (scanrate.py), looking again every quarter second. ``smart_scan`` is
+  off, so that each full scan covers all mergeable memory, and a boost
+  lasts at least three.
+* **follow**: the memory of running guests grew (a guest boots, works):
+  scan the new pages three times within 15 s (signals.Growth), at a cost
+  in proportion to the growth, never above the budget.
 * **settled**: pages merge only once their checksum is stable over two
   scans, so sharing that did not grow over two consecutive full scans is
   a plateau: scan all mergeable memory once per
@@ -35,9 +38,9 @@ import math
 from nova_ksm_inject.ksm import scanrate
 from nova_ksm_inject.ksm import signals
 
-IDLE, BOOST, SETTLED, PRESSURE, LOSS, STATIC, KERNEL, DISABLED = (
-    'idle', 'boost', 'settled', 'pressure', 'loss', 'static', 'kernel',
-    'disabled')
+IDLE, BOOST, FOLLOW, SETTLED, PRESSURE, LOSS, STATIC, KERNEL, DISABLED = (
+    'idle', 'boost', 'follow', 'settled', 'pressure', 'loss', 'static',
+    'kernel', 'disabled')
 
 
 @dataclasses.dataclass
@@ -94,9 +97,6 @@ class AdaptivePolicy(object):
     MIN_SETTLED_PAGES = 64
     MIN_BOOST_SCANS = 3
     PLATEAU_SCANS = 2
-    # Growth that counts: more than this fraction and this many pages.
-    GROWTH_FRACTION = 0.05
-    GROWTH_PAGES = 4096
     # Aim a little under a ceiling: ksmd's cost changes between looks.
     BUDGET_MARGIN = 0.9
 
@@ -111,7 +111,7 @@ class AdaptivePolicy(object):
         self.profit = signals.Profit(settings)
         self._mark = None  # (full_scans, merged) at the last full scan
         self._boost_scans = self._quiet_scans = 0
-        self._baseline = (0, 0)  # (guest_pages, tracked) when settled
+        self.growth = signals.Growth()
         self._knobs = None  # (run, pages_to_scan, sleep) last decided
 
     def decide(self, sample):
@@ -137,27 +137,33 @@ class AdaptivePolicy(object):
             if self.settings.enabled == 'auto':
                 return self._enter(IDLE, 0, 'no mergeable guest', cpu)
             return self._settled(sample, cpu, 'no mergeable guest')
-        growth = self._growth(sample)
-        if growth or self.state in (None, IDLE, DISABLED):
+        if sample.started or self.state in (None, IDLE, DISABLED):
             self._start_boost(sample)
-            return self._boost(sample, cpu, growth or 'guests found')
+            return self._boost(sample, cpu, 'guest started'
+                               if sample.started else 'guests found')
+        grew = self.growth.grown(sample) if self.state != BOOST else ''
         if self.state == LOSS:
+            if grew:  # new memory may pay: look again, at full speed
+                self._start_boost(sample)
+                return self._boost(sample, cpu, grew)
             return self._loss(sample, cpu, self.profit.verdict)
         verdict = self._track_scans(sample)
-        if self.state == BOOST:
-            if verdict and self.profit.losing(sample):
-                return self._loss(sample, cpu, self.profit.verdict)
-            if verdict:
-                self.scan.end_boost()
-                self._baseline = (sample.guest_pages, sample.tracked)
-                return self._settled(sample, cpu, verdict)
-            return self._boost(sample, cpu, 'merging')
         if verdict and self.profit.losing(sample):
             return self._loss(sample, cpu, self.profit.verdict)
-        # Follow shrinking memory down, so that it growing back counts.
-        self._baseline = (min(self._baseline[0], sample.guest_pages),
-                          min(self._baseline[1], sample.tracked))
-        return self._settled(sample, cpu, 'plateau held')
+        if self.state == BOOST:
+            if not verdict:
+                return self._boost(sample, cpu, 'merging')
+            self.scan.end_boost()
+            self.growth.reset(sample)
+            return self._settled(sample, cpu, verdict)
+        if not grew:
+            self.growth.shrink_with(sample)
+        return self._settled(sample, cpu, grew or self._calm_reason())
+
+    def _calm_reason(self):
+        if self.state == FOLLOW:
+            return 'following new memory'
+        return 'plateau held'
 
     # -- state helpers ----------------------------------------------------
     def _enter(self, state, run, reason, cpu, pages=None, sleep=None,
@@ -172,21 +178,6 @@ class AdaptivePolicy(object):
             return None
         return 100.0 * (sample.ksmd_cpu - prev.ksmd_cpu) / (
             sample.time - prev.time)
-
-    def _growth(self, sample):
-        """Why there is new memory to merge, or '' when there is none."""
-        if sample.started:
-            return 'guest started'
-        if self.state not in (SETTLED, PRESSURE, LOSS):
-            return ''
-        pages, tracked = self._baseline
-        for name, now, then in (('guest memory', sample.guest_pages, pages),
-                                ('KSM tracked pages', sample.tracked,
-                                 tracked)):
-            if now - then > max(self.GROWTH_PAGES,
-                                self.GROWTH_FRACTION * then):
-                return '%s grew from %d to %d pages' % (name, then, now)
-        return ''
 
     def _start_boost(self, sample):
         if self.state != BOOST:
@@ -238,16 +229,19 @@ class AdaptivePolicy(object):
 
     def _settled(self, sample, cpu, reason):
         sleep = self.SETTLED_SLEEP_MS
-        if self.pressure.check(sample):
+        seconds = self.settings.maintenance_scan_seconds
+        want = math.ceil(max(sample.tracked, sample.guest_pages)
+                         * sleep / 1000.0 / seconds)
+        follow = self.growth.rate(sample.time)
+        if follow:
+            state, ceiling = FOLLOW, self.budget
+            want += math.ceil(follow * sleep / 1000.0)
+        elif self.pressure.check(sample):
             ceiling = self.settings.pressure_cpu_budget_percent
             want = self.MAX_PAGES  # as fast as the pressure budget allows
             state, reason = PRESSURE, self.pressure.reason
         else:
-            ceiling = self.settings.settled_cpu_percent
-            seconds = self.settings.maintenance_scan_seconds
-            want = math.ceil(max(sample.tracked, sample.guest_pages)
-                             * sleep / 1000.0 / seconds)
-            state = SETTLED
+            state, ceiling = SETTLED, self.settings.settled_cpu_percent
         cap = self._batch(ceiling * self.BUDGET_MARGIN, sleep,
                           self.MIN_SETTLED_PAGES, self.MAX_PAGES)
         pages = int(max(self.MIN_SETTLED_PAGES, min(want, cap)))
@@ -259,10 +253,9 @@ class AdaptivePolicy(object):
 
     def _loss(self, sample, cpu, verdict):
         if self.state != LOSS:
-            self._baseline = (sample.guest_pages, sample.tracked)
+            self.growth.reset(sample)
         else:
-            self._baseline = (min(self._baseline[0], sample.guest_pages),
-                              min(self._baseline[1], sample.tracked))
+            self.growth.shrink_with(sample)
         run, why = self.profit.stop_run(sample)
         return self._enter(LOSS, run, '%s; %s' % (verdict, why), cpu)
 

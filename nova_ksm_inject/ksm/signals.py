@@ -122,3 +122,51 @@ class Profit(object):
                        sample.merged, need_kib / 1024.0,
                        'unknown' if sample.mem_available is None
                        else '%.0f MiB' % (sample.mem_available / 1024.0)))
+
+
+class Growth(object):
+    """New memory in guests that already run, and the scan rate that
+    covers it.
+
+    A guest's memory grows as it boots and works. A boost scans all
+    mergeable memory three times at the full budget; for growth the tuner
+    instead *follows*: it scans :attr:`FOLLOW_SCANS` times the new pages
+    within :attr:`FOLLOW_SECONDS` (``smart_scan`` skips the old pages
+    that never merged), which costs in proportion to the growth.
+    """
+
+    FRACTION = 0.05  # growth that counts: over 5% ...
+    PAGES = 4096  # ... and over 16 MiB
+    FOLLOW_SCANS = 3
+    FOLLOW_SECONDS = 15.0
+
+    def __init__(self):
+        self.baseline = (0, 0)  # (guest_pages, tracked)
+        self.follows = []  # [(until, pages per second)]
+
+    def reset(self, sample):
+        self.baseline = (sample.guest_pages, sample.tracked)
+
+    def shrink_with(self, sample):
+        """Follow shrinking memory down, so that it growing back counts."""
+        self.baseline = (min(self.baseline[0], sample.guest_pages),
+                         min(self.baseline[1], sample.tracked))
+
+    def grown(self, sample):
+        """Why there is new memory to cover, or ''; counted once."""
+        pages, tracked = self.baseline
+        for name, now, then in (('guest memory', sample.guest_pages, pages),
+                                ('KSM tracked pages', sample.tracked,
+                                 tracked)):
+            if now - then > max(self.PAGES, self.FRACTION * then):
+                self.follows.append((
+                    sample.time + self.FOLLOW_SECONDS,
+                    self.FOLLOW_SCANS * (now - then) / self.FOLLOW_SECONDS))
+                self.reset(sample)
+                return '%s grew from %d to %d pages' % (name, then, now)
+        return ''
+
+    def rate(self, now):
+        """Pages per second to scan for the growth still being followed."""
+        self.follows = [f for f in self.follows if f[0] > now]
+        return sum(rate for _, rate in self.follows)

@@ -161,27 +161,58 @@ def settle(tuner, host):
     return decision
 
 
-@pytest.mark.parametrize('change,reason', [
-    ({'started': True}, 'guest started'),
-    ({'guest_pages': 200000}, 'guest memory grew'),
-    ({'tracked': 160000}, 'KSM tracked pages grew'),
-])
-def test_growth_boosts_again(change, reason):
+def test_a_guest_start_boosts_again():
     tuner = make()
     host = Host(guests=2, started=True, guest_pages=100000, tracked=100000)
     settle(tuner, host)
-    decision = tuner.decide(dataclasses.replace(host.next(), **change))
-    assert decision.state == policy.BOOST
-    assert decision.reason.startswith(reason)
+    decision = tuner.decide(host.next(started=True))
+    assert (decision.state, decision.reason) == (policy.BOOST,
+                                                 'guest started')
 
 
-def test_memory_shrinking_then_growing_back_boosts():
+@pytest.mark.parametrize('change,reason', [
+    ({'guest_pages': 200000}, 'guest memory grew'),
+    ({'tracked': 160000}, 'KSM tracked pages grew'),
+])
+def test_growth_is_followed_in_proportion(change, reason):
+    tuner = make()
+    host = Host(guests=2, started=True, guest_pages=100000, tracked=100000)
+    calm = settle(tuner, host)
+    follow = tuner.decide(host.next(**change))
+    assert follow.state == policy.FOLLOW and follow.smart_scan == 1
+    assert follow.reason.startswith(reason)
+    total = max(change.get('guest_pages', 0), change.get('tracked', 0))
+    # All memory once per 300 s and the new pages three times in 15 s,
+    # at 200 ms sleeps.
+    assert follow.pages_to_scan == pytest.approx(
+        total * 0.2 / 300 + 3 * (total - 100000) / 15.0 * 0.2, abs=2)
+    assert tuner.decide(host.next()).reason == 'following new memory'
+    # 15 s later the growth is covered: back to the cheap state.
+    for _ in range(15):
+        decision = tuner.decide(host.next())
+    assert decision.state == policy.SETTLED
+    assert decision.pages_to_scan == pytest.approx(total * 0.2 / 300, abs=1)
+    assert calm.pages_to_scan < decision.pages_to_scan
+
+
+def test_following_stays_within_the_budget():
+    tuner = make(cpu_budget_percent=20)
+    host = Host(guests=2, started=True, guest_pages=100000, tracked=100000)
+    settle(tuner, host)
+    follow = tuner.decide(host.next(guest_pages=10 ** 8))
+    assert follow.state == policy.FOLLOW
+    # The rate model's batch for 18% of a core at 200 ms sleeps.
+    assert follow.pages_to_scan <= tuner.scan.pages_for(18, 200) + 1
+
+
+def test_memory_shrinking_then_growing_back_is_followed():
     tuner = make()
     host = Host(guests=2, started=True, guest_pages=100000, tracked=100000)
     settle(tuner, host)
     assert tuner.decide(host.next(guest_pages=50000)).state == \
         policy.SETTLED
-    assert tuner.decide(host.next(guest_pages=100000)).state == policy.BOOST
+    assert tuner.decide(host.next(guest_pages=100000)).state == \
+        policy.FOLLOW
 
 
 def test_small_growth_keeps_settled():
