@@ -18,8 +18,8 @@ The adaptive policy, in short:
   scan the new pages three times within 15 s (signals.Growth), at a cost
   in proportion to the growth, never above the budget.
 * **settled**: pages merge only once their checksum is stable over two
-  scans, so sharing that did not grow over two consecutive full scans is
-  a plateau: scan all mergeable memory once per
+  scans, so sharing that grew by less than 5% over two consecutive full
+  scans (after at least three) is a plateau: scan all mergeable memory once per
   ``maintenance_scan_seconds`` at most, with ``smart_scan`` on, and never
   above ``settled_cpu_percent`` of a core, whatever the host's memory.
 * **pressure**: settled, on a host short of memory (``MemAvailable``
@@ -97,6 +97,9 @@ class AdaptivePolicy(object):
     MIN_SETTLED_PAGES = 64
     MIN_BOOST_SCANS = 3
     PLATEAU_SCANS = 2
+    # A full scan that merged less than this share more is quiet: what
+    # still comes (a guest booting) is followed at a cost in proportion.
+    QUIET_FRACTION = 0.05
     # Aim a little under a ceiling: ksmd's cost changes between looks.
     BUDGET_MARGIN = 0.9
 
@@ -199,7 +202,7 @@ class AdaptivePolicy(object):
         self._mark = (sample.full_scans, sample.merged)
         self.profit.full_scan(sample)
         self._boost_scans += scans
-        if grown <= max(64, 0.01 * sample.merged):
+        if grown <= max(64, self.QUIET_FRACTION * sample.merged):
             self._quiet_scans += scans
         else:
             self._quiet_scans = 0

@@ -38,22 +38,28 @@ class ScanRate(object):
     # Pages per CPU second of new memory, a little under the ~250,000
     # measured on a 2-core Linux 6.18 VM: the first batch of a boost.
     INITIAL_RATE = 200000.0
+    # The cheapest pages (merged ones) seen there: ~4,000,000 a CPU second.
+    FAST_RATE = 4000000.0
     MAX_STEP = 4.0  # a window grows the batch at most fourfold
+    # ksmd reads pages_to_scan once per batch: a batch must stay short
+    # even when ksmd is starved of CPU (its duty cycle then looks low).
+    MAX_BATCH_FACTOR = 2.0
 
     def __init__(self):
         self.rate = self.INITIAL_RATE
         self.merge_rate = self.INITIAL_RATE
+        self.fast_rate = self.FAST_RATE
         self.source = 'initial guess'
         self._boost_min = None
         self._window = None  # (time, cpu, pages_scanned, pages, sleep_ms)
         self._scan_mark = None  # (full_scans, cpu) at a full-scan boundary
-        self.duty = None  # (pages, fraction of a core) of the last window
+        self.duty = None  # (pages, fraction of a core, sleep) measured
 
     def restart(self, sample, pages, sleep_ms):
-        """New knobs from ``sample`` on: measure them on their own."""
+        """New knobs from ``sample`` on: measure them on their own (the
+        last measured duty cycle stands until then)."""
         self._window = (sample.time, sample.ksmd_cpu, sample.pages_scanned,
                         pages, sleep_ms)
-        self.duty = None
 
     def observe(self, sample):
         """Account a new sample to the current window and the rate."""
@@ -69,7 +75,8 @@ class ScanRate(object):
                                                  scanned0):
             self._learn(max(1, sample.pages_scanned - scanned0) / used,
                         'pages_scanned')
-        self.duty = (pages, used / elapsed) if pages else None
+        if pages:
+            self.duty = (pages, used / elapsed, sleep_ms)
         self._window = (sample.time, sample.ksmd_cpu, sample.pages_scanned,
                         pages, sleep_ms)
 
@@ -92,6 +99,7 @@ class ScanRate(object):
 
     def _learn(self, measured, source):
         self.rate = 0.5 * self.rate + 0.5 * measured
+        self.fast_rate = max(self.fast_rate, measured)
         self.source = source
         self._boost_min = (measured if self._boost_min is None
                            else min(self._boost_min, measured))
@@ -110,13 +118,18 @@ class ScanRate(object):
 
     def pages_for(self, percent, sleep_ms):
         """The batch that holds ``percent`` of a core with ``sleep_ms``."""
-        model = self.rate * duty_batch_seconds(percent, sleep_ms)
+        batch = duty_batch_seconds(percent, sleep_ms)
+        longest = self.MAX_BATCH_FACTOR * self.fast_rate * batch
+        return min(self._pages_for(percent, sleep_ms, batch), longest)
+
+    def _pages_for(self, percent, sleep_ms, batch):
+        model = self.rate * batch
         if not self.duty:
             return model
-        pages, fraction = self.duty
-        target = min(max(percent, 0.01), 99.0) / 100.0
+        pages, fraction, measured_sleep = self.duty
         fraction = min(max(fraction, 1e-4), 0.99)
-        # b/(b+s) measured with `pages`: scale the batch to the target.
-        scaled = pages * target * (1 - fraction) / (fraction * (1 - target))
+        # b/(b+s) measured with `pages` and `measured_sleep`: the batch
+        # time of one page, and the batch that meets the target.
+        per_page = duty_batch_seconds(100 * fraction, measured_sleep) / pages
         # Down at once (the budget); up at most MAX_STEP a window.
-        return min(scaled, pages * self.MAX_STEP)
+        return min(batch / per_page, pages * self.MAX_STEP)

@@ -74,6 +74,23 @@ def test_boost_scales_the_batch_to_the_measured_duty_cycle():
         first * (0.45 * 0.05) / (0.95 * 0.55), rel=0.01)
 
 
+def test_a_starved_ksmd_never_gets_a_huge_batch():
+    """Busy guests leave ksmd 5% of a core: its duty cycle looks low, yet
+    the batch stays short (ksmd reads pages_to_scan once per batch, and
+    would hold a whole core for its length once the CPU is free)."""
+    tuner = make(cpu_budget_percent=70)
+    host = Host(guests=1, started=True, pages_scanned=0)
+    tuner.decide(host.sample)
+    for _ in range(40):
+        decision = tuner.decide(host.next(
+            dt=0.25, ksmd_cpu=host.sample.ksmd_cpu + 0.0125,
+            pages_scanned=host.sample.pages_scanned + 10000))
+    longest = 2 * scanrate.ScanRate.FAST_RATE * scanrate.duty_batch_seconds(
+        63, 20)
+    assert decision.pages_to_scan <= longest
+    assert decision.pages_to_scan >= longest / 2  # it does push
+
+
 def test_boost_without_enough_cpu_ticks_keeps_the_model():
     tuner = make(cpu_budget_percent=50)
     host = Host(guests=1, started=True)
