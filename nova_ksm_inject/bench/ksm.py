@@ -262,17 +262,19 @@ def run(scenario, policies, settings, lock_path=LOCK_PATH, sysfs=None,
     sysfs = sysfs or ksm_sysfs.KsmSysfs()
     preflight(policies, sysfs, scenario)
     runs, began = {}, time.monotonic()
-    with session(sysfs, lock_path, progress) as (host, workdir):
-        for i, name in enumerate(policies):
-            progress('[%d/%d] %s, %s: %d guests of %d MiB over %.0f s'
-                     % (i + 1, len(policies), scenario.kind, name,
-                        scenario.total_guests, scenario.guest_mib,
-                        scenario.duration))
+    for i, name in enumerate(policies):
+        progress('[%d/%d] %s, %s: %d guests of %d MiB over %.0f s'
+                 % (i + 1, len(policies), scenario.kind, name,
+                    scenario.total_guests, scenario.guest_mib,
+                    scenario.duration))
+        # The lock is held per policy: a KSM test waits minutes, not an
+        # hour, and finds the KSM settings as they were.
+        with session(sysfs, lock_path, progress) as (host, workdir):
             runs[name] = run_policy(name, scenario, host, settings,
                                     workdir, progress)
-            for pid_name in runs[name]['noise']:
-                progress('  WARNING: other mergeable process %(name)s '
-                         '(pid %(pid)d) ran too' % pid_name)
+        for pid_name in runs[name]['noise']:
+            progress('  WARNING: other mergeable process %(name)s '
+                     '(pid %(pid)d) ran too' % pid_name)
     return dict(results(scenario, runs, settings),
                 wall_seconds=round(time.monotonic() - began, 1))
 

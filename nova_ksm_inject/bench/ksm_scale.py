@@ -174,18 +174,21 @@ def run(sizes, settings, host, workdir, settled_seconds=60.0,
         progress=print, available=None):
     """Every size in order (the caller holds the KSM lock)."""
     points, skipped = [], {}
-    for i, gib in enumerate(sizes):
+    for gib in sizes:
         free = (available or _available_mib)()
         why_not = fits(gib, free)
         if why_not:
             skipped[gib] = why_not
-            progress('[scale %d/%d] %d GiB skipped: %s'
-                     % (i + 1, len(sizes), gib, why_not))
+            progress('[scale] %d GiB skipped: %s' % (gib, why_not))
             continue
-        progress('[scale %d/%d] %d GiB of mergeable memory'
-                 % (i + 1, len(sizes), gib))
+        progress('[scale] %d GiB of mergeable memory' % gib)
         points.append(measure(gib, host, settings, workdir,
                               settled_seconds))
+    return summary(points, skipped, settings)
+
+
+def summary(points, skipped, settings):
+    """The scaling run's result: points, model and targets."""
     return {'kind': 'scale', 'points': points, 'skipped': skipped,
             'model': model(points),
             'settled_cpu_ceiling': settings.settled_cpu_percent,
@@ -199,8 +202,15 @@ def _available_mib():
 
 def run_locked(sizes, settings, lock_path=bench.LOCK_PATH, sysfs=None,
                progress=print):
-    """:func:`run` under the KSM lock, with the settings restored."""
+    """:func:`run`, each size under the KSM lock, the settings restored
+    after each."""
     sysfs = sysfs or bench.ksm_sysfs.KsmSysfs()
     bench.preflight(['adaptive'], sysfs, scenario_for(1))
-    with bench.session(sysfs, lock_path, progress) as (host, workdir):
-        return run(sizes, settings, host, workdir, progress=progress)
+    results = []
+    for gib in sizes:
+        with bench.session(sysfs, lock_path, progress) as (host, workdir):
+            results.append(run([gib], settings, host, workdir,
+                               progress=progress))
+    return summary([p for r in results for p in r['points']],
+                   {k: v for r in results for k, v in r['skipped'].items()},
+                   settings)

@@ -60,10 +60,9 @@ class Pressure(object):
         if sample.mem_available is not None and sample.mem_total:
             available = 100.0 * sample.mem_available / sample.mem_total
         psi = sample.psi_some
-        if self.active:
-            limit *= self.EXIT_FACTOR
+        exit_factor = self.EXIT_FACTOR if self.active else 1.0
         psi_limit = self.PSI_SOME_PERCENT / (2 if self.active else 1)
-        low = available is not None and available < limit
+        low = available is not None and available < limit * exit_factor
         stalled = psi is not None and psi >= psi_limit
         self.active = low or stalled
         self.reason = ('memory pressure: MemAvailable %s of RAM (limit %g%%),'

@@ -63,8 +63,8 @@ def assert_targets_met(result):
 
 
 def test_waves(ksm_saved, tmp_path):
-    scenario = ksm_scenario.Scenario(waves=1, guests=2, guest_mib=64,
-                                     duration=20)
+    scenario = ksm_scenario.Scenario(waves=1, guests=2, guest_mib=256,
+                                     duration=24)
     result = run_bench(ksm_saved, scenario, ['static-max', 'adaptive'])
     expected = scenario.expected_saving(scenario.guests)
     assert result['achievable']['source'] == 'static-max'
@@ -109,7 +109,7 @@ def test_pressure(ksm_saved):
     settings = dataclasses.replace(SETTINGS,
                                    pressure_memavailable_percent=99.0)
     scenario = ksm_scenario.Scenario(kind='pressure', waves=2, guests=2,
-                                     guest_mib=64, duration=24)
+                                     guest_mib=128, duration=40)
     result = run_bench(ksm_saved, scenario, ['static-max', 'adaptive'],
                        settings)
     decisions = result['policies']['adaptive']['report']['decisions']
