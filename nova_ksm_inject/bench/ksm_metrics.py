@@ -21,7 +21,8 @@ SLOW = ('default', 'advisor', 'ksmtuned')
 MAX_TIME_RATIO = 2.0  # adaptive's t95 within 2x static-max's
 MAX_CPU_SHARE = 0.10  # adaptive's ksmd CPU within 10% of static-max's
 MIN_SPEEDUP = 5.0  # adaptive's t95 5x sooner than the slow policies
-FINAL_WINDOW = 20.0  # seconds before the first guest leaves
+# "At the end": the last 20 s (at most the second half) of the last phase.
+FINAL_WINDOW = 20.0
 
 
 def time_to(times, values, threshold, start, end):
@@ -126,7 +127,9 @@ def summarize(samples, phases, levels, duration, page_size):
         'efficiency': round(gib_min / cpu, 4) if cpu > 0 else None,
         'peak_saved_gib': round(max(saved_gib, default=0.0), 3),
         'final_saved_gib': round(final_level(
-            times, saved_gib, phases[-1][2] if phases else duration), 3),
+            times, saved_gib, phases[-1][2] if phases else duration,
+            min(FINAL_WINDOW, (phases[-1][2] - phases[-1][1]) / 2.0)
+            if phases else FINAL_WINDOW), 3),
         'shortest_phase': min((w['phase_seconds'] for w in waves),
                               default=0.0),
     }

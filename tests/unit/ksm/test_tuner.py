@@ -231,3 +231,22 @@ def test_the_tuner_says_why_it_stopped_at_a_loss(make_tuner, fake_ksm,
     assert published['stopped_because'].startswith('merging does not pay')
     assert published['profit_bytes'] == -640000
     assert 'KSM loss: merging does not pay' in caplog.text
+
+
+def test_a_hook_event_cuts_the_wait_short(make_tuner, statedir, clock):
+    tuner = make_tuner(poll_interval=5.0)
+    tuner.start()
+    tuner.step()
+    began = clock()
+    tuner.wait(5.0)
+    assert clock() - began == pytest.approx(5.0)
+    real_sleep = clock.sleep
+
+    def sleep_then_start(seconds):
+        real_sleep(seconds)
+        if clock() - began >= 5.3:
+            statedir.bump_event('start', 'vm')
+    tuner.sleeper = sleep_then_start
+    tuner.wait(5.0)
+    # Noticed at the next tenth of a second, not after 5 s.
+    assert clock() - began == pytest.approx(5.3, abs=0.11)
