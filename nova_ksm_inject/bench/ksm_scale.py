@@ -64,7 +64,7 @@ def measure(gib, host, settings, workdir, settled_seconds):
     bench.reset(host)
     launcher = ksm_launcher.GuestLauncher(scenario, policy_dir)
     policy = bench.POLICIES['adaptive'](host, policy_dir, settings)
-    sampler = None
+    sampler, noise = None, ksm_sampler.noise(launcher)
     try:
         policy.start()
         t0 = time.monotonic()
@@ -77,6 +77,7 @@ def measure(gib, host, settings, workdir, settled_seconds):
             ksm_statedir.KsmStateDir(policy.state_dir), SETTLE_TIMEOUT)
         if settled_at is not None:
             time.sleep(settled_seconds)
+        noise = ksm_sampler.noise(launcher, noise)
         samples = sampler.finish()
     finally:
         if sampler is not None:
@@ -84,8 +85,10 @@ def measure(gib, host, settings, workdir, settled_seconds):
         launcher.stop_all()
         policy.stop()
         bench.reset(host)
-    return point(gib, scenario, samples, filled,
-                 None if settled_at is None else settled_at - t0)
+    return dict(point(gib, scenario, samples, filled,
+                      None if settled_at is None else settled_at - t0),
+                noise=noise, decisions=policy.report()['decisions'],
+                loadavg=ksm_sampler.loadavg())
 
 
 def _wait_settled(statedir, timeout):

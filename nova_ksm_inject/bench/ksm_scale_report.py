@@ -48,6 +48,10 @@ def format_text(result):
     lines += model_lines(result)
     for gib, why in sorted(result['skipped'].items()):
         lines.append('Skipped %s GiB: %s' % (gib, why))
+    for p in result['points']:
+        for other in p.get('noise', []):
+            lines.append('noise at %d GiB: mergeable process %s (pid %d)'
+                         % (p['gib'], other['name'], other['pid']))
     lines += ['', 'Targets:'] + ksm_report.target_lines(result['targets'])
     return '\n'.join(lines)
 

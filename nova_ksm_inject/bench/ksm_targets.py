@@ -157,10 +157,10 @@ def loss_check(adaptive):
 
 def loss_detection(run):
     """(seconds, ksmd CPU s after): when ksmd was stopped (``run`` 0)
-    with guests still running, and what it used from then until they
-    left; None when it never was."""
+    after the last guest arrived (each new guest is worth a look), and
+    what it used from then until guests left; None when it never was."""
     samples, events = run['samples'], run['events']
-    arrived = min((e['done'] for e in events if e['kind'] == 'arrive'),
+    arrived = max((e['done'] for e in events if e['kind'] == 'arrive'),
                   default=None)
     leave = min((e['time'] for e in events if e['kind'] == 'leave'),
                 default=samples['t'][-1] if samples['t'] else 0)
