@@ -23,13 +23,13 @@ import time
 
 from oslo_log import log as logging
 
-from nova_ksm_inject import exception
 from nova_ksm_inject import procfs
 from nova_ksm_inject.bench import ksm_adaptive
 from nova_ksm_inject.bench import ksm_guest
 from nova_ksm_inject.bench import ksm_launcher
 from nova_ksm_inject.bench import ksm_metrics
 from nova_ksm_inject.bench import ksm_policies
+from nova_ksm_inject.bench import ksm_preflight
 from nova_ksm_inject.bench import ksm_sampler
 from nova_ksm_inject.bench import ksm_scenario
 from nova_ksm_inject.bench import ksm_targets
@@ -39,92 +39,10 @@ from nova_ksm_inject.ksm import sysfs as ksm_sysfs
 LOG = logging.getLogger(__name__)
 
 LOCK_PATH = '/run/lock/nova-ksm-inject-ksm-tests.lock'
-MEMORY_MARGIN_MIB = 1024
-# Never drive the shared host's MemAvailable under this (others work too).
-BALLAST_FLOOR_MIB = 4096
 POLICIES = {cls.name: cls for cls in (
     ksm_policies.KernelDefault, ksm_policies.StaticMax,
     ksm_policies.Ksmtuned, ksm_policies.Advisor, ksm_adaptive.Adaptive)}
 ORDER = ('default', 'static-max', 'ksmtuned', 'advisor', 'adaptive')
-
-
-class BenchRefused(exception.NovaKsmInjectError):
-    msg_fmt = "Cannot run the KSM benchmark: %(reason)s"
-
-
-def meminfo():
-    """/proc/meminfo in KiB."""
-    return procfs.meminfo()
-
-
-def preflight(policies, sysfs, scenario, euid=None, available_mib=None):
-    """Refuse, with the cause and the fix, what cannot run here.
-
-    :raises BenchRefused, KsmUnavailable, KsmNotWritable: nothing changed.
-    """
-    euid = os.geteuid() if euid is None else euid
-    if euid != 0:
-        raise BenchRefused(reason='it must run as root: it writes %s and '
-                                  'reads ksmd\'s CPU time; run it with sudo'
-                                  % sysfs.root)
-    sysfs.require()
-    sysfs.check_writable(['run', 'pages_to_scan', 'sleep_millisecs'])
-    if 'advisor' in policies and not sysfs.has('advisor_mode'):
-        raise BenchRefused(reason='this kernel has no KSM advisor (Linux '
-                                  '6.8+); drop "advisor" from --policies')
-    if 'ksmtuned' in policies and not os.access(ksm_policies.KSMTUNED,
-                                                os.X_OK):
-        raise BenchRefused(reason='%s is missing; install the ksmtuned '
-                                  'package or drop "ksmtuned" from '
-                                  '--policies' % ksm_policies.KSMTUNED)
-    for name in ('nova-ksm-tuner', 'nova-ksm-libvirt-hook'):
-        if 'adaptive' in policies and not ksm_policies.console_script(name):
-            raise BenchRefused(reason='%s is not installed; pip install '
-                                      'nova-ksm-inject' % name)
-    if scenario.kind == ksm_scenario.REAL_GUESTS:
-        _preflight_real_guests()
-    if available_mib is None:
-        available_mib = meminfo()['MemAvailable'] // 1024
-    needed = (scenario.peak_guests * scenario.guest_mib
-              + MEMORY_MARGIN_MIB + BALLAST_FLOOR_MIB)
-    if needed > available_mib:
-        raise BenchRefused(reason='the guests need %d MiB but only %d MiB '
-                                  'are available; lower --guests or '
-                                  '--guest-mib' % (needed, available_mib))
-
-
-def _preflight_real_guests():
-    """A private libvirtd needs these; the guest disk needs debootstrap
-    once, and guests boot the host's Debian kernel."""
-    from nova_ksm_inject.bench import guest_image
-    tools = ['libvirtd', 'virtlogd', 'unshare', 'qemu-img', 'mkfs.ext4']
-    if not os.path.exists(os.path.join(guest_image.CACHE_DIR,
-                                       guest_image.IMAGE_NAME)):
-        tools.append('debootstrap')
-    missing = [t for t in tools if not shutil.which(t)]
-    if missing:
-        raise BenchRefused(reason='real guests need %s; install the '
-                                  'packages of bindep.txt (tools/install-'
-                                  'packages)' % ', '.join(missing))
-    try:
-        guest_image.host_kernel()
-    except guest_image.ImageBuildFailed as err:
-        raise BenchRefused(reason=str(err)) from err
-
-
-def competing_controllers(proc_root=None):
-    """Running KSM controllers that would fight the benchmark."""
-    found = []
-    for pid in sorted(procfs.pids(proc_root)):
-        try:
-            cmdline = procfs.cmdline(pid, proc_root=proc_root)
-        except procfs.ProcError:
-            continue  # gone meanwhile
-        if any(os.path.basename(arg) in ('ksmtuned', 'nova-ksm-tuner')
-               for arg in cmdline[:2]):
-            found.append('%s (pid %d)' % (' '.join(cmdline[:2]).strip(),
-                                          pid))
-    return found
 
 
 @contextlib.contextmanager
@@ -150,8 +68,8 @@ def reset(host, timeout=120.0):
     while (host.sysfs.read_int('pages_shared')
            or host.sysfs.read_int('pages_sharing')):
         if time.monotonic() > deadline:
-            raise BenchRefused(reason='KSM still shares pages %d s after '
-                                      'run=2' % timeout)
+            raise ksm_preflight.BenchRefused(
+                reason='KSM still shares pages %d s after run=2' % timeout)
         time.sleep(0.1)
     host.apply(ksm_policies.KERNEL_DEFAULTS)
 
@@ -160,10 +78,11 @@ def ballast_mib(scenario):
     """Memory to hold so that the host is short of memory once every
     guest runs: available memory ends under 20% of RAM (ksmtuned's
     threshold and the tuner's default), but never under
-    :data:`BALLAST_FLOOR_MIB` (the ballast gives memory back below it)."""
-    info = meminfo()
+    ``ksm_preflight.BALLAST_FLOOR_MIB`` (the ballast gives memory back
+    below it)."""
+    info = procfs.meminfo()
     total = info['MemTotal'] // 1024
-    target = max(BALLAST_FLOOR_MIB + 512, int(total * 0.18))
+    target = max(ksm_preflight.BALLAST_FLOOR_MIB + 512, int(total * 0.18))
     guests = scenario.peak_guests * scenario.guest_mib
     return max(0, info['MemAvailable'] // 1024 - guests - target)
 
@@ -196,7 +115,7 @@ def run_policy(name, scenario, host, settings, workdir, progress):
         if ballast:
             progress('  holding %d MiB of ballast (memory pressure)'
                      % ballast)
-            launcher.spawn_ballast(ballast, BALLAST_FLOOR_MIB)
+            launcher.spawn_ballast(ballast, ksm_preflight.BALLAST_FLOOR_MIB)
         disturbing = ksm_sampler.noise(launcher)
         policy.start()
         t0 = time.monotonic()
@@ -231,7 +150,7 @@ def restore(host, saved, progress):
 
 
 def host_info():
-    info = meminfo()
+    info = procfs.meminfo()
     return {'kernel': platform.release(), 'cpus': os.cpu_count(),
             'mem_total_mib': info['MemTotal'] // 1024,
             'page_size': ksm_guest.PAGE_SIZE}
@@ -242,10 +161,11 @@ def session(sysfs, lock_path, progress):
     """Hold the KSM lock, refuse competing controllers, and restore the
     KSM settings found (also on failure); yields (host, workdir)."""
     with ksm_lock(lock_path, progress):
-        competing = competing_controllers()
+        competing = ksm_preflight.competing_controllers()
         if competing:
-            raise BenchRefused(reason='%s already tune(s) KSM; stop it '
-                                      'first' % ', '.join(competing))
+            raise ksm_preflight.BenchRefused(
+                reason='%s already tune(s) KSM; stop it first'
+                % ', '.join(competing))
         host = ksm_host.KsmHost(sysfs=sysfs)
         saved = host.save()
         workdir = tempfile.mkdtemp(prefix='nova-ksm-bench-')
@@ -260,7 +180,7 @@ def run(scenario, policies, settings, lock_path=LOCK_PATH, sysfs=None,
         progress=LOG.info):
     """Run every policy of ``policies`` (in order); the results dict."""
     sysfs = sysfs or ksm_sysfs.KsmSysfs()
-    preflight(policies, sysfs, scenario)
+    ksm_preflight.preflight(policies, sysfs, scenario)
     runs, began = {}, time.monotonic()
     for i, name in enumerate(policies):
         progress('[%d/%d] %s, %s: %d guests of %d MiB over %.0f s'

@@ -24,6 +24,7 @@ from nova_ksm_inject import procfs
 from nova_ksm_inject.bench import ksm as bench
 from nova_ksm_inject.bench import ksm_launcher
 from nova_ksm_inject.bench import ksm_metrics
+from nova_ksm_inject.bench import ksm_preflight
 from nova_ksm_inject.bench import ksm_sampler
 from nova_ksm_inject.bench import ksm_scenario
 from nova_ksm_inject.bench import ksm_targets
@@ -208,7 +209,7 @@ def run_locked(sizes, settings, lock_path=bench.LOCK_PATH, sysfs=None,
     """:func:`run`, each size under the KSM lock, the settings restored
     after each."""
     sysfs = sysfs or bench.ksm_sysfs.KsmSysfs()
-    bench.preflight(['adaptive'], sysfs, scenario_for(1))
+    ksm_preflight.preflight(['adaptive'], sysfs, scenario_for(1))
     results = []
     for gib in sizes:
         with bench.session(sysfs, lock_path, progress) as (host, workdir):
