@@ -137,8 +137,18 @@ class PrivateLibvirtd(object):
         if self.proc.poll() is not None:
             raise RuntimeError('private libvirtd exited: %s'
                                % self.proc.stderr.read().decode()[-500:])
-        self.conn = libvirt.open(self.uri)
+        # The socket exists before libvirtd answers on it (a loaded host).
+        self.conn = wait_for(lambda: self._connect(libvirt), 30,
+                             interval=0.5, what='libvirtd to answer')
         return self
+
+    def _connect(self, libvirt):
+        try:
+            return libvirt.open(self.uri)
+        except libvirt.libvirtError:
+            if self.proc.poll() is not None:
+                raise
+            return None
 
     def start_domain(self, name=None, mib=64, **kwargs):
         """Create and start a transient TCG domain (see domain_xml)."""

@@ -174,17 +174,19 @@ def bench(args):
             results[kind], text = run_scenario(kind, args, settings)
             checks += results[kind]['targets']
             print(text + '\n', flush=True)
+            # What a long run measured survives a later failure.
+            _write_outputs(args, kinds, results, kind)
     except KeyboardInterrupt:
         return common.fail('interrupted; guests stopped and the KSM '
                            'settings restored', 130)
     if len(kinds) > 1:
         print('Targets of this run, side by side:\n')
         print(ksm_report.summary_table(checks))
-    _write_outputs(args, kinds, results)
     return 0
 
 
-def _write_outputs(args, kinds, results):
+def _write_outputs(args, kinds, results, kind):
+    """The JSON so far and ``kind``'s plot."""
     if args.json:
         ksm_report.write_json(results if len(kinds) > 1
                               else results[kinds[0]], args.json)
@@ -192,11 +194,10 @@ def _write_outputs(args, kinds, results):
     if not args.plot:
         return
     from nova_ksm_inject.bench import ksm_scale_report
-    for kind in kinds:
-        path = plot_path(args.plot, kind, len(kinds) > 1)
-        draw = ksm_scale_report.plot if kind == SCALE else ksm_report.plot
-        why_not = draw(results[kind], path)
-        progress(why_not or 'Wrote %s' % path)
+    path = plot_path(args.plot, kind, len(kinds) > 1)
+    draw = ksm_scale_report.plot if kind == SCALE else ksm_report.plot
+    why_not = draw(results[kind], path)
+    progress(why_not or 'Wrote %s' % path)
 
 
 def _interrupt(signum, frame):
