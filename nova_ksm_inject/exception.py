@@ -3,6 +3,10 @@
 Every error carries a message template filled from keyword arguments (the
 os-brick way); messages say what was being done, to what, why, and the fix.
 The command line prints ``str(err)`` as one line and exits non-zero.
+
+An error raised in a privsep daemon reaches the caller rebuilt from its
+message alone (``cls(*err.args)``), so every class accepts a finished
+message as its only positional argument.
 """
 
 
@@ -65,10 +69,34 @@ class HandlerFailed(NovaKsmInjectError):
 class NoHandlerMounted(NovaKsmInjectError):
     msg_fmt = ("No image handler could mount %(path)s: %(reasons)s")
 
-    def __init__(self, path, reasons):
+    def __init__(self, path, reasons=None):
+        if reasons is None:  # rebuilt from its message (privsep)
+            self.reasons = []
+            super().__init__(path)
+            return
         self.reasons = list(reasons)
         joined = '; '.join('%s: %s' % (n, r) for n, r in self.reasons)
         super().__init__(path=path, reasons=joined or 'no handler configured')
+
+
+class UnwindFailed(NovaKsmInjectError):
+    msg_fmt = ("Cleaning up the mount of %(image)s failed: %(reason)s"
+               "%(after)s. Its journal %(record)s is kept: once the cause "
+               "is fixed, run 'nova-ksm-inject cleanup'.")
+
+
+class StateDirUnsafe(NovaKsmInjectError):
+    msg_fmt = ("State directory %(path)s refused: %(reason)s. It holds the "
+               "mounts and journals of injections and must be a directory "
+               "only root can enter; remove it or fix [inject] state_dir.")
+
+
+class PrivilegeError(NovaKsmInjectError):
+    msg_fmt = ("Cannot start the privileged helper for %(what)s: %(reason)s. "
+               "Allow this user to run privsep-helper through sudo (or "
+               "nova-rootwrap with the shipped filters) as the README's "
+               "deployment section shows, or set [%(section)s] "
+               "helper_command.")
 
 
 class GuestPathRefused(NovaKsmInjectError):

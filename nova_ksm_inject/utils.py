@@ -1,20 +1,19 @@
 """Running commands: the one place this package starts a process.
 
-``execute`` wraps oslo.concurrency's ``processutils.execute``: privileged
-commands use ``[inject] root_helper`` unless we are already root, a missing
+``execute`` wraps oslo.concurrency's ``processutils.execute``: a missing
 binary becomes ToolMissing and a non-zero exit becomes CommandFailed, each
-naming what was being done. Every command name used here must be listed in
-``etc/nova/rootwrap.d/nova-ksm-inject.filters`` (a unit test checks it).
+naming what was being done. Commands run with the caller's privileges:
+privileged ones only ever run inside a privsep daemon (or a root caller),
+never through a root helper, so the rootwrap filters list nothing but
+``privsep-helper``.
 """
 
-import os
 import resource
 
 from oslo_concurrency import processutils
 from oslo_log import log as logging
 
 from nova_ksm_inject import exception
-from nova_ksm_inject.conf import CONF
 
 LOG = logging.getLogger(__name__)
 
@@ -35,20 +34,15 @@ PACKAGES = {
 }
 
 
-def execute(*cmd, action=None, run_as_root=False, check_exit_code=True,
-            **kwargs):
+def execute(*cmd, action=None, check_exit_code=True, **kwargs):
     """Run ``cmd`` and return ``(stdout, stderr)``.
 
     :param action: what is being done, for error messages
         ("attaching loop device").
-    :param run_as_root: use the root helper unless already root.
     :raises ToolMissing: the binary does not exist.
     :raises CommandFailed: non-zero exit (when ``check_exit_code``).
     """
     action = action or 'running %s' % cmd[0]
-    if run_as_root and os.geteuid() != 0:
-        kwargs['run_as_root'] = True
-        kwargs['root_helper'] = CONF.inject.root_helper
     try:
         return processutils.execute(*cmd, check_exit_code=check_exit_code,
                                     **kwargs)

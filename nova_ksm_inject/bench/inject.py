@@ -27,6 +27,7 @@ import time
 
 from oslo_log import log as logging
 
+from nova_ksm_inject.bench import inject_privsep
 from nova_ksm_inject.cmd import common
 from nova_ksm_inject.conf import CONF
 from nova_ksm_inject.disk import api
@@ -47,7 +48,8 @@ TREE = {'etc/passwd': 'root:x:0:0:root:/root:/bin/bash\n',
         'etc/debian_version': '12.0\n',
         'etc/fstab': '/dev/sda / ext4 defaults 0 1\n',
         'etc/network/.keep': '', 'bin/.keep': '', 'root/.profile': ''}
-TARGETS = {'loop': 0.1, 'qsd': 0.5}
+TARGETS = {'loop': 0.1, 'qsd': 0.5, 'loop (privsep)': 0.1,
+           'qsd (privsep)': 0.2}
 MIN_SPEEDUP = {'qsd': 40}
 
 
@@ -99,7 +101,7 @@ class Case:
             sys.exit('bench: %s did not inject everything' % self.name)
 
 
-def make_cases(base, workdir, cli):
+def make_cases(base, workdir, cli, user=None, workers=()):
     def overlay():
         path = os.path.join(workdir, 'overlay.qcow2')
         if os.path.exists(path):
@@ -128,6 +130,9 @@ def make_cases(base, workdir, cli):
         'virt-customize': Case('virt-customize', 'qcow2 overlay', overlay,
                                virt_customize(workdir), 'qcow2'),
     }
+    if user:
+        cases.update(inject_privsep.cases(Case, user, workdir, loop_copy,
+                                          overlay, workers))
     if cli:
         cases['loop (cli)'] = Case('loop (cli)', 'raw', loop_copy,
                                    cli_run(workdir, 'loop', 'raw'), 'raw')
@@ -248,6 +253,10 @@ def parse_args(argv):
     parser.add_argument('--cli', action='store_true',
                         help='also time the nova-ksm-inject command for loop '
                              'and qsd')
+    parser.add_argument('--as-user', metavar='USER',
+                        help='also time loop and qsd from USER, not root, '
+                             'through a warm privsep daemon (USER needs a '
+                             'sudoers rule for privsep-helper)')
     parser.add_argument('--json', metavar='FILE', help='write results here')
     parser.add_argument('--config-file', action='append', default=[],
                         help='nova.conf for [guestfs] settings')
@@ -261,14 +270,27 @@ def main(argv=None):
     logging.register_options(CONF)
     CONF([], project='nova', default_config_files=args.config_file,
          default_config_dirs=[])
-    workdir = tempfile.mkdtemp(prefix='nova-ksm-inject-bench-')
+    if args.as_user:
+        # The daemon reads its configuration from here: only root may
+        # be able to write it, so not under /tmp.
+        os.makedirs(inject_privsep.DEFAULT_WORKDIR, mode=0o755,
+                    exist_ok=True)
+        workdir = tempfile.mkdtemp(prefix='run-',
+                                   dir=inject_privsep.DEFAULT_WORKDIR)
+        os.chmod(workdir, 0o755)
+    else:
+        workdir = tempfile.mkdtemp(prefix='nova-ksm-inject-bench-')
+    workers = []
     CONF.set_override('state_dir', os.path.join(workdir, 'state'),
                       group='inject')
     if not args.config_file:  # this kind of host: KVM unusable by qemu
         CONF.set_override('backend_settings', ['force_tcg'], group='guestfs')
     try:
-        cases = make_cases(build_base(workdir), workdir, args.cli)
+        cases = make_cases(build_base(workdir), workdir, args.cli,
+                           args.as_user, workers)
         wanted = [n for n in args.cases.split(',') if n]
+        if args.as_user:
+            wanted += ['loop (privsep)', 'qsd (privsep)']
         if args.cli:
             wanted += ['loop (cli)', 'qsd (cli)']
         results = {}
@@ -279,6 +301,8 @@ def main(argv=None):
             print('%-16s done: median %.3f s' % (
                 name, statistics.median(results[name])), flush=True)
     finally:
+        for worker in workers:
+            worker.close()
         shutil.rmtree(workdir, ignore_errors=True)
     reference = statistics.median(results['virt-customize']) \
         if 'virt-customize' in results else None

@@ -8,11 +8,15 @@ from oslo_config import cfg
 from oslo_log import log as logging
 
 from nova_ksm_inject import exception
+from nova_ksm_inject import privileged
 from nova_ksm_inject.conf import CONF
 
 DEFAULT_CONFIG_FILE = '/etc/nova/nova.conf'
 CONFIG_ENV = 'NOVA_KSM_INJECT_CONFIG_FILES'
 PROG = 'nova-ksm-inject'
+# Loggers held to warnings unless --verbose: ours, and privsep's (which
+# logs the start of every daemon at INFO).
+QUIET_LOGGERS = ('nova_ksm_inject', 'oslo.privsep')
 
 logging.register_options(CONF)
 
@@ -61,9 +65,20 @@ def load_config(config_files_=None, debug=False, prog=PROG, quiet=False):
         raise exception.ConfigError(reason=_one_line(err)) from err
     logging.setup(CONF, prog)
     if quiet and not debug:
-        logging.getLogger('nova_ksm_inject').logger.setLevel(
-            std_logging.WARNING)
+        for name in QUIET_LOGGERS:
+            logging.getLogger(name).logger.setLevel(std_logging.WARNING)
+        # What the privsep helper prints (sudo refusing, say) ends up in
+        # the one-line error instead.
+        privileged.LOG_HELPER_OUTPUT = False
     return files
+
+
+def init_privsep():
+    """Commands run by a non-root user do root's work through privsep
+    daemons started with ``[inject] root_helper``; root needs none."""
+    if os.geteuid() != 0:
+        from nova_ksm_inject import privsep
+        privsep.init()
 
 
 def _validate_all():
@@ -92,3 +107,7 @@ def run(func, *args, **kwargs):
         return fail(_one_line(err), err.exit_code)
     except KeyboardInterrupt:
         return fail('interrupted', 130)
+    except OSError as err:
+        # Expected ones are ours by now; anything left is the host's
+        # (a full disk, a vanished file): one line, not a traceback.
+        return fail('%s: %s' % (type(err).__name__, _one_line(err)), 1)

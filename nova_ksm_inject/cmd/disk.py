@@ -7,8 +7,8 @@ import os
 from nova_ksm_inject import exception
 from nova_ksm_inject.conf import CONF
 from nova_ksm_inject.disk import api
-from nova_ksm_inject.disk import inject
-from nova_ksm_inject.disk import state
+from nova_ksm_inject.disk import network
+from nova_ksm_inject.disk import request as disk_request
 
 INJECT_EPILOG = """\
 Handlers are tried in the order of --handlers (default: img_handlers in
@@ -123,11 +123,11 @@ def _net_config(path):
         raise exception.ConfigError(
             reason='--net-file %s: JSON must be a list of interfaces or '
                    '{"interfaces": [...]}' % path)
-    return inject.render_network(interfaces)
+    return network.render_network(interfaces)
 
 
 def build_request(args):
-    request = inject.InjectionRequest()
+    request = disk_request.InjectionRequest()
     if args.key_file:
         request.key = _read(args.key_file, '--key-file').decode().strip()
     if args.net_file:
@@ -179,6 +179,7 @@ def _result_dict(result):
     return {
         'image': result.image.path, 'format': result.image.format,
         'handler': result.handler, 'injected': result.injected,
+        'items': [item.to_dict() for item in result.items],
         'attempts': [{'handler': a.handler, 'outcome': a.outcome,
                       'reason': a.reason, 'seconds': round(a.seconds, 4)}
                      for a in result.attempts]}
@@ -229,15 +230,18 @@ def cmd_handlers(args):
 
 
 def cmd_cleanup(args):
-    results = state.sweep(CONF.inject.state_dir)
+    results = api.cleanup()
     failed = 0
-    for path, undone, errors in results:
-        for step in undone:
+    for result in results:
+        for step in result['undone']:
             print('undone %s %s' % (step['kind'], step.get('path') or
                                     step.get('device') or step.get('pid')))
-        for error in errors:
+        for error in result['errors']:
             failed += 1
-            print('FAILED %s: %s' % (path, error))
+            print('FAILED %s: %s' % (result['record'], error))
+        if result['skipped']:
+            failed += result['foreign']
+            print('skipped %s: %s' % (result['record'], result['skipped']))
     if not results:
         print('nothing to clean up in %s' % CONF.inject.state_dir)
     return 1 if failed else 0

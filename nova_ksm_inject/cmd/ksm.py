@@ -15,7 +15,8 @@ import tempfile
 import time
 
 from nova_ksm_inject import exception
-from nova_ksm_inject.ksm import control
+from nova_ksm_inject import privileged
+from nova_ksm_inject.conf import CONF
 from nova_ksm_inject.ksm import host as ksm_host
 from nova_ksm_inject.ksm import settings as ksm_settings
 from nova_ksm_inject.ksm import statedir as ksm_statedir
@@ -24,7 +25,6 @@ from nova_ksm_inject.ksm import status as ksm_status
 HOOKS_DIR = '/etc/libvirt/hooks'
 SHIM_NAME = 'nova-ksm-inject'
 HOOK_SCRIPT = 'nova-ksm-libvirt-hook'
-LOCK_TIMEOUT = 10.0
 
 DESCRIPTION = """\
 KSM status and one-shot control on this hypervisor. The libvirt hook
@@ -135,19 +135,15 @@ def _write_atomic(path, text):
 
 
 def _apply(args, force_run=None):
-    settings, statedir = _context()
-    host = ksm_host.KsmHost.for_settings(settings)
-    try:
-        with statedir.locked(timeout=LOCK_TIMEOUT):
-            result = control.apply_configured(
-                settings, host, statedir, unmerge=args.unmerge,
-                force_run=force_run)
-    finally:
-        host.close()
+    result = privileged.ksm_apply(CONF, force_run=force_run,
+                                  unmerge=args.unmerge)
+    if result['unmerged']:
+        print('KSM stopped and every page unmerged')
+        return 0
     print('KSM %s: policy=%s, %d mergeable guests' % (
-        'running' if result.run else 'stopped', settings.policy,
-        result.mergeable_guests))
-    for knob, reason in result.deferred:
+        'running' if result['run'] else 'stopped', result['policy'],
+        result['mergeable_guests']))
+    for knob, reason in result['deferred']:
         print('note: %s unchanged: %s' % (knob, reason))
     return 0
 
@@ -161,35 +157,14 @@ def cmd_apply(args):
 
 
 def cmd_disable(args):
-    if not args.unmerge:
-        return _apply(args, force_run=False)
-    settings, statedir = _context()
-    host = ksm_host.KsmHost()
-    with statedir.locked(timeout=LOCK_TIMEOUT):
-        statedir.save_ksm_once(host.save())
-        host.set_run(2)
-    print('KSM stopped and every page unmerged')
-    return 0
+    return _apply(args, force_run=False)
 
 
 def cmd_restore(args):
-    settings, statedir = _context()
-    saved = statedir.saved_ksm()
-    if saved is None:
-        raise exception.NovaKsmInjectError(
-            'No saved KSM settings in %s: nova-ksm-inject has not changed '
-            'KSM since boot (or already restored them)' % statedir.path)
-    host = ksm_host.KsmHost.for_settings(settings)
-    try:
-        with statedir.locked(timeout=LOCK_TIMEOUT):
-            deferred = host.restore(saved)
-            if not deferred:
-                statedir.clear_saved_ksm()
-    finally:
-        host.close()
+    result = privileged.ksm_restore(CONF)
     print('KSM settings restored: %s' % ', '.join(
-        '%s=%s' % item for item in sorted(saved.items())))
-    for knob, reason in deferred:
+        '%s=%s' % item for item in sorted(result['restored'].items())))
+    for knob, reason in result['deferred']:
         print('note: %s unchanged: %s' % (knob, reason))
     return 0
 

@@ -71,6 +71,7 @@ def main(argv=None):
         common.load_config(getattr(args, 'config_file', None),
                            debug=getattr(args, 'debug', False),
                            quiet=not getattr(args, 'verbose', False))
+        common.init_privsep()
         return args.func(args)
 
     return common.run(_run)

@@ -55,6 +55,34 @@ Related options:
 
 * ``backend``, ``backend_settings``, ``launch_timeout``
 """),
+    cfg.IntOpt('guestmount_cpu_time',
+               default=900,
+               min=10,
+               help="""
+CPU seconds allowed to one ``guestmount`` and the appliance it starts
+(``interface = guestmount``).
+
+Past it the kernel kills them (RLIMIT_CPU), like ``qemu-img info``'s
+limit (CVE-2015-5162). An appliance under software emulation (TCG) spends
+15 to 25 CPU seconds booting.
+
+Related options:
+
+* ``guestmount_address_space``, ``[inject] qemu_img_cpu_time``
+"""),
+    cfg.IntOpt('guestmount_address_space',
+               default=8 * 1024 ** 3,
+               min=1024 ** 3,
+               help="""
+Address space in bytes allowed to ``guestmount`` and its appliance.
+
+The appliance's qemu maps its guest RAM and, under TCG, a translation
+cache of up to 1 GiB; 8 GiB leaves room for both.
+
+Related options:
+
+* ``guestmount_cpu_time``
+"""),
 ]
 
 

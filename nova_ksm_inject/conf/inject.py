@@ -87,18 +87,63 @@ Related options:
 
 * ``instances_path``
 """),
+    cfg.ListOpt('image_dirs',
+                default=['$instances_path'],
+                help="""
+Directories whose images an unprivileged caller may have injected.
+
+The privileged side (the privsep daemon) writes only into images inside
+these directories, reached without symlinks below them: nova-compute asks
+for instance disks, and nothing else. A root caller (the command run as
+root) is not confined.
+
+Related options:
+
+* ``instances_path``
+"""),
+    cfg.ListOpt('allowed_filesystems',
+                default=['ext2', 'ext3', 'ext4', 'xfs', 'btrfs'],
+                help="""
+Filesystem types the host kernel may mount from a guest image.
+
+The type is read from the superblock by nova-ksm-inject and passed to
+``mount -t``; the kernel never guesses it. Any other type is refused by
+the host-kernel handlers (``loop``, ``qsd``, ``nbd``), which name it, and
+the chain moves on (``guestfs`` parses the filesystem inside an appliance
+instead). Every filesystem driver the host kernel runs on tenant data is
+attack surface: add a type only if you trust its driver.
+
+Possible values:
+
+* ``ext2``, ``ext3``, ``ext4``, ``xfs``, ``btrfs`` (the Linux root
+  filesystems, the default), and other names of ``/proc/filesystems``
+  that ``nova_ksm_inject/disk/fstype.py`` recognises (``vfat``,
+  ``squashfs``, ``iso9660``...)
+
+Related options:
+
+* ``img_handlers``
+"""),
     cfg.StrOpt('state_dir',
-               default='/run/nova-ksm-inject',
+               default='/run/nova-ksm-inject/inject',
                help="""
-Where in-flight mounts are recorded, so that ``nova-ksm-inject cleanup``
-can undo what a killed process left behind.
+Where injections in progress keep their journals, mountpoints and FUSE
+exports, so that ``nova-ksm-inject cleanup`` can undo what a killed
+process left behind.
+
+Created mode 0700 and owned by root; an existing directory owned by
+anyone else is refused. Nothing of an injection goes under /tmp, where
+other host users could read or pin a mounted guest filesystem.
 """),
     cfg.StrOpt('root_helper',
                default='sudo nova-rootwrap /etc/nova/rootwrap.conf',
                help="""
-Command prefix for privileged commands when not running as root.
+Command prefix that starts ``privsep-helper`` as root when the command
+line runs as another user.
 
-Ignored when the process is already root.
+nova-compute uses its own (``[DEFAULT] rootwrap_config``). A context's
+``helper_command`` (``[privsep_inject]``, ``[privsep_ksm]``), when set,
+replaces the whole command. Ignored when the process is already root.
 """),
     cfg.IntOpt('qemu_img_cpu_time',
                default=30,
@@ -110,6 +155,35 @@ Ignored when the process is already root.
                min=64 * 1024 * 1024,
                help="Address space in bytes allowed to one ``qemu-img info`` "
                     "run (CVE-2015-5162)."),
+    cfg.IntOpt('helper_cpu_time',
+               default=60,
+               min=1,
+               help="""
+CPU seconds allowed to one ``qemu-storage-daemon`` or ``qemu-nbd`` while
+it serves an image for injection.
+
+Past it the kernel kills it (RLIMIT_CPU), as ``qemu_img_cpu_time`` does
+for ``qemu-img info`` (CVE-2015-5162): a crafted image cannot keep a
+root daemon spinning. An injection needs well under a second.
+
+Related options:
+
+* ``helper_address_space``, ``qemu_img_cpu_time``
+"""),
+    cfg.IntOpt('helper_address_space',
+               default=2 * 1024 ** 3,
+               min=256 * 1024 ** 2,
+               help="""
+Address space in bytes allowed to ``qemu-storage-daemon`` and
+``qemu-nbd`` (RLIMIT_AS).
+
+They map about 600 MiB of thread stacks and caches while serving an
+export; a crafted image cannot make them grow past this.
+
+Related options:
+
+* ``helper_cpu_time``, ``qemu_img_address_space``
+"""),
     cfg.IntOpt('max_backing_chain',
                default=16,
                min=1,

@@ -1,6 +1,7 @@
 """Entry point for oslo-config-generator (``oslo.config.opts``)."""
 
 import collections
+import copy
 
 from nova_ksm_inject.conf import guestfs
 from nova_ksm_inject.conf import inject
@@ -10,11 +11,34 @@ from nova_ksm_inject.conf import libvirt
 _MODULES = (inject, libvirt, guestfs, ksm)
 
 
+def _privsep_opts():
+    """oslo.privsep's options in our contexts' sections, with the
+    defaults those contexts set."""
+    from oslo_privsep import capabilities
+    from oslo_privsep import priv_context
+
+    from nova_ksm_inject import privsep
+
+    listed = {}
+    for context in privsep.CONTEXTS:
+        opts = copy.deepcopy(priv_context.OPTS)
+        defaults = {
+            'capabilities': [capabilities.CAPS_BYVALUE[c] for c in
+                             privsep.CAPABILITIES[context.cfg_section]],
+            'logger_name': privsep.DAEMON_LOGGER}
+        for opt in opts:
+            if opt.dest in defaults:
+                opt.default = defaults[opt.dest]
+        listed[context.cfg_section] = opts
+    return listed
+
+
 def list_opts():
     merged = collections.OrderedDict()
     for module in _MODULES:
         for group, opts in module.list_opts().items():
             merged.setdefault(group, []).extend(opts)
+    merged.update(_privsep_opts())
     return [(group, opts) for group, opts in merged.items()]
 
 

@@ -1,10 +1,7 @@
 """Safe image inspection: format, size and backing chain, without probing.
 
-A qemu tool that guesses a format from the header can be steered by the
-image's owner: a "raw" disk whose first sector is a qcow2 or VMDK header
-makes qemu open whatever host file that header names (CVE-2010-3851,
-CVE-2024-32498, CVE-2022-47951). So the header is read here, in Python, and
-every ``qemu-img`` call gets ``-f FORMAT``. ``qemu-img info`` runs under CPU
+The header is read by our own code (``header.py``) and every ``qemu-img``
+call gets ``-f FORMAT``. ``qemu-img info`` runs under CPU
 and address-space limits (CVE-2015-5162) and never with ``--backing-chain``
 (which would open the backing files); the chain is walked here instead, one
 layer at a time, resolving names as qemu does and checking each one against
@@ -23,32 +20,13 @@ from oslo_log import log as logging
 from nova_ksm_inject import exception
 from nova_ksm_inject import utils
 from nova_ksm_inject.conf import CONF
+from nova_ksm_inject.disk import header
+from nova_ksm_inject.disk import imagefile
 
 LOG = logging.getLogger(__name__)
 
 #: The only formats inspected, mounted and accepted as backing files.
 ACCEPTED_FORMATS = ('raw', 'qcow2')
-
-# qemu probes the first 2 KiB (BLOCK_PROBE_BUF_SIZE); read a little more.
-_HEADER_BYTES = 4096
-
-# (offset, magic, format), as qemu's block drivers recognise them.
-_MAGICS = (
-    (0, b'QFI\xfb', 'qcow2'),   # qcow (v1) told apart by version, below
-    (0, b'QED\x00', 'qed'),
-    (0, b'KDMV', 'vmdk'),       # sparse extent
-    (0, b'COWD', 'vmdk'),       # VMware 3 / ESX cow extent
-    (0, b'# Disk DescriptorFile', 'vmdk'),
-    (0, b'vhdxfile', 'vhdx'),
-    (0, b'conectix', 'vpc'),
-    (64, b'\x7f\x10\xda\xbe', 'vdi'),
-    (0, b'LUKS\xba\xbe', 'luks'),
-    (0, b'WithoutFreeSpace', 'parallels'),
-    (0, b'WithouFreSpacExt', 'parallels'),
-    (0, b'Bochs Virtual HD Image', 'bochs'),
-    (0, b'#!/bin/sh\n#V2.0 Format\n', 'cloop'),
-)
-_VMDK_VERSIONS = (b'version=1', b'version=2', b'version=3')
 
 _CVES = 'CVE-2010-3851, CVE-2024-32498'
 
@@ -57,22 +35,60 @@ _CVES = 'CVE-2010-3851, CVE-2024-32498'
 class ImageInfo:
     """What :func:`inspect_image` established about an image.
 
-    :ivar path: absolute real path; open this one, not the caller's name.
+    :ivar path: absolute real path, for records and messages.
     :ivar format: ``'raw'`` or ``'qcow2'``; pass it to every tool.
     :ivar virtual_size: guest-visible size in bytes.
     :ivar backing_chain: ``(real path, format)`` pairs from the direct
         backing file down; ``()`` when there is none.
+    :ivar source: what tools open for this image: ``/proc/<pid>/fd/<n>``
+        of the descriptor inspection holds (see ``imagefile.py``), or
+        None when inspected without a holder (then ``path``).
+    :ivar backing_sources: the same for each backing layer.
     """
 
     path: str
     format: str
     virtual_size: int
     backing_chain: tuple = ()
+    source: str = None
+    backing_sources: tuple = ()
 
     @property
     def is_cow(self):
         """True when writes can go to a copy-on-write layer (qcow2)."""
         return self.format == 'qcow2'
+
+    @property
+    def tool_path(self):
+        """The path to give tools that open the image itself."""
+        return self.source or self.path
+
+    def layer_paths(self):
+        """``(tool path, format)`` of each backing layer, top down."""
+        sources = self.backing_sources or [p for p, _f in self.backing_chain]
+        return [(src, fmt) for src, (_p, fmt) in
+                zip(sources, self.backing_chain, strict=True)]
+
+    def to_dict(self):
+        """Plain data for results crossing the privsep boundary."""
+        return {'path': self.path, 'format': self.format,
+                'virtual_size': self.virtual_size,
+                'backing_chain': [list(layer) for layer in
+                                  self.backing_chain]}
+
+    @classmethod
+    def from_dict(cls, data):
+        return cls(data['path'], data['format'], data['virtual_size'],
+                   tuple(tuple(layer) for layer in data['backing_chain']))
+
+
+class _Unheld:
+    """A file inspected by path only (no holder): tools get the path."""
+
+    def __init__(self, path):
+        self.path = path
+        self.fd = None
+        self.source = None
 
 
 def detect_format(path):
@@ -82,10 +98,11 @@ def detect_format(path):
         refused (``'vmdk'``, ``'qcow'``, ``'luks'``...).
     :raises ImageNotFound: missing or not a regular file.
     """
-    return _format_of(_read_header(_regular_file(path)))
+    return header.format_of(_read_header(_Unheld(_regular_file(path))))
 
 
-def inspect_image(path, fmt=None, trusted_dirs=None):
+def inspect_image(path, fmt=None, trusted_dirs=None, holder=None,
+                  within=None):
     """Inspect ``path`` safely and return an :class:`ImageInfo`.
 
     :param fmt: the format the caller states (``'raw'``/``'qcow2'``), or
@@ -93,25 +110,49 @@ def inspect_image(path, fmt=None, trusted_dirs=None):
         contradicts is refused.
     :param trusted_dirs: directories backing files may live in; defaults
         to ``[inject] trusted_backing_dirs``.
+    :param holder: keeps every layer open until it unwinds (a journal or
+        an ExitStack), so tools open the inspected inodes themselves
+        (``ImageInfo.source``); None inspects by path only.
+    :param within: with a holder, the directories the image must lie in,
+        reached without symlinks below them (the privileged side's rule);
+        None follows symlinks (a root caller's own file).
     :raises ImageNotFound: missing or not a regular file.
     :raises ImageRefused: unsafe or unsupported, with the cause and the fix.
     :raises ToolMissing: qemu-img is not installed.
     """
-    real = _regular_file(path)
-    detected = _format_of(_read_header(real))
-    _check_format(real, fmt, detected)
-    data = _qemu_img_info(real, detected)
-    chain = _walk_chain(real, data, _trusted(trusted_dirs))
-    info = ImageInfo(real, detected, data['virtual-size'], chain)
+    top = _open(path, holder, within)
+    head = _read_header(top)
+    detected = header.format_of(head)
+    _check_format(top.path, fmt, detected)
+    if detected == 'qcow2':
+        _check_qcow2_header(top.path, fmt, head)
+    data = _qemu_img_info(top, detected)
+    # A confined caller's trusted directories were resolved, symlinks
+    # checked, by disk/job.py: resolving them again here could follow a
+    # symlink swapped in since.
+    trusted = (_trusted(trusted_dirs) if within is None
+               else tuple(trusted_dirs or ()))
+    layers = _walk_chain(top, data, trusted, holder)
+    info = ImageInfo(top.path, detected, data['virtual-size'],
+                     tuple((layer.path, f) for layer, f in layers),
+                     top.source,
+                     tuple(layer.source for layer, _f in layers)
+                     if holder is not None else ())
     LOG.info('Inspected image %(path)s: format %(fmt)s, virtual size '
              '%(size)d bytes, backing chain of %(depth)d file(s)',
-             {'path': real, 'fmt': detected, 'size': info.virtual_size,
-              'depth': len(chain)})
+             {'path': top.path, 'fmt': detected, 'size': info.virtual_size,
+              'depth': len(layers)})
     return info
 
 
 def _refused(path, reason, *args):
     return exception.ImageRefused(path=path, reason=reason % args)
+
+
+def _open(path, holder, within=None):
+    if holder is None:
+        return _Unheld(_regular_file(path))
+    return imagefile.open_regular(path, holder, within=within)
 
 
 def _regular_file(path):
@@ -125,35 +166,32 @@ def _regular_file(path):
     return real
 
 
-def _read_header(path):
+def _read_header(layer):
     try:
-        with open(path, 'rb') as image:
-            return image.read(_HEADER_BYTES)
+        return header.read(path=layer.path, fd=layer.fd)
     except OSError as err:
-        raise _refused(path, 'cannot read its header (%s); check the file '
-                       'permissions', err) from err
+        raise _refused(layer.path, 'cannot read its header (%s); check the '
+                       'file permissions', err) from err
 
 
-def _format_of(header):
-    for offset, magic, name in _MAGICS:
-        if header[offset:offset + len(magic)] == magic:
-            if name == 'qcow2' and header[4:8] == b'\0\0\0\1':
-                return 'qcow'
-            return name
-    if _is_vmdk_descriptor(header):
-        return 'vmdk'
-    return 'raw'
-
-
-def _is_vmdk_descriptor(header):
-    # qemu's vmdk probe: after comment and blank lines, "version=N" starts
-    # a text descriptor (whose extents can name any host file).
-    for line in header.split(b'\n')[:-1]:
-        line = line.rstrip(b'\r')
-        if line.startswith(b'#') or not line.strip(b' '):
-            continue
-        return line in _VMDK_VERSIONS
-    return False
+def _check_qcow2_header(path, fmt, head):
+    try:
+        fields = header.qcow2(head)
+    except ValueError as err:
+        raise _refused(path, 'its qcow2 header is truncated (%s)', err) \
+            from err
+    if fields.external_data_file:
+        raise _refused(path, 'its qcow2 header sets the external data file '
+                       'feature: the guest data would be read from and '
+                       'written to another host file (%s); convert it to '
+                       'a self-contained image with qemu-img convert',
+                       _CVES)
+    if fields.has_backing_file and fmt != 'qcow2':
+        raise _refused(path, 'its header says qcow2 with a backing file, '
+                       'and no format was stated: a raw disk can be '
+                       'written to look like that and pull another '
+                       "image's clusters into itself (%s). If it is a "
+                       'qcow2 overlay, state --format qcow2', _CVES)
 
 
 def _check_format(path, fmt, detected):
@@ -178,17 +216,19 @@ def _check_format(path, fmt, detected):
                        ', '.join(ACCEPTED_FORMATS), detected)
 
 
-def _qemu_img_info(path, fmt):
+def _qemu_img_info(layer, fmt):
     # No -U (--force-share): an image a running qemu holds for writing must
     # fail here, as writing into it must be refused anyway.
-    cmd = ('qemu-img', 'info', '--output=json', '-f', fmt, path)
+    path = layer.path
+    cmd = ('qemu-img', 'info', '--output=json', '-f', fmt,
+           layer.source or path)
     limits = utils.ResourceLimits(
         cpu_time=CONF.inject.qemu_img_cpu_time,
         address_space=CONF.inject.qemu_img_address_space)
     started = time.monotonic()
     try:
         out, _err = utils.execute(*cmd, action='inspecting image %s' % path,
-                                  run_as_root=False, preexec_fn=limits)
+                                  preexec_fn=limits)
     except exception.CommandFailed as err:
         raise _qemu_img_failed(path, fmt, err) from err
     LOG.debug('%(cmd)s took %(secs).3f s',
@@ -235,35 +275,38 @@ def _trusted(dirs):
     return tuple(os.path.realpath(d) for d in dirs if d)
 
 
-def _walk_chain(top, data, trusted):
-    """Check every layer from ``top`` down; return the backing chain.
+def _walk_chain(top, data, trusted, holder):
+    """Check every layer from ``top`` down; return ``[(layer, format)]``
+    for the backing chain, each layer opened like ``top``.
 
     ``named_as`` is the path qemu would have opened the current layer by:
     qemu resolves a relative backing name against the directory of that
     name, not of its real path.
     """
     chain = []
-    seen = {top}
-    named_as = layer = top
+    seen = {top.path}
+    named_as, layer = top.path, top
     while True:
-        _check_layer(top, layer, data)
+        _check_layer(top.path, layer.path, data)
         name = data.get('backing-filename')
         if not name:
-            return tuple(chain)
+            return chain
         if len(chain) >= CONF.inject.max_backing_chain:
-            raise _refused(top, 'its backing chain is longer than [inject] '
-                           'max_backing_chain=%d; flatten it with qemu-img '
-                           'convert -O qcow2', CONF.inject.max_backing_chain)
-        fmt = _backing_format(top, layer, data)
-        named_as = _resolve(top, layer, named_as, name)
-        layer = _trusted_backing(top, named_as, trusted, seen)
-        header_fmt = _format_of(_read_header(layer))
+            raise _refused(top.path, 'its backing chain is longer than '
+                           '[inject] max_backing_chain=%d; flatten it with '
+                           'qemu-img convert -O qcow2',
+                           CONF.inject.max_backing_chain)
+        fmt = _backing_format(top.path, layer.path, data)
+        named_as = _resolve(top.path, layer.path, named_as, name)
+        real = _trusted_backing(top.path, named_as, trusted, seen)
+        layer = _open(real, holder)
+        header_fmt = header.format_of(_read_header(layer))
         if header_fmt != fmt:
-            raise _refused(top, 'backing file %s is recorded as %s but its '
-                           'header is %s (%s); fix the recorded format with '
-                           'qemu-img rebase -u -F FORMAT', layer, fmt,
+            raise _refused(top.path, 'backing file %s is recorded as %s but '
+                           'its header is %s (%s); fix the recorded format '
+                           'with qemu-img rebase -u -F FORMAT', real, fmt,
                            header_fmt, _CVES)
-        seen.add(layer)
+        seen.add(real)
         chain.append((layer, fmt))
         data = _qemu_img_info(layer, fmt)
 

@@ -11,12 +11,13 @@ mapping behind to leak.
 
 import os
 import shutil
-import tempfile
 
 from oslo_log import log as logging
 
 from nova_ksm_inject import exception
 from nova_ksm_inject import utils
+from nova_ksm_inject.conf import CONF
+from nova_ksm_inject.disk import fstype as fstype_mod
 from nova_ksm_inject.disk import guestpath
 
 LOG = logging.getLogger(__name__)
@@ -61,54 +62,85 @@ def partition_extent(path, partition):
     return table[partition]
 
 
-def make_mountpoint(journal, prefix='nova-ksm-inject-'):
-    path = tempfile.mkdtemp(prefix=prefix)
-    journal.push('tmpdir', path=path)
-    return path
+def attach_loop(path, journal, partition=0, real_path=None):
+    """Attach ``path`` (raw) to a free loop device; return the device.
 
-
-def attach_loop(path, journal, partition=0):
-    """Attach ``path`` (raw) to a free loop device; return the device."""
+    :param path: what losetup opens (a ``/proc/<pid>/fd/<n>`` path).
+    :param real_path: the file's real path, as the kernel reports the
+        loop's backing file; defaults to ``path``.
+    """
+    real_path = real_path or path
     cmd = ['losetup', '--find', '--show']
     if partition > 0:
         offset, size = partition_extent(path, partition)
         cmd += ['--offset', str(offset), '--sizelimit', str(size)]
-    out, _err = utils.execute(*cmd, path, run_as_root=True,
-                              action='attaching a loop device to %s' % path)
+    out, _err = utils.execute(*cmd, path,
+                              action='attaching a loop device to %s'
+                              % real_path)
     device = out.strip()
     if not device.startswith('/dev/loop'):
         raise exception.HandlerFailed(
-            reason='losetup returned no device for %s: %r' % (path, out))
-    journal.push('loop', device=device, backing=path)
-    LOG.debug('Attached %s to %s (partition %d)', path, device, partition)
+            reason='losetup returned no device for %s: %r'
+                   % (real_path, out))
+    journal.push('loop', device=device, backing=real_path)
+    LOG.debug('Attached %s to %s (partition %d)', real_path, device,
+              partition)
     return device
 
 
-def mount_device(device, mountpoint, journal):
-    """Mount ``device`` at ``mountpoint`` with nosuid,nodev,noexec."""
+def allowed_type(device, conf=None):
+    """The filesystem type on ``device``, if ``[inject]
+    allowed_filesystems`` lets the host kernel mount it.
+
+    :raises HandlerFailed: no filesystem, or a type not allowed; the chain
+        moves on (to ``guestfs``, which parses it in an appliance).
+    """
+    allowed = (conf or CONF).inject.allowed_filesystems
+    fstype = fstype_mod.detect(device)
+    if fstype is None:
+        raise exception.HandlerFailed(
+            reason='no filesystem recognised on %s; if the image has a '
+                   'partition table, choose the partition with --partition '
+                   'N or [libvirt] inject_partition' % device)
+    if fstype not in allowed:
+        raise exception.HandlerFailed(
+            reason='filesystem type %s on %s is not in [inject] '
+                   'allowed_filesystems (%s): the host kernel does not '
+                   'mount it; add it there if you trust its driver with '
+                   'tenant data, or use the guestfs handler'
+                   % (fstype, device, ', '.join(allowed) or 'none'))
+    return fstype
+
+
+def mount_device(device, mountpoint, journal, conf=None):
+    """Mount ``device`` at ``mountpoint``: nosuid,nodev,noexec, with the
+    type given (:func:`allowed_type`), never guessed by the kernel."""
+    fstype = allowed_type(device, conf)
+    options = ','.join([MOUNT_OPTIONS] + fstype_mod.mount_options(fstype))
     try:
-        utils.execute('mount', '-o', MOUNT_OPTIONS, device, mountpoint,
-                      run_as_root=True,
-                      action='mounting %s' % device)
+        utils.execute('mount', '-t', fstype, '-o', options, device,
+                      mountpoint, action='mounting %s' % device)
     except exception.CommandFailed as err:
         raise exception.HandlerFailed(
-            reason='no mountable filesystem on %s (%s); if the image has a '
-                   'partition table, choose the partition with --partition '
-                   'N or [libvirt] inject_partition' % (device, err)) from err
+            reason='the %s filesystem on %s did not mount (%s)'
+                   % (fstype, device, err)) from err
     journal.push('mount', path=mountpoint, device=device)
-    LOG.info('Mounted %s at %s (%s)', device, mountpoint, MOUNT_OPTIONS)
+    LOG.info('Mounted %s (%s) at %s (%s)', device, fstype, mountpoint,
+             options)
 
 
-def mount_raw_file(path, partition, journal):
+def mount_raw_file(path, partition, journal, real_path=None):
     """Loop-attach and mount raw file ``path``; return its GuestFiles.
 
-    Every resource is on ``journal``; the caller unwinds it.
+    Every resource is on ``journal``; the caller unwinds it. ``real_path``
+    as for :func:`attach_loop`.
     """
     if partition < 0:
         raise exception.HandlerFailed(
-            reason='cannot inspect %s for its root partition' % path)
-    mountpoint = make_mountpoint(journal)
-    device = attach_loop(path, journal, partition)
+            reason='cannot inspect %s for its root partition'
+                   % (real_path or path))
+    mountpoint = journal.make_dir('root')
+    device = attach_loop(path, journal, partition, real_path)
     mount_device(device, mountpoint, journal)
     files = guestpath.HostRootFiles(mountpoint)
     # Its directory fd must be closed before the unmount, or umount fails.

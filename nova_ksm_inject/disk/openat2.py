@@ -2,7 +2,8 @@
 
 Used by ``guestpath.py`` to resolve guest paths with ``RESOLVE_IN_ROOT``:
 the kernel treats the directory fd as ``/``, so neither ``..`` nor a symlink
-in the image can reach outside the guest root.
+in the image can reach outside the guest root; and by ``imagefile.py`` to
+open image files with ``RESOLVE_NO_SYMLINKS``.
 """
 
 import ctypes
@@ -14,6 +15,8 @@ import platform
 _SYS_OPENAT2 = {'x86_64': 437, 'aarch64': 437}.get(platform.machine())
 RESOLVE_NO_XDEV = 0x01
 RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_NO_SYMLINKS = 0x04
+RESOLVE_BENEATH = 0x08
 RESOLVE_IN_ROOT = 0x10
 DEFAULT_RESOLVE = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV
 

@@ -8,6 +8,7 @@ full client (``qemu.qmp`` on PyPI) is asyncio-based and not needed here.
 """
 
 import json
+import os
 import socket
 import time
 
@@ -18,6 +19,25 @@ LOG = logging.getLogger(__name__)
 
 class QmpError(Exception):
     """The monitor answered with an error, closed early or timed out."""
+
+
+# sizeof(sun_path) - 1: longer socket paths cannot be connected to directly.
+_SUN_PATH_MAX = 107
+
+
+def _connect(sock, path):
+    """Connect ``sock`` to ``path``, even past the UNIX path size limit:
+    through ``/proc/self/fd/<dir fd>/<name>``."""
+    if len(os.fsencode(path)) <= _SUN_PATH_MAX:
+        sock.connect(path)
+        return
+    dir_fd = os.open(os.path.dirname(path), os.O_PATH | os.O_DIRECTORY |
+                     os.O_CLOEXEC)
+    try:
+        sock.connect('/proc/self/fd/%d/%s' % (dir_fd,
+                                              os.path.basename(path)))
+    finally:
+        os.close(dir_fd)
 
 
 class QmpClient:
@@ -36,7 +56,7 @@ class QmpClient:
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._sock.settimeout(timeout)
         try:
-            self._sock.connect(path)
+            _connect(self._sock, path)
             self._reader = self._sock.makefile('rb')
             if 'QMP' not in self._receive():
                 raise QmpError('%s did not greet with QMP' % path)

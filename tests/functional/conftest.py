@@ -183,18 +183,30 @@ def qemu_processes():
     return found
 
 
+def journal_leftovers(state_dir):
+    """Records and work dirs left in an ``[inject] state_dir``."""
+    found = []
+    for sub in ('journal', 'work'):
+        path = os.path.join(state_dir, sub)
+        if os.path.isdir(path):
+            found += ['%s/%s' % (sub, name) for name in os.listdir(path)]
+    return sorted(found)
+
+
 @pytest.fixture
 def no_leaks(tmp_path, state_conf):
-    """Fail the test if it leaves devices, mounts, processes or records."""
-    before = set(qemu_processes())
+    """Fail the test if it leaves devices, mounts, processes or records.
+
+    Only what names this test's directory counts (other test runs may
+    share the machine); mounts under the old /tmp location count too,
+    since nothing of ours may be mounted there any more.
+    """
     yield
-    state_dir = tmp_path / 'state'
     leftovers = {
         'loop devices': loop_devices(str(tmp_path)),
-        'mounts': mounts('/nova-ksm-inject-') + mounts(str(tmp_path)),
-        'processes': [p for p in qemu_processes() if p not in before],
-        'journal records': (sorted(os.listdir(state_dir))
-                            if state_dir.exists() else []),
+        'mounts': mounts('/tmp/nova-ksm-inject-') + mounts(str(tmp_path)),
+        'processes': [p for p in qemu_processes() if str(tmp_path) in p],
+        'journal records': journal_leftovers(str(tmp_path / 'state')),
     }
     leftovers = {k: v for k, v in leftovers.items() if v}
     assert not leftovers, 'leaked: %s' % leftovers

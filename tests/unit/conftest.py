@@ -3,7 +3,11 @@
 from oslo_config import fixture as config_fixture
 import pytest
 
+from nova_ksm_inject import privileged
+from nova_ksm_inject import privsep
 from nova_ksm_inject.conf import CONF
+from nova_ksm_inject.privsep import checks
+from tests.unit import fake_privsep
 
 
 @pytest.fixture
@@ -14,6 +18,35 @@ def conf(tmp_path):
     fixture.config(group='inject', state_dir=str(tmp_path / 'state'))
     yield fixture
     fixture.cleanUp()
+
+
+@pytest.fixture
+def privsep_wire(monkeypatch):
+    """Privileged calls made as an unprivileged caller makes them, whatever
+    uid runs the tests: through the privsep entrypoints, over an
+    in-process channel (:mod:`tests.unit.fake_privsep`). Returns the
+    :class:`~tests.unit.fake_privsep.Wire`; at the end every entrypoint
+    called must have checked its configuration files."""
+    wire = fake_privsep.Wire()
+    monkeypatch.setattr(privileged, 'is_root', lambda: False)
+    monkeypatch.setattr(checks, 'check_config_files',
+                        wire.check_config_files)
+    for context in privsep.CONTEXTS:
+        monkeypatch.setattr(context, 'channel',
+                            fake_privsep.InProcessChannel(context, wire))
+    yield wire
+    assert all(wire.config_checked), (
+        'entrypoints that did not check their configuration files: %s'
+        % [name for name, checked in zip(wire.calls, wire.config_checked,
+                                         strict=True)
+           if not checked])
+
+
+@pytest.fixture
+def as_root(monkeypatch):
+    """Privileged calls made as a root caller makes them: in-process,
+    without privsep, whatever uid runs the tests."""
+    monkeypatch.setattr(privileged, 'is_root', lambda: True)
 
 
 @pytest.fixture(autouse=True)

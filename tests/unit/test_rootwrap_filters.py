@@ -1,121 +1,117 @@
-"""Every command the code runs is listed in the rootwrap filters.
+"""The shipped rootwrap filters hand out privsep-helper and nothing else.
 
-Scans the package source for ``utils.execute(...)`` and ``subprocess``
-calls and fails when a command is missing from
-``etc/nova/rootwrap.d/nova-ksm-inject.filters`` or is not a literal (a
-command name computed at run time cannot be checked, so it is refused).
+Loaded and matched by oslo.rootwrap itself, as nova-rootwrap would: the
+filters must admit exactly the command privsep builds for our two
+contexts, and refuse every command line that would give the caller root
+(mount, losetup, qemu-*, guestmount with arguments of its choosing, a
+privsep-helper for another context or reading a config file the caller
+wrote).
+
+oslo.rootwrap itself always adds a filter admitting ``privsep-helper``
+with any arguments (``wrapper.load_filters``); that one is not ours and
+is left out here. Against it, the privileged side refuses configuration
+files a non-root user could have written (``privsep/checks.py``).
 """
 
-import ast
-import configparser
 import os
+import sys
+
+from oslo_rootwrap import filters as rw_filters
+from oslo_rootwrap import wrapper
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
-PACKAGE = os.path.join(ROOT, 'nova_ksm_inject')
-FILTERS = os.path.join(ROOT, 'etc', 'nova', 'rootwrap.d',
-                       'nova-ksm-inject.filters')
-SUBPROCESS_CALLS = {'Popen', 'run', 'check_call', 'check_output', 'call'}
-# Benchmarks and their synthetic guests (ksm/workload.py starts Python
-# processes) run outside nova-compute, never through rootwrap.
-EXEMPT_DIRS = {os.path.join(PACKAGE, 'bench')}
-EXEMPT_FILES = {os.path.join(PACKAGE, 'ksm', 'workload.py')}
+FILTERS_DIR = os.path.join(ROOT, 'etc', 'nova', 'rootwrap.d')
+CONTEXTS = ('nova_ksm_inject.privsep.inject_pctxt',
+            'nova_ksm_inject.privsep.ksm_pctxt')
+SOCK = '/tmp/tmpab_12x/privsep.sock'
+
+# Command lines that would hand root to whoever may run them.
+DANGEROUS = [
+    ['mount', '--bind', '/tmp/x', '/etc'],
+    ['mount', '-o', 'nosuid,nodev,noexec', '/dev/loop0', '/mnt'],
+    ['umount', '/etc'],
+    ['losetup', '--find', '--show', '/etc/shadow'],
+    ['partx', '--delete', '/dev/sda'],
+    ['qemu-img', 'info', '-f', 'raw', '/etc/shadow'],
+    ['qemu-nbd', '--connect', '/dev/nbd0', '/etc/shadow'],
+    ['qemu-storage-daemon', '--blockdev',
+     'driver=file,filename=/etc/shadow,node-name=f', '--export',
+     'type=fuse,id=e,node-name=f,mountpoint=/tmp/x,writable=on'],
+    ['guestmount', '-a', '/dev/sda', '-i', '/tmp/x'],
+    ['guestunmount', '/'],
+    ['sh', '-c', 'id'],
+    ['privsep-helper', '--privsep_context', 'nova.privsep.sys_admin_pctxt',
+     '--privsep_sock_path', SOCK],
+    ['privsep-helper', '--config-file', '/tmp/evil.conf',
+     '--privsep_context', CONTEXTS[0], '--privsep_sock_path', SOCK],
+    ['privsep-helper', '--config-file', '/etc/nova/../../tmp/evil.conf',
+     '--privsep_context', CONTEXTS[0], '--privsep_sock_path', SOCK],
+    ['privsep-helper', '--config-file', '/etc/nova/nova.conf',
+     '--privsep_context', 'os.system', '--privsep_sock_path', SOCK],
+    ['privsep-helper', '--config-file', '/etc/nova/nova.conf',
+     '--privsep_context', CONTEXTS[0], '--privsep_sock_path', SOCK,
+     '--config-file', '/tmp/evil.conf'],
+]
 
 
-def filter_commands():
-    parser = configparser.ConfigParser()
-    parser.read(FILTERS)
-    commands = set()
-    for _name, value in parser['Filters'].items():
-        fields = [f.strip() for f in value.split(',')]
-        commands.add(os.path.basename(fields[1]))
-    return commands
+EXEC_DIRS = [os.path.dirname(sys.executable), '/usr/sbin', '/usr/bin',
+             '/sbin', '/bin']
 
 
-def _is_command_call(node):
-    func = node.func
-    if not isinstance(func, ast.Attribute):
-        return None
-    owner = getattr(func.value, 'id', None)
-    if owner == 'utils' and func.attr == 'execute':
-        return 'execute'
-    if owner == 'subprocess' and func.attr in SUBPROCESS_CALLS:
-        return 'subprocess'
-    return None
+def ours(loaded):
+    """Our file's filters, without the one oslo.rootwrap always adds."""
+    return [f for f in loaded if f.name != 'privsep-helper']
 
 
-def _literal_sequences(tree):
-    """name -> first string of a tuple/list literal assigned to it, so that
-    ``cmd = ('qemu-img', ...); utils.execute(*cmd)`` can be checked."""
-    found = {}
-    for node in ast.walk(tree):
-        if (isinstance(node, ast.Assign) and len(node.targets) == 1
-                and isinstance(node.targets[0], ast.Name)
-                and isinstance(node.value, (ast.List, ast.Tuple))
-                and node.value.elts
-                and isinstance(node.value.elts[0], ast.Constant)):
-            found[node.targets[0].id] = node.value.elts[0].value
-    return found
+@pytest.fixture(scope='module')
+def filters():
+    loaded = ours(wrapper.load_filters([FILTERS_DIR]))
+    assert loaded, 'no filter loaded from %s' % FILTERS_DIR
+    return loaded
 
 
-def _first_word(kind, node, sequences):
-    if not node.args:
-        return None
-    arg = node.args[0]
-    if isinstance(arg, ast.Starred) and isinstance(arg.value, ast.Name):
-        return sequences.get(arg.value.id)
-    if isinstance(arg, ast.Name) and kind == 'subprocess':
-        return sequences.get(arg.id)
-    if kind == 'subprocess':
-        if isinstance(arg, (ast.List, ast.Tuple)) and arg.elts:
-            arg = arg.elts[0]
-        else:
-            return None
-    if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
-        return arg.value
-    return None
+def match(filters, cmd):
+    return wrapper.match_filter(filters, cmd, exec_dirs=EXEC_DIRS)
 
 
-def commands_in_code():
-    found, unknown = {}, []
-    for dirpath, _dirs, files in os.walk(PACKAGE):
-        if any(dirpath.startswith(d) for d in EXEMPT_DIRS):
-            continue
-        for name in files:
-            if not name.endswith('.py'):
-                continue
-            path = os.path.join(dirpath, name)
-            if path in EXEMPT_FILES:
-                continue
-            with open(path) as f:
-                tree = ast.parse(f.read(), path)
-            sequences = _literal_sequences(tree)
-            for node in ast.walk(tree):
-                if not isinstance(node, ast.Call):
-                    continue
-                kind = _is_command_call(node)
-                if not kind:
-                    continue
-                word = _first_word(kind, node, sequences)
-                where = '%s:%d' % (os.path.relpath(path, ROOT), node.lineno)
-                if word is None:
-                    unknown.append(where)
-                else:
-                    found.setdefault(os.path.basename(word), where)
-    return found, unknown
+def helper(context, *config_files):
+    cmd = ['privsep-helper']
+    for path in config_files:
+        cmd += ['--config-file', path]
+    return cmd + ['--privsep_context', context, '--privsep_sock_path', SOCK]
 
 
-def test_every_command_run_is_in_the_filters():
-    found, unknown = commands_in_code()
-    assert found, 'the scan found no command at all: it is broken'
-    missing = {cmd: where for cmd, where in found.items()
-               if cmd not in filter_commands()}
-    assert not missing, 'commands missing from %s: %s' % (FILTERS, missing)
-    assert not unknown, ('command names must be literals so the filters '
-                         'can be checked: %s' % unknown)
+@pytest.mark.parametrize('context', CONTEXTS)
+@pytest.mark.parametrize('config_files', [
+    ('/etc/nova/nova.conf',),
+    ('/etc/nova/nova.conf', '/etc/nova/nova-compute.conf')])
+def test_privsep_helper_for_our_contexts_is_allowed(filters, context,
+                                                    config_files):
+    matched = match(filters, helper(context, *config_files))
+    assert matched.get_command(helper(context, *config_files))[-1] == SOCK
 
 
-def test_filters_list_nothing_the_code_does_not_run():
-    found, _unknown = commands_in_code()
-    extra = filter_commands() - set(found)
-    assert not extra, 'filters allow commands the code never runs: %s' % extra
+@pytest.mark.parametrize('cmd', DANGEROUS, ids=lambda c: ' '.join(c)[:60])
+def test_commands_that_give_root_away_are_refused(filters, cmd):
+    with pytest.raises(wrapper.NoFilterMatched):
+        match(filters, cmd)
+
+
+def test_filters_run_privsep_helper_only(filters):
+    for entry in filters:
+        assert isinstance(entry, rw_filters.RegExpFilter), entry
+        assert os.path.basename(entry.exec_path) == 'privsep-helper'
+        assert entry.args[0] == 'privsep-helper'
+
+
+def test_filters_name_the_contexts_that_exist():
+    from nova_ksm_inject import privsep
+
+    named = {entry.args[entry.args.index('--privsep_context') + 1]
+             .replace('\\.', '.')
+             for entry in ours(wrapper.load_filters([FILTERS_DIR]))}
+    assert named == set(CONTEXTS)
+    for context in privsep.CONTEXTS:
+        assert context.pypath in named

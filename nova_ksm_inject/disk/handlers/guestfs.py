@@ -34,7 +34,6 @@ from nova_ksm_inject import exception
 from nova_ksm_inject import utils
 from nova_ksm_inject.disk import guestfs_files
 from nova_ksm_inject.disk import guestpath
-from nova_ksm_inject.disk import mount
 from nova_ksm_inject.disk.handlers import base
 
 LOG = logging.getLogger(__name__)
@@ -59,6 +58,9 @@ def load_binding():
 
 def kill_appliances(parent, image_path):
     """SIGKILL the qemu children of ``parent`` that opened ``image_path``.
+
+    libguestfs canonicalises a drive's path (``/proc/<pid>/fd/<n>``
+    becomes the file's real path) before it starts qemu: look for that.
 
     :returns: the pids killed.
     """
@@ -161,7 +163,7 @@ class GuestfsHandler(base.ImageHandler):
         if self.conf.guestfs.debug:
             handle.set_trace(True)
             handle.set_verbose(True)
-        handle.add_drive_opts(image.path, format=image.format,
+        handle.add_drive_opts(image.tool_path, format=image.format,
                               readonly=False)
         self._launch(appliance)
         guestfs_files.mount_guest(handle, image, partition)
@@ -221,11 +223,11 @@ class GuestfsHandler(base.ImageHandler):
     # -- guestmount command -------------------------------------------------
 
     def _mount_guestmount(self, image, partition, journal):
-        mountpoint = mount.make_mountpoint(journal, 'nova-ksm-inject-gm-')
+        mountpoint = journal.make_dir('root')
         # Not inside the mountpoint: rmtree must never walk into the guest.
-        workdir = mount.make_mountpoint(journal, 'nova-ksm-inject-gmpid-')
+        workdir = journal.make_dir('guestmount')
         pidfile = os.path.join(workdir, 'guestmount.pid')
-        cmd = ['--format=%s' % image.format, '-a', image.path]
+        cmd = ['--format=%s' % image.format, '-a', image.tool_path]
         if partition == base.PARTITION_INSPECT:
             cmd.append('-i')
         else:
@@ -255,7 +257,11 @@ class GuestfsHandler(base.ImageHandler):
         timeout = self.conf.guestfs.launch_timeout
         launched = []
         try:
-            utils.execute('guestmount', *args, run_as_root=True,
+            utils.execute('guestmount', *args,
+                          preexec_fn=utils.ResourceLimits(
+                              cpu_time=self.conf.guestfs.guestmount_cpu_time,
+                              address_space=(
+                                  self.conf.guestfs.guestmount_address_space)),
                           env_variables=self._environment(), timeout=timeout,
                           on_execute=launched.append,
                           action='mounting %s with guestmount' % image.path)

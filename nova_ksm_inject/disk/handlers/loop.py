@@ -21,4 +21,5 @@ class LoopHandler(base.ImageHandler):
         mount.check_loop_available()
 
     def mount(self, image, partition, journal):
-        return mount.mount_raw_file(image.path, partition, journal)
+        return mount.mount_raw_file(image.tool_path, partition, journal,
+                                    real_path=image.path)

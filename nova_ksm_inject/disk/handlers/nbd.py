@@ -30,7 +30,7 @@ from nova_ksm_inject import exception
 from nova_ksm_inject import utils
 from nova_ksm_inject.disk import guestpath
 from nova_ksm_inject.disk import mount
-from nova_ksm_inject.disk import state
+from nova_ksm_inject.disk import undo
 from nova_ksm_inject.disk.handlers import base
 
 LOG = logging.getLogger(__name__)
@@ -127,7 +127,7 @@ class NbdHandler(base.ImageHandler):
                 reason='the nbd driver was loaded without partitions '
                        '(max_part=0) and %s needs partition %d; reload it '
                        'with %s' % (image.path, partition, MODPROBE))
-        mountpoint = mount.make_mountpoint(journal)
+        mountpoint = journal.make_dir('root')
         name = self._claim_device(journal)
         device = self._connect(image, name, journal)
         if partition > 0:
@@ -151,7 +151,7 @@ class NbdHandler(base.ImageHandler):
                   self._param('nbds_max'))
         for name in names:
             pid = self.connected_pid(name)
-            if pid is not None and state.process_matches(pid):
+            if pid is not None and undo.process_matches(pid):
                 continue  # in use: skip without touching its lock
             lock = self._lock(name)
             if not self._acquire(name, lock):
@@ -184,7 +184,7 @@ class NbdHandler(base.ImageHandler):
         pid = self.connected_pid(name)
         if pid is None:
             return True
-        if state.process_matches(pid):
+        if undo.process_matches(pid):
             return False  # connected by something outside our locks
         LOG.warning('/dev/%s is connected to dead process %d (stale); '
                     'disconnecting it', name, pid)
@@ -197,7 +197,11 @@ class NbdHandler(base.ImageHandler):
         device = os.path.join(self.dev, name)
         try:
             utils.execute('qemu-nbd', '--connect', device, '--format',
-                          image.format, image.path, run_as_root=True,
+                          image.format, image.tool_path,
+                          preexec_fn=utils.ResourceLimits(
+                              cpu_time=self.conf.inject.helper_cpu_time,
+                              address_space=(
+                                  self.conf.inject.helper_address_space)),
                           action='connecting %s to %s' % (image.path, device))
         except exception.CommandFailed as err:
             self._record_if_ours(image, name, device, journal)
@@ -213,9 +217,9 @@ class NbdHandler(base.ImageHandler):
         # A failed qemu-nbd may still have connected the device; disconnect
         # it unless its server is somebody else's.
         pid = self.connected_pid(name)
-        if pid is not None and not state.process_matches(pid, image.path):
+        if pid is not None and not undo.process_matches(pid, image.tool_path):
             return
-        journal.push('nbd', undo=lambda: self._disconnect(device, name),
+        journal.push('nbd', undo_now=lambda: self._disconnect(device, name),
                      device=device)
 
     def _wait_connected(self, image, name, device):
@@ -252,7 +256,7 @@ class NbdHandler(base.ImageHandler):
     def _disconnect(self, device, name):
         if self.connected_pid(name) is None:
             return
-        utils.execute('qemu-nbd', '--disconnect', device, run_as_root=True,
+        utils.execute('qemu-nbd', '--disconnect', device,
                       action='disconnecting %s' % device)
         deadline = self.clock() + self.conf.timeout_nbd
         while self.connected_pid(name) is not None:

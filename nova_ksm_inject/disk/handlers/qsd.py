@@ -30,14 +30,14 @@ from nova_ksm_inject import exception
 from nova_ksm_inject import utils
 from nova_ksm_inject.disk import mount
 from nova_ksm_inject.disk import qmp
-from nova_ksm_inject.disk import state
+from nova_ksm_inject.disk import undo
 from nova_ksm_inject.disk.handlers import base
 
 LOG = logging.getLogger(__name__)
 
-WORKDIR_PREFIX = 'nova-ksm-inject-qsd-'
 EXPORT_ID = 'nova-ksm-inject'
 MONITOR_ID = 'nova-ksm-inject-qmp'
+MONITOR_SOCKET = 'qmp.sock'
 #: Seconds allowed to a clean stop before SIGTERM, then SIGKILL.
 STOP_TIMEOUT = 10
 
@@ -69,20 +69,15 @@ def blockdev_args(image):
     args, below = [], None
     # backing_chain runs from the direct backing file down: open the
     # bottom first so each layer can name the one below.
-    for depth, (path, fmt) in enumerate(reversed(image.backing_chain)):
+    for depth, (path, fmt) in enumerate(reversed(image.layer_paths())):
         node = 'backing%d' % depth
         args += ['--blockdev', json.dumps(layer_spec(node, path, fmt, below,
                                                      read_only=True))]
         below = node
-    args += ['--blockdev', json.dumps(layer_spec('top', image.path,
+    args += ['--blockdev', json.dumps(layer_spec('top', image.tool_path,
                                                  image.format, below,
                                                  read_only=False))]
     return args, 'top'
-
-
-def _opt_value(value):
-    # QemuOpts syntax (--chardev has no JSON form): "," is doubled.
-    return value.replace(',', ',,')
 
 
 def daemon_command(image, workdir):
@@ -92,10 +87,13 @@ def daemon_command(image, workdir):
     export_spec = {'type': 'fuse', 'id': EXPORT_ID, 'node-name': top,
                    'mountpoint': export, 'writable': True,
                    'allow-other': 'off'}
+    # The monitor socket is named relative to the daemon's working
+    # directory (the work dir): a UNIX socket path must stay under 108
+    # bytes, and [inject] state_dir may be long.
     cmd = ['qemu-storage-daemon', *blockdevs,
            '--export', json.dumps(export_spec),
            '--chardev', 'socket,id=%s,path=%s,server=on,wait=off' % (
-               MONITOR_ID, _opt_value(os.path.join(workdir, 'qmp.sock'))),
+               MONITOR_ID, MONITOR_SOCKET),
            '--monitor', 'chardev=%s' % MONITOR_ID,
            '--daemonize', '--pidfile', os.path.join(workdir, 'qsd.pid')]
     return cmd, export
@@ -114,7 +112,7 @@ def read_pid(path):
 def daemons_serving(export):
     """Pids of running processes whose command line names ``export``."""
     return [int(entry) for entry in os.listdir('/proc')
-            if entry.isdigit() and state.process_matches(int(entry), export)]
+            if entry.isdigit() and undo.process_matches(int(entry), export)]
 
 
 def stop_daemon(pid, marker, monitor, export, timeout=STOP_TIMEOUT):
@@ -125,16 +123,16 @@ def stop_daemon(pid, marker, monitor, export, timeout=STOP_TIMEOUT):
     unmounted.
     """
     started = time.monotonic()
-    if state.process_matches(pid, marker):
+    if undo.process_matches(pid, marker):
         try:
             with qmp.QmpClient(monitor, timeout=timeout) as client:
                 client.quit()
         except (OSError, qmp.QmpError) as err:
             LOG.warning('qemu-storage-daemon %d did not quit through QMP '
                         '(%s); signalling it', pid, err)
-    state.stop_process(pid, marker, timeout=timeout)
+    undo.stop_process(pid, marker, timeout=timeout)
     if os.path.ismount(export):
-        utils.execute('umount', export, run_as_root=True,
+        utils.execute('umount', export,
                       action='unmounting the FUSE export %s' % export)
     LOG.debug('Stopped qemu-storage-daemon %d in %.3f s', pid,
               time.monotonic() - started)
@@ -164,11 +162,14 @@ class QsdHandler(base.ImageHandler):
             raise exception.HandlerFailed(
                 reason='qsd cannot inspect %s for its root partition; give '
                        'the partition number' % image.path)
-        workdir = mount.make_mountpoint(journal, prefix=WORKDIR_PREFIX)
+        workdir = journal.make_dir('qsd')
         cmd, export = daemon_command(image, workdir)
         # FUSE mounts over an existing file; the daemon never creates it.
         with open(export, 'x'):
             pass
+        # Before the daemon: unwound after it, this unmounts a FUSE export
+        # that a failed or killed daemon left (a no-op after a clean quit).
+        journal.push('mount', path=export, device='qemu-storage-daemon')
         self._start(image, cmd, workdir, export, journal)
         self._wait_export(image, export)
         return mount.mount_raw_file(export, partition, journal)
@@ -178,7 +179,11 @@ class QsdHandler(base.ImageHandler):
         launched = []
         failed = True
         try:
-            utils.execute(*cmd, run_as_root=True, timeout=timeout,
+            utils.execute(*cmd, timeout=timeout, cwd=workdir,
+                          preexec_fn=utils.ResourceLimits(
+                              cpu_time=self.conf.inject.helper_cpu_time,
+                              address_space=(
+                                  self.conf.inject.helper_address_space)),
                           on_execute=launched.append,
                           action='exporting %s with qemu-storage-daemon'
                                  % image.path)
@@ -205,9 +210,9 @@ class QsdHandler(base.ImageHandler):
             # The pid file is written once the export is up: a daemon that
             # hung before that is found by its export path.
             pids.update(daemons_serving(export))
-        monitor = os.path.join(workdir, 'qmp.sock')
+        monitor = os.path.join(workdir, MONITOR_SOCKET)
         for pid in sorted(p for p in pids if p):
-            journal.push('process', undo=functools.partial(
+            journal.push('process', undo_now=functools.partial(
                 stop_daemon, pid, export, monitor, export),
                 pid=pid, marker=export, timeout=STOP_TIMEOUT)
             LOG.info('qemu-storage-daemon %d exports %s', pid, export)

@@ -110,9 +110,8 @@ class LibvirtDriver(libvirt_driver.LibvirtDriver):
             # As when no handler can open it: raise only for files.
             injection.setup_failed(request, err, image_id)
             return
-        injection.NovaRulesInjector(
-            path, fmt, self._injection_partition(instance),
-            image_id).inject(request)
+        injection.inject(path, fmt, self._injection_partition(instance),
+                         image_id, request)
 
     @staticmethod
     def _injection_request(instance, injection_info):
@@ -130,7 +129,8 @@ class LibvirtDriver(libvirt_driver.LibvirtDriver):
         return inject.InjectionRequest(
             key=key, net=net, metadata=instance.get('metadata') or None,
             admin_password=admin_pass,
-            files=list(injection_info.files or []))
+            files=list(injection_info.files or []),
+            mandatory=injection.MANDATORY)
 
     @staticmethod
     def _injection_partition(instance):

@@ -98,8 +98,8 @@ def test_binding_inspects_and_injects_into_the_guest_never_the_host(
     os.makedirs(boot)
     base, overlay = two_partition_disk(images, tree, boot)
     before = sha256(base)
-    info = disk_image.inspect_image(overlay, trusted_dirs=[images.path(
-        '_base')])
+    info = disk_image.inspect_image(overlay, fmt='qcow2',
+                                    trusted_dirs=[images.path('_base')])
     handler = guestfs.GuestfsHandler(state_conf.conf)
     with state.Journal(state_conf.conf.inject.state_dir, overlay,
                        'guestfs') as journal:
@@ -142,8 +142,9 @@ def test_guestfs_after_nbd_fails_through_the_command(images, tmp_path,
     assert [line for line in shown.stdout.splitlines()
             if 'guestfs' in line and 'usable' in line]
     (tmp_path / 'key.pub').write_text(KEY + '\n')
-    proc = subprocess.run([CLI, 'inject', overlay, '--config-file',
-                           str(conf), '--partition', '2', '--key-file',
+    proc = subprocess.run([CLI, 'inject', overlay, '--format', 'qcow2',
+                           '--config-file', str(conf), '--partition', '2',
+                           '--key-file',
                            str(tmp_path / 'key.pub')],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -176,6 +177,7 @@ def test_guestmount_fallback(images, state_conf, no_leaks):
     overlay = images.qcow2_overlay(base, 'disk.qcow2', 'raw')
     result = api.inject_data(overlay, full_request(), partition=0,
                              handler_names=['guestfs'], use_cow=True,
+                             fmt='qcow2',
                              trusted_dirs=[images.path('_base')])
     assert result.handler == 'guestfs'
     # The journal waited for the guestmount process to exit: it is gone
@@ -198,7 +200,7 @@ def test_appliance_that_does_not_come_up_in_time_falls_through(
     started = time.monotonic()
     result = api.inject_data(overlay, inject.InjectionRequest(key=KEY),
                              partition=0, handler_names=['guestfs', 'qsd'],
-                             use_cow=True,
+                             use_cow=True, fmt='qcow2',
                              trusted_dirs=[images.path('_base')])
     first = result.attempts[0]
     if first.outcome == 'used':

@@ -103,7 +103,7 @@ def test_loop_skipped_for_cow_and_qcow2(images, no_leaks):
     with pytest.raises(exception.NoHandlerMounted):
         api.inject_data(overlay, full_request(), partition=0,
                         handler_names=['loop'], use_cow=False,
-                        trusted_dirs=[images.base])
+                        fmt='qcow2', trusted_dirs=[images.base])
 
 
 def test_nbd_falls_through_for_real(images, no_leaks):
@@ -124,5 +124,5 @@ def test_not_a_filesystem_is_a_clear_failure(images, no_leaks):
     with pytest.raises(exception.NoHandlerMounted) as err:
         api.inject_data(image, full_request(), partition=0,
                         handler_names=['loop'], use_cow=False)
-    assert 'no mountable filesystem' in str(err.value)
+    assert 'no filesystem recognised' in str(err.value)
     assert os.path.getsize(image) == 8 * 1024 * 1024

@@ -38,7 +38,7 @@ def overlay(images):
 def test_nbd_falls_through_to_qsd(images, overlay, no_leaks):
     result = api.inject_data(overlay, inject.InjectionRequest(key=KEY),
                              partition=0, handler_names=['nbd', 'qsd'],
-                             use_cow=True,
+                             use_cow=True, fmt='qcow2',
                              trusted_dirs=[images.path('_base')])
     assert result.handler == 'qsd'
     nbd, used = result.attempts
@@ -72,8 +72,9 @@ def test_operator_sees_why_nbd_was_passed_over(images, overlay, tmp_path,
     key = tmp_path / 'key.pub'
     key.write_text(KEY + '\n')
     conf = write_conf(tmp_path, 'nbd,qsd')
-    proc = subprocess.run([CLI, 'inject', overlay, '--config-file', conf,
-                           '--partition', '0', '--key-file', str(key)],
+    proc = subprocess.run([CLI, 'inject', overlay, '--format', 'qcow2',
+                           '--config-file', conf, '--partition', '0',
+                           '--key-file', str(key)],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     output = proc.stdout + proc.stderr

@@ -47,6 +47,7 @@ def cache(images):
 
 
 def inject_qsd(image, request, partition, cache, **kwargs):
+    kwargs.setdefault('fmt', 'qcow2')
     return api.inject_data(image, request, partition=partition,
                            handler_names=['qsd'], use_cow=True,
                            trusted_dirs=[cache], **kwargs)
@@ -138,7 +139,8 @@ def test_failure_while_injecting_unwinds_everything(images, cache, no_leaks,
         files.makedirs('/root/.ssh', 0o700)
         raise RuntimeError('boom')
     monkeypatch.setattr(api.inject, 'inject_data', explode)
-    with pytest.raises(RuntimeError):
+    # Whatever goes wrong, the caller gets one of our errors, unwound.
+    with pytest.raises(exception.InjectionFailed, match='boom'):
         inject_qsd(overlay, inject.InjectionRequest(key=KEY), 0, cache)
 
 
@@ -153,6 +155,7 @@ KILLED_RUN = textwrap.dedent('''
     api.inject.inject_data = die
     api.inject_data(sys.argv[2], inject.InjectionRequest(key='k'),
                     partition=0, handler_names=['qsd'], use_cow=True,
+                    fmt='qcow2',
                     trusted_dirs=[sys.argv[3]])
 ''')
 
@@ -174,12 +177,12 @@ def test_cleanup_sweeps_a_killed_run(images, cache, tmp_path, no_leaks):
                            overlay, cache], capture_output=True, text=True)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert 'mounted' in proc.stdout
-    assert live_daemons(qsd.WORKDIR_PREFIX), 'the daemon should be orphaned'
+    assert live_daemons(str(state_dir)), 'the daemon should be orphaned'
     cli = os.path.join(os.path.dirname(sys.executable), 'nova-ksm-inject')
     out = subprocess.run([cli, 'cleanup', '--config-file', str(conf)],
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
     for kind in ('mount', 'loop', 'process', 'tmpdir'):
         assert 'undone %s' % kind in out.stdout
-    assert not live_daemons(qsd.WORKDIR_PREFIX)
+    assert not live_daemons(str(state_dir))
     sh('qemu-img', 'info', '-f', 'qcow2', overlay)  # unlocked again

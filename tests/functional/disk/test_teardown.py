@@ -51,18 +51,82 @@ def test_command_failure_at_each_step(images, no_leaks, monkeypatch,
         err.value)
 
 
-@pytest.mark.parametrize('fault', [RuntimeError('boom'), KeyboardInterrupt()])
+@pytest.mark.parametrize('fault,expected', [
+    (RuntimeError('boom'), exception.InjectionFailed),
+    (KeyboardInterrupt(), KeyboardInterrupt)])
 def test_failure_during_injection_unwinds(images, no_leaks, monkeypatch,
-                                          fault):
+                                          fault, expected):
     image = images.raw_fs()
 
     def explode(files, request, image_desc='', conf=None):
         files.makedirs('/root/.ssh', 0o700)
         raise fault
     monkeypatch.setattr(api.inject, 'inject_data', explode)
-    with pytest.raises(type(fault)):
+    with pytest.raises(expected):
         api.inject_data(image, inject.InjectionRequest(key=KEY), partition=0,
                         handler_names=['loop'], use_cow=False)
+
+
+def _deny(*args, **kwargs):
+    raise PermissionError(13, 'Permission denied (fault injected)')
+
+
+# Each step of a loop injection, and what the caller must then see: the
+# handler's own steps fail the handler (the chain moves on, and with no
+# other handler says so); the rest fail the injection. Always one of our
+# errors, never the OSError itself, and never anything left behind.
+STEPS = {
+    'state dir': ('state.private_dir', exception.InjectionFailed),
+    'work dir': ('state.Journal.make_dir', exception.NoHandlerMounted),
+    'loop attach': ('mount.attach_loop', exception.NoHandlerMounted),
+    'mount': ('mount.mount_device', exception.NoHandlerMounted),
+    'guest root': ('guestpath.HostRootFiles.__init__',
+                   exception.NoHandlerMounted),
+    'guest write': ('guestpath.HostRootFiles.write',
+                    exception.InjectionFailed),
+    'header read': ('header.read', exception.ImageRefused),
+}
+
+
+@pytest.mark.parametrize('step', sorted(STEPS))
+def test_os_error_at_each_step_unwinds_completely(images, no_leaks,
+                                                  monkeypatch, step):
+    from nova_ksm_inject.disk import guestpath  # noqa: F401
+    from nova_ksm_inject.disk import header  # noqa: F401
+    from nova_ksm_inject.disk import mount  # noqa: F401
+    from nova_ksm_inject.disk import state  # noqa: F401
+
+    target, expected = STEPS[step]
+    module, _, attr = target.partition('.')
+    owner = sys.modules['nova_ksm_inject.disk.' + module]
+    for part in attr.split('.')[:-1]:
+        owner = getattr(owner, part)
+    monkeypatch.setattr(owner, attr.split('.')[-1], _deny)
+    image, offset = images.raw_mbr()
+    with pytest.raises(expected) as err:
+        api.inject_data(image, inject.InjectionRequest(key=KEY), partition=2,
+                        handler_names=['loop'], use_cow=False)
+    assert 'fault injected' in str(err.value)
+    assert not Debugfs(image, offset).exists('/root/.ssh/authorized_keys')
+
+
+def test_os_error_while_unmounting_keeps_the_record_for_cleanup(
+        images, tmp_path, no_leaks, monkeypatch):
+    from nova_ksm_inject.disk import sweep
+    from nova_ksm_inject.disk import undo
+
+    image, offset = images.raw_mbr()
+    monkeypatch.setitem(undo.UNDO, 'mount', _deny)
+    with pytest.raises(exception.UnwindFailed, match='fault injected'):
+        api.inject_data(image, inject.InjectionRequest(key=KEY), partition=2,
+                        handler_names=['loop'], use_cow=False)
+    records = os.listdir(tmp_path / 'state' / 'journal')
+    assert len(records) == 1, 'the failed unwind must leave its record'
+    monkeypatch.undo()
+    results = sweep.sweep(str(tmp_path / 'state'))
+    assert [r.errors for r in results] == [[]], results
+    # The key was written before the unmount failed, and is there.
+    assert KEY in Debugfs(image, offset).cat('/root/.ssh/authorized_keys')
 
 
 def test_limits_checked_before_anything_is_mounted(images, no_leaks,
@@ -101,7 +165,8 @@ def test_cleanup_sweeps_a_killed_run(images, tmp_path, no_leaks):
                            image], capture_output=True, text=True)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert 'mounted' in proc.stdout
-    assert len(os.listdir(state_dir)) == 1  # the journal of the dead run
+    # the journal of the dead run
+    assert len(os.listdir(state_dir / 'journal')) == 1
     loops = subprocess.run(['losetup', '-j', image], capture_output=True,
                            text=True).stdout
     assert loops, 'the killed run should have left its loop device'
@@ -112,4 +177,5 @@ def test_cleanup_sweeps_a_killed_run(images, tmp_path, no_leaks):
     assert 'undone mount' in out.stdout and 'undone loop' in out.stdout
     assert not subprocess.run(['losetup', '-j', image], capture_output=True,
                               text=True).stdout
-    assert os.listdir(state_dir) == []
+    assert os.listdir(state_dir / 'journal') == []
+    assert os.listdir(state_dir / 'work') == []

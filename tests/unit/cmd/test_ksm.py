@@ -33,6 +33,13 @@ def env(tmp_path, monkeypatch):
     logging.getLogger('nova_ksm_inject').setLevel(logging.NOTSET)
 
 
+@pytest.fixture(params=['as_root', 'privsep_wire'])
+def caller(request):
+    """KSM changes made as a root caller makes them (in this process) and
+    as an unprivileged one (through the ``[privsep_ksm]`` entrypoints)."""
+    return request.getfixturevalue(request.param)
+
+
 def run(conf, *args):
     return main.main(['--config-file', conf, 'ksm'] + list(args))
 
@@ -66,7 +73,7 @@ def test_status_text(env, capsys):
     assert 'KSM: stopped' in capsys.readouterr().out
 
 
-def test_enable_disable_restore(env, capsys):
+def test_enable_disable_restore(caller, env, capsys):
     fake_ksm, _, conf = env
     assert run(conf, 'enable') == 0
     assert fake_ksm.get('run') == '1'
@@ -81,7 +88,7 @@ def test_enable_disable_restore(env, capsys):
     assert 'No saved KSM settings' in capsys.readouterr().err
 
 
-def test_apply_follows_enabled_auto(env):
+def test_apply_follows_enabled_auto(caller, env):
     fake_ksm, fake_proc, conf = env
     assert run(conf, 'apply') == 0
     assert fake_ksm.get('run') == '0'
@@ -90,7 +97,7 @@ def test_apply_follows_enabled_auto(env):
     assert fake_ksm.get('run') == '1'
 
 
-def test_apply_reports_deferred_tree_knob(env, capsys):
+def test_apply_reports_deferred_tree_knob(caller, env, capsys):
     fake_ksm, fake_proc, conf = env
     with open(conf, 'a') as f:
         f.write('merge_across_nodes = false\n')
@@ -103,13 +110,13 @@ def test_apply_reports_deferred_tree_knob(env, capsys):
     assert fake_ksm.get('run') == '1'
 
 
-def test_disable_unmerge(env):
+def test_disable_unmerge(caller, env):
     fake_ksm, _, conf = env
     assert run(conf, 'disable', '--unmerge') == 0
     assert fake_ksm.get('run') == '2'
 
 
-def test_missing_ksm_is_one_line(env, tmp_path, monkeypatch, capsys):
+def test_missing_ksm_is_one_line(caller, env, tmp_path, monkeypatch, capsys):
     _, _, conf = env
     monkeypatch.setattr(ksm_sysfs, 'KSM_ROOT', str(tmp_path / 'none'))
     assert run(conf, 'enable') == 1
@@ -118,7 +125,7 @@ def test_missing_ksm_is_one_line(env, tmp_path, monkeypatch, capsys):
     assert len(err.strip().splitlines()) == 1
 
 
-def test_read_only_sysfs_is_one_line(env, monkeypatch, capsys):
+def test_read_only_sysfs_is_one_line(caller, env, monkeypatch, capsys):
     fake_ksm, _, conf = env
     real_access = os.access
     monkeypatch.setattr(os, 'access', lambda path, mode: (
@@ -126,6 +133,16 @@ def test_read_only_sysfs_is_one_line(env, monkeypatch, capsys):
     assert run(conf, 'enable') == 1
     assert 'Cannot write KSM setting' in capsys.readouterr().err
     assert fake_ksm.get('run') == '0'
+
+
+def test_unprivileged_changes_go_through_the_ksm_context(env,
+                                                         privsep_wire):
+    _, _, conf = env
+    for args in (['enable'], ['disable', '--unmerge'], ['restore']):
+        assert run(conf, *args) == 0
+    assert privsep_wire.calls == [
+        'nova_ksm_inject.privsep.ksm.apply_ksm'] * 2 + [
+        'nova_ksm_inject.privsep.ksm.restore_ksm']
 
 
 def test_bad_option_is_rejected_with_the_range(env, capsys):

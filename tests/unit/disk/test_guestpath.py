@@ -20,8 +20,9 @@ from nova_ksm_inject import exception
 from nova_ksm_inject.disk import guestpath
 from nova_ksm_inject.disk import openat2
 
-needs_root = pytest.mark.skipif(os.geteuid() != 0,
-                                reason='chown to other ids needs root')
+# Owners are real as root and recorded per inode otherwise (conftest.py):
+# writes default to guest uid 0, which only root may give.
+pytestmark = pytest.mark.usefixtures('owners')
 Refused = exception.GuestPathRefused
 
 
@@ -223,59 +224,49 @@ def test_path_length_limit(plain, conf):
     assert not (guest / 'etc/long-name').exists()
 
 
-@needs_root
-def test_new_file_mode_and_owner(plain):
+def test_new_file_mode_and_owner(plain, owners):
     guest, files = plain
     files.write('/etc/new', b'data', mode=0o640, uid=1234, gid=4321)
-    st = os.stat(guest / 'etc/new')
-    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (
-        0o640, 1234, 4321)
-    assert files.stat('/etc/new') == (st.st_mode, 1234, 4321)
+    assert owners.of(guest / 'etc/new') == (0o640, 1234, 4321)
+    assert files.stat('/etc/new') == (stat.S_IFREG | 0o640, 1234, 4321)
 
 
-@needs_root
-def test_makedirs_modes_owners_and_existing_kept(plain):
+def test_makedirs_modes_owners_and_existing_kept(plain, owners):
     guest, files = plain
     os.chmod(guest / 'etc', 0o711)
     files.makedirs('/etc/a/b', mode=0o750, uid=12, gid=34)
     for sub in ('etc/a', 'etc/a/b'):
-        st = os.stat(guest / sub)
-        assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (
-            0o750, 12, 34)
+        assert owners.of(guest / sub) == (0o750, 12, 34)
     assert stat.S_IMODE(os.stat(guest / 'etc').st_mode) == 0o711
     files.makedirs('/etc/a/b', mode=0o700)  # existing: nothing changes
     assert stat.S_IMODE(os.stat(guest / 'etc/a/b').st_mode) == 0o750
 
 
-@needs_root
-def test_append_keeps_content_mode_owner(plain):
+def test_append_keeps_content_mode_owner(plain, owners):
     guest, files = plain
     target = guest / 'etc' / 'log'
     target.write_bytes(b'one\n')
     os.chmod(target, 0o604)
-    os.chown(target, 7, 8)
+    owners.chown(target, 7, 8)
     files.write('/etc/log', b'two\n', mode=0o600, uid=0, gid=0, append=True)
-    st = os.stat(target)
     assert target.read_bytes() == b'one\ntwo\n'
-    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o604, 7, 8)
+    assert owners.of(target) == (0o604, 7, 8)
     files.write('/etc/fresh', b'x\n', mode=0o600, uid=5, gid=6, append=True)
-    st = os.stat(guest / 'etc/fresh')
-    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o600, 5, 6)
+    assert owners.of(guest / 'etc/fresh') == (0o600, 5, 6)
 
 
-@needs_root
-def test_replace_is_atomic_and_keeps_mode_owner(plain):
+def test_replace_is_atomic_and_keeps_mode_owner(plain, owners):
     guest, files = plain
     target = guest / 'etc' / 'shadow'
     target.write_bytes(b'old contents that are longer\n')
     os.chmod(target, 0o640)
-    os.chown(target, 0, 42)
+    owners.chown(target, 0, 42)
     old_inode = os.stat(target).st_ino
     files.write('/etc/shadow', b'new\n', mode=0o644, uid=9, gid=9)
-    st = os.stat(target)
     assert target.read_bytes() == b'new\n'
-    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o640, 0, 42)
-    assert st.st_ino != old_inode  # renamed over, not rewritten in place
+    assert owners.of(target) == (0o640, 0, 42)
+    # renamed over, not rewritten in place
+    assert os.stat(target).st_ino != old_inode
     assert sorted(os.listdir(guest / 'etc')) == ['passwd', 'shadow']
 
 
@@ -305,13 +296,11 @@ def test_makedirs_over_file_fails(plain):
         files.makedirs('/etc/passwd/sub')
 
 
-@needs_root
-def test_chmod_chown_follow_links_inside_root(root):
+def test_chmod_chown_follow_links_inside_root(root, owners):
     with guestpath.HostRootFiles(str(root), use_openat2=True) as files:
         files.chmod('/var/to-data', 0o600)
         files.chown('/var/to-data', 55, 66)
-    st = os.stat(root / 'nki-guest-only-data' / 'f')
-    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o600, 55, 66)
+    assert owners.of(root / 'nki-guest-only-data' / 'f') == (0o600, 55, 66)
     assert os.path.islink(root / 'var' / 'to-data')
 
 

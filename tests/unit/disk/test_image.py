@@ -4,10 +4,12 @@ qemu-img is replaced by a fake that answers canned ``qemu-img info`` JSON;
 the image files are tiny headers written in ``tmp_path``.
 """
 
+import contextlib
 import dataclasses
 import json
 import logging
 import os
+import re
 import struct
 
 import pytest
@@ -15,6 +17,7 @@ import pytest
 from nova_ksm_inject import exception
 from nova_ksm_inject import utils
 from nova_ksm_inject.disk import image
+from tests.unit import fake_privsep
 
 QCOW2 = b'QFI\xfb' + struct.pack('>I', 3)
 RAW = b'\0' * 512
@@ -49,7 +52,10 @@ class FakeQemuImg:
         self.calls.append((cmd, kwargs))
         if self.failure:
             raise self.failure
-        return json.dumps(self.layers[cmd[-1]]), ''
+        target = cmd[-1]
+        if target.startswith('/proc/'):
+            target = os.readlink(target)  # a held descriptor: its file
+        return json.dumps(self.layers[target]), ''
 
     @property
     def paths(self):
@@ -139,7 +145,6 @@ def test_raw_image(tmp_path, qemu_img, conf):
     assert not info.is_cow
     [(cmd, kwargs)] = qemu_img.calls
     assert cmd == ('qemu-img', 'info', '--output=json', '-f', 'raw', path)
-    assert kwargs['run_as_root'] is False
     limits = kwargs['preexec_fn']
     assert isinstance(limits, utils.ResourceLimits)
     assert (limits.cpu_time, limits.address_space) == (7, 128 << 20)
@@ -186,6 +191,43 @@ def test_detected_other_format_is_refused(tmp_path, qemu_img, header):
     path = write(tmp_path / 'disk.img', header)
     assert 'not accepted' in refusal(0, qemu_img, path)
     assert 'stated raw' in refusal(0, qemu_img, path, fmt='raw')
+
+
+# --- qcow2 header fields that name other files ------------------------
+
+def backed_qcow2(incompatible=0):
+    """A v3 qcow2 header whose backing file fields are set."""
+    return (b'QFI\xfb' + struct.pack('>IQI', 3, 512, 12)).ljust(72, b'\0') \
+        + struct.pack('>Q', incompatible)
+
+
+def test_header_backing_file_needs_the_format_stated(tmp_path, qemu_img):
+    # A raw disk's owner can write a qcow2 header naming a backing file
+    # into its first sector: detected, it would pull that file in.
+    path = write(tmp_path / 'disk', backed_qcow2())
+    message = refusal(0, qemu_img, path)
+    assert 'state --format qcow2' in message
+    assert 'CVE-2024-32498' in message
+    assert 'stated raw' in refusal(0, qemu_img, path, fmt='raw')
+    qemu_img.add(path, 'qcow2')
+    assert image.inspect_image(path, fmt='qcow2').format == 'qcow2'
+    assert qemu_img.calls[0][0][4:] == ('qcow2', path)
+
+
+@pytest.mark.parametrize('fmt', [None, 'qcow2'])
+def test_external_data_file_bit_is_refused_before_qemu_img(tmp_path,
+                                                           qemu_img, fmt):
+    head = (QCOW2 + b'\0' * 64)[:72] + struct.pack('>Q', 1 << 2)
+    path = write(tmp_path / 'disk', head)
+    qemu_img.add(path, 'qcow2')
+    message = refusal(0, qemu_img, path, fmt=fmt)
+    assert 'external data file' in message and 'qemu-img convert' in message
+
+
+def test_truncated_qcow2_header_is_refused(tmp_path, qemu_img):
+    path = tmp_path / 'disk'
+    path.write_bytes(QCOW2)
+    assert 'truncated' in refusal(0, qemu_img, str(path))
 
 
 # --- backing chains --------------------------------------------------
@@ -448,3 +490,62 @@ def test_summary_logged(tmp_path, qemu_img, caplog):
                             % path) for m in messages)
     assert ('Inspected image %s: format raw, virtual size 1048576 bytes, '
             'backing chain of 0 file(s)' % path) in messages
+
+
+# --- held open: what the privileged side does -------------------------
+
+def test_held_image_and_layers_are_handed_to_tools_by_descriptor(
+        tmp_path, qemu_img, trusted):
+    base = write(trusted / 'base.raw')
+    top = write(tmp_path / 'inst' / 'disk', QCOW2)
+    qemu_img.add(top, 'qcow2', base, 'raw')
+    qemu_img.add(base, 'raw')
+    with contextlib.ExitStack() as holder:
+        info = image.inspect_image(top, trusted_dirs=[str(trusted)],
+                                   holder=holder,
+                                   within=[str(tmp_path / 'inst')])
+        [(layer_source, layer_format)] = info.layer_paths()
+        assert re.fullmatch(r'/proc/%d/fd/[0-9]+' % os.getpid(),
+                            info.source)
+        assert info.tool_path == info.source
+        assert (os.readlink(info.source), os.readlink(layer_source)) == (
+            top, base)
+        assert layer_format == 'raw'
+        assert qemu_img.paths == [info.source, layer_source]
+        fds = [int(src.rsplit('/', 1)[1]) for src in (info.source,
+                                                       layer_source)]
+    assert (info.path, info.backing_chain) == (top, ((base, 'raw'),))
+    for fd in fds:  # closed with the holder
+        with pytest.raises(OSError):
+            os.fstat(fd)
+
+
+def test_held_image_outside_image_dirs_is_refused(tmp_path, qemu_img):
+    path = write(tmp_path / 'elsewhere' / 'disk')
+    qemu_img.add(path, 'raw')
+    with contextlib.ExitStack() as holder:
+        message = refusal(0, qemu_img, path, holder=holder,
+                          within=[str(tmp_path / 'inst')])
+    assert 'image_dirs' in message
+
+
+def test_unheld_image_is_inspected_by_path(tmp_path, qemu_img):
+    path = write(tmp_path / 'disk')
+    qemu_img.add(path, 'raw')
+    info = image.inspect_image(path)
+    assert (info.source, info.backing_sources) == (None, ())
+    assert info.tool_path == path and qemu_img.paths == [path]
+
+
+def test_info_crosses_privsep_as_plain_data(tmp_path, qemu_img, trusted):
+    base = write(trusted / 'base.raw')
+    top = write(tmp_path / 'disk', QCOW2)
+    qemu_img.add(top, 'qcow2', base, 'raw')
+    qemu_img.add(base, 'raw')
+    with contextlib.ExitStack() as holder:
+        info = image.inspect_image(top, trusted_dirs=[str(trusted)],
+                                   holder=holder)
+    back = image.ImageInfo.from_dict(fake_privsep.over_the_wire(
+        info.to_dict()))
+    # Descriptors are the privileged side's own: they do not cross.
+    assert back == image.ImageInfo(top, 'qcow2', 1 << 20, ((base, 'raw'),))

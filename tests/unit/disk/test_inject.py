@@ -1,13 +1,14 @@
 """inject.py through HostRootFiles on a temporary guest tree.
 
 The shadow hash is checked with ``openssl passwd -6``, a reader independent
-of the libcrypt call under test. Writing uid/gid 0 files needs root.
+of the libcrypt call under test. Guest owners are real as root and
+recorded per inode otherwise (``owners`` in conftest.py), so every test
+runs, and checks owners, without root.
 """
 
 import json
 import logging
 import os
-import stat
 import subprocess
 
 import pytest
@@ -15,9 +16,10 @@ import pytest
 from nova_ksm_inject import exception
 from nova_ksm_inject.disk import guestpath
 from nova_ksm_inject.disk import inject
+from nova_ksm_inject.disk import network
+from nova_ksm_inject.disk import password
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0,
-                                reason='guest files are owned by uid 0')
+pytestmark = pytest.mark.usefixtures('owners')
 
 KEY = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBtestkeyblob user@example'
 OTHER_KEY = b'ssh-rsa AAAAB3NzaOtherKey other@example'
@@ -28,12 +30,12 @@ SHADOW = (b'daemon:*:19000:0:99999:7:::\n'
 
 
 @pytest.fixture
-def guest(tmp_path):
+def guest(tmp_path, owners):
     root = tmp_path / 'guest'
     (root / 'etc').mkdir(parents=True)
     (root / 'etc' / 'shadow').write_bytes(SHADOW)
     os.chmod(root / 'etc' / 'shadow', 0o640)
-    os.chown(root / 'etc' / 'shadow', 0, 42)
+    owners.chown(root / 'etc' / 'shadow', 0, 42)
     (root / 'etc' / 'passwd').write_bytes(b'root:x:0:0:root:/root:/bin/sh\n')
     return root
 
@@ -55,12 +57,18 @@ def tree(root):
     return found
 
 
-def mode_owner(path):
-    st = os.stat(path)
-    return stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid
+@pytest.fixture
+def mode_owner(owners):
+    """``(permission bits, uid, gid)`` of a guest file."""
+    return owners.of
 
 
-def test_key_twice_one_copy_with_modes(files, guest):
+def results(done):
+    """``[(item, status)]`` of inject_data's per-item results."""
+    return [(r.item, r.status) for r in done]
+
+
+def test_key_twice_one_copy_with_modes(files, guest, mode_owner):
     for _ in range(2):
         inject.inject_data(files, inject.InjectionRequest(key=KEY))
     keys = (guest / 'root/.ssh/authorized_keys').read_bytes()
@@ -69,7 +77,7 @@ def test_key_twice_one_copy_with_modes(files, guest):
     assert mode_owner(guest / 'root/.ssh/authorized_keys') == (0o600, 0, 0)
 
 
-def test_existing_keys_kept_and_newline_added(files, guest):
+def test_existing_keys_kept_and_newline_added(files, guest, mode_owner):
     (guest / 'root/.ssh').mkdir(parents=True, mode=0o755)
     (guest / 'root/.ssh/authorized_keys').write_bytes(OTHER_KEY)  # no \n
     os.chmod(guest / 'root/.ssh/authorized_keys', 0o644)
@@ -89,7 +97,7 @@ def test_same_key_with_other_comment_not_added(files, guest):
     assert (guest / 'root/.ssh/authorized_keys').read_bytes() == blob_line
 
 
-def test_symlinked_key_file_changes_nothing(files, guest):
+def test_symlinked_key_file_changes_nothing(files, guest, mode_owner):
     (guest / 'root/.ssh').mkdir(parents=True, mode=0o755)
     # Relative: even a resolver that followed it on the host stays in tmp.
     os.symlink('../../etc/shadow', guest / 'root/.ssh/authorized_keys')
@@ -108,7 +116,7 @@ def test_multiline_key_refused(files, guest):
     assert tree(guest) == before
 
 
-def test_password_changes_only_root_hash(files, guest):
+def test_password_changes_only_root_hash(files, guest, mode_owner):
     inject.inject_data(files, inject.InjectionRequest(
         admin_password=PASSWORD))
     new = (guest / 'etc/shadow').read_bytes().split(b'\n')
@@ -128,10 +136,6 @@ def test_password_changes_only_root_hash(files, guest):
     assert mode_owner(guest / 'etc/shadow') == (0o640, 0, 42)
 
 
-def test_salt_differs_between_runs():
-    assert inject.sha512_crypt('x') != inject.sha512_crypt('x')
-
-
 @pytest.mark.parametrize('shadow', [None, b'daemon:*:1:0:99999:7:::\n',
                                     b'rootless:x:1::::::\nroot\n'])
 def test_no_shadow_entry_writes_nothing(files, guest, shadow):
@@ -148,7 +152,7 @@ def test_no_shadow_entry_writes_nothing(files, guest, shadow):
 
 
 def test_broken_libcrypt_fails_cleanly(files, guest, monkeypatch):
-    monkeypatch.setattr(inject, '_crypt_r', lambda: lambda *a: b'*0')
+    monkeypatch.setattr(password, '_crypt_r', lambda: lambda *a: b'*0')
     before = tree(guest)
     with pytest.raises(exception.InjectionFailed, match='SHA-512'):
         inject.inject_data(files, inject.InjectionRequest(
@@ -156,82 +160,27 @@ def test_broken_libcrypt_fails_cleanly(files, guest, monkeypatch):
     assert tree(guest) == before
 
 
-def test_metadata_json(files, guest):
+def test_metadata_json(files, guest, mode_owner):
     meta = {'role': 'lab', 'n': 3, 'tags': ['a', 'b']}
     done = inject.inject_data(files, inject.InjectionRequest(metadata=meta))
-    assert done == ['metadata']
+    assert results(done) == [('metadata', 'written')]
     assert json.loads((guest / 'meta.js').read_bytes()) == meta
     assert mode_owner(guest / 'meta.js') == (0o644, 0, 0)
 
 
-def test_net_written_with_parents(files, guest):
-    text = inject.render_network([{'name': 'eth0', 'use_dhcp': True}])
+def test_net_written_with_parents(files, guest, mode_owner):
+    text = network.render_network([{'name': 'eth0', 'use_dhcp': True}])
     inject.inject_data(files, inject.InjectionRequest(net=text))
     assert (guest / 'etc/network/interfaces').read_text() == text
     assert mode_owner(guest / 'etc/network') == (0o755, 0, 0)
     assert mode_owner(guest / 'etc/network/interfaces') == (0o644, 0, 0)
 
 
-def test_render_default_dhcp_and_static():
-    text = inject.render_network([
-        {'name': 'eth0', 'use_dhcp': True},
-        {'name': 'eth1', 'use_dhcp': False, 'address': '10.0.0.5',
-         'netmask': '255.255.255.0', 'gateway': '10.0.0.1',
-         'broadcast': '10.0.0.255', 'dns': ['192.0.2.53', '192.0.2.54'],
-         'address_v6': 'fd00::5', 'netmask_v6': '64',
-         'gateway_v6': 'fd00::1'}])
-    lines = [line.strip() for line in text.splitlines()]
-    assert lines[lines.index('auto lo') + 1] == 'iface lo inet loopback'
-    assert lines[lines.index('auto eth0') + 1] == 'iface eth0 inet dhcp'
-    static = lines[lines.index('auto eth1') + 1:]
-    assert static[:6] == ['iface eth1 inet static', 'address 10.0.0.5',
-                          'netmask 255.255.255.0', 'broadcast 10.0.0.255',
-                          'gateway 10.0.0.1',
-                          'dns-nameservers 192.0.2.53 192.0.2.54']
-    assert static[6:9] == ['iface eth1 inet6 static', 'address fd00::5',
-                           'netmask 64']
-    assert 'None' not in text and '&' not in text
-
-
-def test_render_static_without_optional_values():
-    text = inject.render_network([{'name': 'ens3', 'use_dhcp': False,
-                                   'address': '192.0.2.7',
-                                   'netmask': '255.255.255.0'}])
-    assert 'gateway' not in text and 'dns-nameservers' not in text
-    assert 'inet6' not in text
-
-
-def test_render_missing_value_is_an_error():
-    with pytest.raises(exception.ConfigError, match='address'):
-        inject.render_network([{'name': 'eth0', 'use_dhcp': False}])
-
-
-def test_render_refuses_line_breaks():
-    with pytest.raises(exception.InjectionLimit, match='control'):
-        inject.render_network([{'name': 'eth0', 'use_dhcp': False,
-                                'address': '10.0.0.1\n    up rm -rf /',
-                                'netmask': '255.0.0.0'}])
-
-
-def test_render_operator_template_no_escaping(tmp_path, conf):
-    template = tmp_path / 'net.tmpl'
-    template.write_text('{% for i in interfaces %}{{ i.name }} & '
-                        '{{ i.address }}{% endfor %} v6={{ use_ipv6 }}\n')
-    conf.config(injected_network_template=str(template))
-    out = inject.render_network([{'name': '<e0>', 'use_dhcp': False,
-                                  'address': '"10.0.0.1"'}])
-    assert out == '<e0> & "10.0.0.1" v6=False\n'
-
-
-def test_render_missing_template(tmp_path):
-    with pytest.raises(exception.ConfigError, match='nope.tmpl'):
-        inject.render_network([], template_path=str(tmp_path / 'nope.tmpl'))
-
-
-def test_files_written_with_parents(files, guest):
+def test_files_written_with_parents(files, guest, mode_owner):
     done = inject.inject_data(files, inject.InjectionRequest(
         files=[('/opt/lab/motd', b'hello\n'), ('/etc/issue', 'text\n')]))
-    assert done == ['file /opt/lab/motd', 'file /etc/issue']
+    assert results(done) == [('file /opt/lab/motd', 'written'),
+                             ('file /etc/issue', 'written')]
     assert (guest / 'opt/lab/motd').read_bytes() == b'hello\n'
     assert (guest / 'etc/issue').read_bytes() == b'text\n'
     assert mode_owner(guest / 'opt/lab') == (0o755, 0, 0)
@@ -247,9 +196,11 @@ def test_limits_checked_before_any_write(files, guest, conf, option, value,
                                          request_files):
     conf.config(group='inject', **{option: value})
     before = tree(guest)
+    # Metadata comes first and would be written if the files' limits
+    # were only found when their turn came.
     with pytest.raises(exception.InjectionLimit, match=option):
         inject.inject_data(files, inject.InjectionRequest(
-            key=KEY, metadata={'a': 1}, files=request_files))
+            metadata={'a': 1}, files=request_files))
     assert tree(guest) == before
 
 
@@ -261,13 +212,15 @@ def test_relative_file_path_refused_before_any_write(files, guest):
     assert tree(guest) == before
 
 
-def test_selinux_autorelabel(files, guest):
+def test_selinux_autorelabel(files, guest, mode_owner):
     inject.inject_data(files, inject.InjectionRequest(metadata={'a': 1}))
     assert not (guest / '.autorelabel').exists()
     (guest / 'etc/selinux').mkdir()
     (guest / 'etc/selinux/config').write_text('SELINUX=enforcing\n')
     done = inject.inject_data(files, inject.InjectionRequest(key=KEY))
-    assert done[-1] == 'SELinux autorelabel'
+    assert results(done) == [('key', 'written'),
+                             ('SELinux autorelabel', 'written')]
+    assert done[-1].group == 'selinux'
     assert (guest / '.autorelabel').read_bytes() == b''
     assert mode_owner(guest / '.autorelabel') == (0o644, 0, 0)
 
@@ -280,20 +233,6 @@ def test_empty_request_writes_nothing(files, guest):
     assert request.is_empty()
     assert inject.inject_data(files, request) == []
     assert tree(guest) == before
-
-
-def test_describe_and_repr_hide_secrets():
-    request = inject.InjectionRequest(
-        key=KEY, net='auto eth0', metadata={'secret': 'meta-secret'},
-        admin_password=PASSWORD, files=[('/a', b'file-secret'), ('/b', b'')])
-    text = request.describe() + repr(request) + str(request)
-    assert request.describe() == ('key, net, metadata, admin_password, '
-                                  '2 files')
-    for secret in ('AAAAC3', PASSWORD, 'meta-secret', 'file-secret'):
-        assert secret not in text
-    assert not request.is_empty()
-    assert inject.InjectionRequest(files=[('/a', b'')]).describe() == '1 file'
-    assert inject.InjectionRequest().describe() == 'nothing'
 
 
 def test_logs_what_not_values(files, guest, caplog):
@@ -314,3 +253,65 @@ def test_passwd_hash_warning(files, guest, caplog):
     assert any('does not defer to /etc/shadow' in r.getMessage()
                for r in caplog.records)
     assert (guest / 'etc/passwd').read_bytes().startswith(b'root:$6$x$y:')
+
+
+# --- mandatory and best-effort items, one mount --------------------------
+
+def test_best_effort_failure_while_preparing_skips_only_that_item(
+        files, guest, caplog):
+    os.unlink(guest / 'etc/shadow')
+    caplog.set_level(logging.INFO, logger='nova_ksm_inject')
+    done = inject.inject_data(files, inject.InjectionRequest(
+        key=KEY, admin_password=PASSWORD, files=[('/etc/motd', b'hi\n')],
+        mandatory=('files',)), image_desc='/img/disk')
+    assert results(done) == [('key', 'written'),
+                             ('admin_password', 'failed'),
+                             ('file /etc/motd', 'written')]
+    assert 'no /etc/shadow' in done[1].reason
+    assert (guest / 'etc/motd').read_bytes() == b'hi\n'
+    assert (guest / 'root/.ssh/authorized_keys').exists()
+    # Logged, but not as an error: the caller decides how loud it is.
+    assert any('admin_password' in r.getMessage() and '/img/disk' in
+               r.getMessage() and 'no /etc/shadow' in r.getMessage()
+               for r in caplog.records if r.levelno < logging.ERROR)
+
+
+def test_best_effort_item_over_its_limit_is_skipped(files, guest):
+    done = inject.inject_data(files, inject.InjectionRequest(
+        key=KEY + '\nssh-rsa AAAAinjected', metadata={'a': 1},
+        mandatory=('files',)))
+    assert results(done) == [('key', 'failed'), ('metadata', 'written')]
+    assert 'several lines' in done[0].reason
+    assert not (guest / 'root').exists()
+
+
+def test_mandatory_failure_while_preparing_writes_no_best_effort_item(
+        files, guest):
+    before = tree(guest)
+    with pytest.raises(exception.GuestPathRefused):
+        inject.inject_data(files, inject.InjectionRequest(
+            key=KEY, metadata={'a': 1}, files=[('relative', b'x')],
+            mandatory=('files',)))
+    assert tree(guest) == before
+
+
+def test_best_effort_failure_while_writing_leaves_the_rest(files, guest):
+    (guest / 'srv').mkdir()
+    done = inject.inject_data(files, inject.InjectionRequest(
+        metadata={'a': 1}, files=[('/srv', b'x'), ('/etc/motd', b'hi\n')],
+        mandatory=()))
+    assert results(done) == [('metadata', 'written'),
+                             ('file /srv', 'failed'),
+                             ('file /etc/motd', 'written')]
+    assert done[1].group == 'files' and 'not a regular file' in \
+        done[1].reason
+    assert (guest / 'etc/motd').read_bytes() == b'hi\n'
+
+
+def test_mandatory_failure_while_writing_raises(files, guest):
+    (guest / 'srv').mkdir()
+    with pytest.raises(exception.GuestPathRefused, match='not a regular'):
+        inject.inject_data(files, inject.InjectionRequest(
+            files=[('/srv', b'x'), ('/etc/motd', b'hi\n')],
+            mandatory=('files',)))
+    assert not (guest / 'etc/motd').exists()

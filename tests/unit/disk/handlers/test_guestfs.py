@@ -5,6 +5,7 @@ choices and the guestmount command line are checked with stand-ins; the
 real appliance is exercised in tests/functional/disk/test_guestfs.py.
 """
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -236,8 +237,15 @@ def test_guestmount_command_line(conf, monkeypatch, partition, selector):
     with journal(conf) as j:
         files = guestfs.GuestfsHandler(conf.conf).mount(IMAGE, partition, j)
         mountpoint = files.root
-        pidfile_dir = j.steps[1]['path']
-        assert [s['kind'] for s in j.steps] == ['tmpdir', 'tmpdir']
+        # The injection's work dir, then the mountpoint and, beside it
+        # (rmtree must never walk into the guest), the pid file's dir.
+        assert [s['kind'] for s in j.steps] == ['tmpdir'] * 3
+        assert [s['path'] for s in j.steps] == [
+            j.work_dir, os.path.join(j.work_dir, 'root'),
+            os.path.join(j.work_dir, 'guestmount')]
+        pidfile_dir = j.steps[2]['path']
+        assert mountpoint == j.steps[1]['path']
+    assert j.work_dir.startswith(conf.conf.inject.state_dir + '/work/')
     cmd, kwargs = fake.calls[0]
     assert cmd == ('guestmount', '--format=qcow2', '-a', '/inst/disk',
                    *selector, '--rw', '--pid-file',
@@ -246,7 +254,24 @@ def test_guestmount_command_line(conf, monkeypatch, partition, selector):
     assert kwargs['env_variables']['LIBGUESTFS_BACKEND_SETTINGS'] == \
         'force_tcg:x=y'
     assert kwargs['timeout'] == conf.conf.guestfs.launch_timeout
+    assert 'run_as_root' not in kwargs  # we run as root already
     assert not os.path.exists(mountpoint)
+
+
+def test_guestmount_and_binding_open_the_held_descriptor(conf, binding,
+                                                         monkeypatch):
+    # Tools get /proc/<pid>/fd/<n> of the inspected file, never its path,
+    # which its directory's owner could swap for a symlink meanwhile.
+    held = dataclasses.replace(IMAGE, source='/proc/1/fd/7',
+                               backing_sources=('/proc/1/fd/8',))
+    with journal(conf) as j:
+        guestfs.GuestfsHandler(conf.conf).mount(held, 0, j)
+    assert ('add_drive_opts', '/proc/1/fd/7') in binding.handles[0].calls
+    fake = FakeGuestmount(monkeypatch)
+    with journal(conf) as j:
+        guestfs.GuestfsHandler(conf.conf).mount(held, 0, j)
+    cmd, _kwargs = fake.calls[0]
+    assert cmd[1:4] == ('--format=qcow2', '-a', '/proc/1/fd/7')
 
 
 def test_guestmount_failure_is_a_handler_failure(conf, monkeypatch):

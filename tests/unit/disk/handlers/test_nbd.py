@@ -8,6 +8,7 @@ partition waits and the disconnects are driven through a fake
 the chain moving on, is in tests/functional/disk/test_nbd.py.
 """
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from nova_ksm_inject import exception
 from nova_ksm_inject import utils
 from nova_ksm_inject.disk import image as disk_image
 from nova_ksm_inject.disk import state
+from nova_ksm_inject.disk import undo
 from nova_ksm_inject.disk.handlers import nbd
 
 IMAGE = disk_image.ImageInfo('/inst/disk', 'qcow2', 2 ** 30,
@@ -53,6 +55,7 @@ class FakeKernel:
         self.partitions = partitions
         self.pending = []
         self.commands = []
+        self.kwargs = []
         self.live = {}  # pid -> command line
 
     def add_device(self, number):
@@ -86,18 +89,18 @@ class FakeKernel:
 
     def sleep(self, seconds):
         self.now += seconds
-        for when, name in list(self.pending):
+        for when, name, cmdline in list(self.pending):
             if self.now >= when:
-                self.pending.remove((when, name))
-                self.connect(name, QEMU_NBD_PID, 'qemu-nbd --connect '
-                             '/dev/%s --format qcow2 %s' % (name, IMAGE.path),
-                             self.partitions)
+                self.pending.remove((when, name, cmdline))
+                self.connect(name, QEMU_NBD_PID, cmdline, self.partitions)
 
     def execute(self, *cmd, **kwargs):
         self.commands.append(cmd)
+        self.kwargs.append(kwargs)
         name = os.path.basename(cmd[2])
         if cmd[:2] == ('qemu-nbd', '--connect'):
-            self.pending.append((self.now + self.connect_after, name))
+            self.pending.append((self.now + self.connect_after, name,
+                                 ' '.join(cmd)))
         elif cmd[:2] == ('qemu-nbd', '--disconnect'):
             self.disconnect(name)
         return '', ''
@@ -117,11 +120,11 @@ def kernel(tmp_path, monkeypatch):
 def install(fake, monkeypatch):
     monkeypatch.setattr(utils, 'execute', fake.execute)
     monkeypatch.setattr(nbd.shutil, 'which', lambda name: '/usr/bin/' + name)
-    monkeypatch.setattr(state, 'process_matches', fake.process_matches)
+    monkeypatch.setattr(undo, 'process_matches', fake.process_matches)
     mounted = fake.mounted = []
 
     def mount_device(device, mountpoint, journal):
-        journal.push('mount', undo=lambda: mounted.remove(device),
+        journal.push('mount', undo_now=lambda: mounted.remove(device),
                      path=mountpoint, device=device)
         mounted.append(device)
     monkeypatch.setattr(nbd.mount, 'mount_device', mount_device)
@@ -174,12 +177,24 @@ def test_connects_with_explicit_format_waits_and_disconnects(kernel, conf):
                                     IMAGE.path)]
         assert kernel.now >= 0.3  # waited for the kernel, not qemu-nbd
         assert kernel.mounted == [kernel.dev + '/nbd0']
-        assert [s['kind'] for s in j.steps] == ['tmpdir', 'nbd', 'mount']
-        assert files.root == j.steps[0]['path']
+        assert [s['kind'] for s in j.steps] == ['tmpdir', 'tmpdir', 'nbd',
+                                                'mount']
+        assert files.root == j.steps[1]['path'] == os.path.join(
+            j.work_dir, 'root')
     assert kernel.commands[-1] == ('qemu-nbd', '--disconnect',
                                    kernel.dev + '/nbd0')
     assert not os.path.exists(kernel.block('nbd0', 'pid'))
     assert kernel.mounted == []
+
+
+def test_qemu_nbd_opens_the_held_descriptor(kernel, conf):
+    held = dataclasses.replace(IMAGE, source='/proc/1/fd/7',
+                               backing_sources=('/proc/1/fd/8',))
+    with journal(conf) as j:
+        handler(conf, kernel).mount(held, 0, j)
+        assert kernel.commands[0][-1] == '/proc/1/fd/7'
+        assert 'run_as_root' not in kernel.kwargs[0]
+    assert kernel.commands[-1][:2] == ('qemu-nbd', '--disconnect')
 
 
 def test_partition_uses_the_kernel_partition_device(kernel, conf):

@@ -5,6 +5,7 @@ The real daemon, FUSE export and loop mount are exercised in
 tests/functional/disk/test_qsd.py.
 """
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -49,6 +50,16 @@ def test_chain_gets_an_explicit_driver_per_layer_bottom_first():
         ('top', 'qcow2', '/inst/disk', False, 'backing1')]
 
 
+def test_every_layer_is_opened_through_its_held_descriptor():
+    held = dataclasses.replace(OVERLAY, source='/proc/1/fd/7',
+                               backing_sources=('/proc/1/fd/8',
+                                                '/proc/1/fd/9'))
+    specs, _top = blockdevs(held)
+    assert [(s['node-name'], s['file']['filename']) for s in specs] == [
+        ('backing0', '/proc/1/fd/9'), ('backing1', '/proc/1/fd/8'),
+        ('top', '/proc/1/fd/7')]
+
+
 def test_qcow2_without_chain_never_opens_a_header_backing_file():
     image = disk_image.ImageInfo('/inst/flat.qcow2', 'qcow2', 2 ** 20)
     specs, _top = blockdevs(image)
@@ -70,9 +81,11 @@ def test_daemon_command_exports_a_file_in_the_workdir(tmp_path):
     assert spec == {'type': 'fuse', 'id': qsd.EXPORT_ID, 'node-name': 'top',
                     'mountpoint': export, 'writable': True,
                     'allow-other': 'off'}
+    # Relative to the daemon's working directory (the work dir): a UNIX
+    # socket path must stay under 108 bytes whatever [inject] state_dir.
     chardev = cmd[cmd.index('--chardev') + 1]
-    assert 'path=%s' % os.path.join(str(tmp_path), 'odd,,dir',
-                                    'qmp.sock') in chardev
+    assert chardev == ('socket,id=%s,path=%s,server=on,wait=off'
+                       % (qsd.MONITOR_ID, qsd.MONITOR_SOCKET))
     assert cmd[-3:] == ['--daemonize', '--pidfile',
                         os.path.join(workdir, 'qsd.pid')]
 
@@ -123,7 +136,7 @@ def handler(conf, monkeypatch):
                         lambda self, image, export: None)
 
     def mount_raw_file(path, partition, journal):
-        journal.push('loop', undo=lambda: None, device='/dev/loop9',
+        journal.push('loop', undo_now=lambda: None, device='/dev/loop9',
                      backing=path)
         mounted.append((path, partition))
         return 'files'
@@ -137,22 +150,28 @@ def journal_for(conf):
     return state.Journal(conf.conf.inject.state_dir, '/inst/disk', 'qsd')
 
 
-def test_mount_journals_tmpdir_then_daemon_then_loop(handler, conf,
-                                                     monkeypatch):
+def test_mount_journals_workdir_daemon_export_then_loop(handler, conf,
+                                                        monkeypatch):
     daemon = FakeDaemon(monkeypatch)
     with journal_for(conf) as journal:
         assert handler.mount(OVERLAY, 2, journal) == 'files'
         steps = journal.steps
-        assert [s['kind'] for s in steps] == ['tmpdir', 'process', 'loop']
-        workdir = steps[0]['path']
+        assert [s['kind'] for s in steps] == ['tmpdir', 'tmpdir', 'mount',
+                                              'process', 'loop']
+        workdir = steps[1]['path']
         export = os.path.join(workdir, 'export.raw')
-        assert os.path.basename(workdir).startswith(qsd.WORKDIR_PREFIX)
-        assert steps[1]['pid'] == 4242 and steps[1]['marker'] == export
+        assert steps[0]['path'] == journal.work_dir
+        assert workdir == os.path.join(journal.work_dir, 'qsd')
+        # Before the daemon, so unwound after it: the FUSE mount a failed
+        # or killed daemon leaves behind is unmounted too.
+        assert steps[2]['path'] == export
+        assert steps[3]['pid'] == 4242 and steps[3]['marker'] == export
         assert handler.mounted == [(export, 2)]
         assert os.path.isfile(export)  # FUSE mounts over an existing file
         cmd, kwargs = daemon.calls[0]
         assert kwargs['timeout'] == conf.conf.inject.device_timeout
-        assert kwargs['run_as_root'] is True
+        assert kwargs['cwd'] == workdir  # where the monitor socket is
+        assert 'run_as_root' not in kwargs  # we run as root already
     assert handler.stopped == [(4242, export, os.path.join(
         workdir, 'qmp.sock'), export)]
     assert not os.path.exists(workdir)
@@ -166,8 +185,9 @@ def test_daemon_failure_is_a_handler_failure_and_unwinds(handler, conf,
     with journal_for(conf) as journal:
         with pytest.raises(exception.HandlerFailed) as err:
             handler.mount(OVERLAY, 0, journal)
-        assert [s['kind'] for s in journal.steps] == ['tmpdir']
-        workdir = journal.steps[0]['path']
+        assert [s['kind'] for s in journal.steps] == ['tmpdir', 'tmpdir',
+                                                      'mount']
+        workdir = journal.steps[1]['path']
     assert 'could not export /inst/disk' in str(err.value)
     assert 'Could not open backing file' in str(err.value)
     assert not os.path.exists(workdir) and handler.stopped == []

@@ -1,33 +1,51 @@
-"""nova's mandatory/best-effort contract on top of the handler chain,
-with a stand-in for ``disk.api.inject_data`` (no nova, no root needed)."""
+"""nova's contract on top of the handler chain: files mandatory, the rest
+best-effort, decided per item in a single mount; an image that cannot be
+opened fails the spawn only when files were asked for.
+
+The chain is a stand-in for ``disk.api.inject_data`` that writes with the
+real per-item injector into an in-memory guest (no nova, no root).
+"""
 
 import pytest
 
 from nova_ksm_inject import exception
+from nova_ksm_inject import privileged
+from nova_ksm_inject.disk import api
+from nova_ksm_inject.disk import guestfs_files
 from nova_ksm_inject.disk import inject
 from nova_ksm_inject.virt.libvirt import injection
+from tests.unit.disk.fake_guestfs import FakeGuestFS
 
 FILES = [('/etc/motd', b'hi\n')]
+SHADOW = b'root:*:19000:0:99999:7:::\n'
 
 
-class Chain(object):
-    """Records every call; ``fail`` maps an item to the error it raises
-    (the whole call fails as the real chain stops at that item)."""
+class Chain:
+    """Records every call; mounts an in-memory guest once per call, or
+    fails to open the image with ``setup_error``."""
 
-    def __init__(self, fail=None, setup_error=None):
-        self.fail = fail or {}
+    def __init__(self, setup_error=None, shadow=SHADOW):
         self.setup_error = setup_error
         self.calls = []
-        self.written = set()
+        self.guest = FakeGuestFS()
+        self.guest.add('/etc', 'dir', mode=0o755)
+        if shadow is not None:
+            self.guest.add('/etc/shadow', data=shadow, mode=0o640)
 
-    def __call__(self, path, request, fmt, partition, handler_names):
-        self.calls.append(injection.requested(request))
+    def __call__(self, path, request, fmt=None, partition=0,
+                 handler_names=None):
+        self.calls.append({'path': path, 'request': request, 'fmt': fmt,
+                           'partition': partition,
+                           'handler_names': handler_names})
         if self.setup_error:
             raise self.setup_error
-        for item in injection.requested(request):
-            if item in self.fail:
-                raise self.fail[item]
-            self.written.add(item)
+        items = inject.inject_data(guestfs_files.GuestfsFiles(self.guest),
+                                   request, image_desc=path)
+        return api.InjectionResult(image=None, handler='fake', items=items)
+
+    def data(self, path):
+        node = self.guest.nodes.get(path)
+        return node and node['data']
 
 
 def request(**overrides):
@@ -37,81 +55,104 @@ def request(**overrides):
     return inject.InjectionRequest(**values)
 
 
-def injector(chain):
-    return injection.NovaRulesInjector('/disk', 'raw', 0, 'img-1',
-                                       inject_data=chain)
+def inject_with(chain, req, **kwargs):
+    return injection.inject('/disk', 'qcow2', 2, 'img-1', req,
+                            inject_data=chain, **kwargs)
 
 
 def test_everything_in_one_call_when_all_succeeds():
     chain = Chain()
-    assert injector(chain).inject(request()) == []
-    assert chain.calls == [list(injection.ITEMS)]
+    assert inject_with(chain, request(), handler_names=['qsd']) == []
+    [call] = chain.calls
+    assert (call['path'], call['fmt'], call['partition'],
+            call['handler_names']) == ('/disk', 'qcow2', 2, ['qsd'])
+    # Whatever the caller built, nova's rule decides what is mandatory.
+    assert call['request'].mandatory == injection.MANDATORY == ('files',)
+    assert chain.data('/etc/motd') == b'hi\n'
+    assert chain.data('/etc/network/interfaces') == b'auto eth0\n'
+    assert chain.data('/meta.js') == b'{"a": "b"}'
+    assert b'ssh-ed25519 AAAA lab' in chain.data('/root/.ssh/authorized_keys')
+    assert chain.data('/etc/shadow').startswith(b'root:$6$')
 
 
-def test_best_effort_item_dropped_and_rest_injected_again():
-    chain = Chain(fail={'admin_password': exception.NoShadowEntry(
-        reason='no root entry')})
-    ignored = injector(chain).inject(request())
-    assert [item for item, _ in ignored] == ['admin_password']
-    assert chain.written == {'key', 'net', 'metadata', 'files'}
-    assert chain.calls[-1] == ['key', 'net', 'metadata', 'files']
+def test_best_effort_item_fails_alone_in_the_same_mount(caplog):
+    chain = Chain(shadow=None)
+    ignored = inject_with(chain, request())
+    assert [item for item, _reason in ignored] == ['admin_password']
+    assert 'no /etc/shadow' in ignored[0][1]
+    assert len(chain.calls) == 1
+    assert chain.data('/etc/motd') == b'hi\n'
+    assert chain.data('/meta.js') == b'{"a": "b"}'
+    assert 'Ignoring error injecting admin_password' in caplog.text
+
+
+def test_invalid_best_effort_item_is_skipped_and_the_rest_written():
+    chain = Chain()
+    ignored = inject_with(chain, request(key='line1\nline2'))
+    assert [item for item, _reason in ignored] == ['key']
+    assert len(chain.calls) == 1
+    assert chain.data('/root/.ssh/authorized_keys') is None
+    assert chain.data('/etc/motd') == b'hi\n'
 
 
 def test_failed_file_raises():
-    err = exception.InjectionFailed(what='file /etc/motd', image='/disk',
-                                    reason='read-only')
-    chain = Chain(fail={'files': err})
-    with pytest.raises(exception.InjectionFailed):
-        injector(chain).inject(request())
-
-
-def test_unidentified_item_failure_retries_each_item_alone():
-    err = exception.GuestPathRefused(path='/root/.ssh', reason='symlink')
-    chain = Chain(fail={'key': err})
-    ignored = injector(chain).inject(request())
-    assert [item for item, _ in ignored] == ['key']
-    assert chain.calls[1:] == [[item] for item in injection.ITEMS]
-    assert chain.written == {'net', 'metadata', 'admin_password', 'files'}
+    chain = Chain()
+    with pytest.raises(exception.GuestPathRefused, match='not a regular'):
+        inject_with(chain, request(files=[('/etc', b'x')]))
 
 
 def test_image_not_opened_raises_when_files_requested():
     chain = Chain(setup_error=exception.NoHandlerMounted('/disk', []))
     with pytest.raises(exception.NoHandlerMounted):
-        injector(chain).inject(request())
+        inject_with(chain, request())
 
 
-def test_image_not_opened_is_ignored_without_files():
-    chain = Chain(setup_error=exception.NoHandlerMounted('/disk', []))
-    ignored = injector(chain).inject(request(files=[]))
+def test_image_not_opened_is_ignored_without_files(caplog):
+    err = exception.NoHandlerMounted('/disk', [('loop', 'no loop driver')])
+    chain = Chain(setup_error=err)
+    ignored = inject_with(chain, request(files=[]))
     assert len(chain.calls) == 1
-    assert [item for item, _ in ignored] == ['key', 'net', 'metadata',
-                                             'admin_password']
+    assert ignored == [(item, str(err)) for item in
+                       ('key', 'net', 'metadata', 'admin_password')]
+    assert 'Ignoring error injecting data into image img-1' in caplog.text
 
 
-def test_invalid_best_effort_item_dropped_before_opening_the_image():
-    chain = Chain()
-    ignored = injector(chain).inject(request(key='line1\nline2'))
-    assert [item for item, _ in ignored] == ['key']
-    assert chain.calls == [['net', 'metadata', 'admin_password', 'files']]
+def test_setup_failed_follows_the_mandatory_items():
+    err = exception.ImageRefused(path='/disk', reason='an rbd disk')
+    with pytest.raises(exception.ImageRefused):
+        injection.setup_failed(request(mandatory=('files',)), err, 'img-1')
+    assert injection.setup_failed(request(files=[], mandatory=('files',)),
+                                  err, 'img-1')[0] == ('key', str(err))
 
 
-def test_invalid_file_raises_before_opening_the_image():
-    chain = Chain()
+@pytest.fixture
+def privileged_side(monkeypatch, conf):
+    """The real caller's side (api.inject_data) with a stand-in for the
+    privileged one; records the jobs it receives."""
+    jobs = []
+
+    def inject_image(job, conf):
+        jobs.append(job)
+        items = Chain()('/disk', inject.InjectionRequest.from_dict(
+            job['request']))
+        return {'image': {'path': '/disk', 'format': 'raw',
+                          'virtual_size': 1, 'backing_chain': []},
+                'handler': 'loop', 'attempts': [],
+                'items': [i.to_dict() for i in items.items]}
+    monkeypatch.setattr(privileged, 'inject_image', inject_image)
+    return jobs
+
+
+def test_invalid_file_raises_before_opening_the_image(privileged_side):
     with pytest.raises(exception.GuestPathRefused):
-        injector(chain).inject(request(files=[('relative', b'x')]))
-    assert chain.calls == []
+        injection.inject('/disk', 'raw', 0, 'img-1',
+                         request(files=[('relative', b'x')]))
+    assert privileged_side == []
 
 
-def test_empty_request_opens_nothing():
-    chain = Chain()
-    assert injector(chain).inject(inject.InjectionRequest()) == []
-    assert chain.calls == []
-
-
-def test_failed_item_names():
-    assert injection.failed_item(exception.InjectionFailed(
-        what='metadata', image='x', reason='y')) == 'metadata'
-    assert injection.failed_item(exception.InjectionFailed(
-        what='file /a', image='x', reason='y')) == 'files'
-    assert injection.failed_item(exception.InjectionFailed(
-        what='SELinux autorelabel', image='x', reason='y')) is None
+def test_files_mandatory_crosses_to_the_privileged_side(privileged_side):
+    ignored = injection.inject('/disk', 'raw', 0, 'img-1',
+                               request(key='line1\nline2'))
+    [job] = privileged_side
+    assert job['request']['mandatory'] == ['files']
+    assert [item for item, _reason in ignored] == ['key']
