@@ -181,6 +181,16 @@ def cli(*args, **kwargs):
                           **kwargs)
 
 
+def real_ksm_with_tuner(hooked, libvirtd, tmp_path):
+    """A private libvirtd on the real KSM with our hook, and a running
+    tuner (adaptive, enabled=auto, restore_on_exit) on the same state."""
+    daemon = libvirtd(hooked.hooks_dir, ksm='real')
+    conf = hooked.write(enabled='auto', policy='adaptive', poll_interval=0.5,
+                        restore_on_exit='true')
+    tuner = TunerProcess(conf, str(tmp_path / 'tuner.log'), hooked.state_dir)
+    return daemon, tuner.start()
+
+
 @pytest.fixture(scope='session')
 def libvirt_cache():
     """qemu capabilities, probed once per session (~1 s each time)."""

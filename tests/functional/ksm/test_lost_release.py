@@ -49,11 +49,7 @@ def qemu_pids(names):
 
 def test_lost_release_events_do_not_keep_ksmd_running(
         ksm_saved, hooked, libvirtd, tmp_path):
-    daemon = libvirtd(hooked.hooks_dir, ksm='real')
-    conf = hooked.write(enabled='auto', policy='adaptive', poll_interval=0.5,
-                        restore_on_exit='true')
-    tuner = conftest.TunerProcess(conf, str(tmp_path / 'tuner.log'),
-                                  hooked.state_dir).start()
+    daemon, tuner = conftest.real_ksm_with_tuner(hooked, libvirtd, tmp_path)
     try:
         domains = [daemon.start_domain(mib=64) for _ in range(2)]
         names = [d.name() for d in domains]

@@ -29,11 +29,7 @@ def qemu_pid(name):
 def test_two_debian_guests_merge_under_the_tuner(ksm_saved, hooked, libvirtd,
                                                  tmp_path):
     base = guest_image.cached_image(progress=print)
-    daemon = libvirtd(hooked.hooks_dir, ksm='real')
-    conf = hooked.write(enabled='auto', policy='adaptive', poll_interval=0.5,
-                        restore_on_exit='true')
-    tuner = conftest.TunerProcess(conf, str(tmp_path / 'tuner.log'),
-                                  hooked.state_dir).start()
+    daemon, tuner = conftest.real_ksm_with_tuner(hooked, libvirtd, tmp_path)
     try:
         names = []
         for i in range(2):
