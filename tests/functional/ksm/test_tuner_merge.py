@@ -21,7 +21,7 @@ from tests.functional.ksm import conftest
 from tests.functional.ksm import workload
 
 COUNT, MIB, IDENTICAL = 4, 48, 0.9
-REFERENCE_SECONDS = 10.0
+REFERENCE_SECONDS = 5.0
 
 
 @pytest.fixture
@@ -52,18 +52,18 @@ def merged_fraction(load):
         load.identical_pages)
 
 
-def kernel_defaults_reference(load):
-    """What the kernel's defaults merge of ``load`` in REFERENCE_SECONDS,
-    then everything unmerged again (run=2)."""
+def kernel_defaults_reference(load, seconds, saved):
+    """What the kernel's defaults merge of ``load`` in ``seconds``, from
+    nothing merged (run=2 first); the knobs restored after."""
+    conftest.write_ksm('run', 2)
+    conftest.wait_for(lambda: conftest.read_ksm('pages_shared') == '0', 60,
+                      what='KSM to unmerge before the reference')
     for name, value in (('pages_to_scan', 100), ('sleep_millisecs', 20),
                         ('run', 1)):
         conftest.write_ksm(name, value)
-    time.sleep(REFERENCE_SECONDS)
+    time.sleep(seconds)
     fraction = merged_fraction(load)
-    conftest.write_ksm('run', 2)
-    conftest.wait_for(lambda: conftest.read_ksm('pages_shared') == '0', 60,
-                      what='the reference run to unmerge')
-    conftest.write_ksm('run', 0)  # what the tuner finds (and restores)
+    conftest.restore_knobs(saved)
     return fraction
 
 
@@ -75,7 +75,6 @@ def cpu_percent_over(seconds):
 
 def test_tuner_merges_settles_and_restores(tuner, ksm_saved):
     with workload.Workload(COUNT, MIB, IDENTICAL) as load:
-        default_fraction = kernel_defaults_reference(load)
         cpu_before = conftest.ksmd_cpu_seconds()
         ready = time.monotonic()
         tuner.start()
@@ -84,9 +83,6 @@ def test_tuner_merges_settles_and_restores(tuner, ksm_saved):
         merge_seconds = time.monotonic() - ready
         boost_percent = (conftest.ksmd_cpu_seconds() - cpu_before) / (
             merge_seconds) * 100
-        # Faster than the kernel's defaults, measured on the same memory.
-        assert default_fraction < 0.5, default_fraction
-        assert merge_seconds < REFERENCE_SECONDS, merge_seconds
         # Settled: long sleeps, small batches, a small share of the boost.
         conftest.wait_for(lambda: settled(tuner.state_dir), 60,
                           what='the tuner to settle')
@@ -98,10 +94,9 @@ def test_tuner_merges_settles_and_restores(tuner, ksm_saved):
             # parallel run, would make the tuner boost for them.)
             assert settled_percent <= boost_percent / 10, (
                 settled_percent, boost_percent)
-        print('\nkernel defaults merged %.0f%% in %.0f s; the tuner 95%% in '
-              '%.2f s at %.0f%% of a core, then %.1f%% once settled'
-              % (100 * default_fraction, REFERENCE_SECONDS, merge_seconds,
-                 boost_percent, settled_percent))
+        print('\nthe tuner merged 95%% in %.2f s at %.0f%% of a core, then '
+              'used %.1f%% once settled' % (merge_seconds, boost_percent,
+                                            settled_percent))
 
         proc = conftest.cli('nova-ksm-inject', '--config-file', tuner.conf,
                             'ksm', 'status', '--json', '--window', '0.2')
@@ -138,6 +133,18 @@ def test_tuner_merges_settles_and_restores(tuner, ksm_saved):
     assert 'KSM boost: guests found' in log or \
         'KSM boost: guest started' in log
     assert 'KSM settled: plateau' in log
+
+    # The reference, on the same memory: the kernel's defaults for twice
+    # as long as the tuner needed (at least REFERENCE_SECONDS) merge less
+    # than half of it; the tuner's boost is what merged it so soon.
+    seconds = max(REFERENCE_SECONDS, 2 * merge_seconds)
+    with workload.Workload(COUNT, MIB, IDENTICAL) as load:
+        default_fraction = kernel_defaults_reference(load, seconds,
+                                                     ksm_saved)
+    print('the kernel defaults merged %.0f%% in %.1f s'
+          % (100 * default_fraction, seconds))
+    assert default_fraction < 0.5, default_fraction
+    assert conftest.read_knobs() == ksm_saved
 
 
 def test_tuner_with_static_policy_keeps_operator_knobs(tmp_path, ksm_saved):
