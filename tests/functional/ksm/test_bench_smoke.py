@@ -111,7 +111,7 @@ def test_pressure(ksm_saved):
     settings = dataclasses.replace(SETTINGS,
                                    pressure_memavailable_percent=99.0)
     scenario = ksm_scenario.Scenario(kind='pressure', waves=2, guests=2,
-                                     guest_mib=128, duration=40)
+                                     guest_mib=128, duration=32)
     result = run_bench(ksm_saved, scenario, ['static-max', 'adaptive'],
                        settings)
     decisions = result['policies']['adaptive']['report']['decisions']
@@ -125,7 +125,7 @@ def test_scale(ksm_saved, tmp_path, gib):
     host_workdir.mkdir()
     host = ksm_host.KsmHost()
     result = ksm_scale.run([gib], SETTINGS, host, str(host_workdir),
-                           settled_seconds=20, progress=print)
+                           settled_seconds=15, progress=print)
     ksm.reset(host)
     conftest.restore_knobs(ksm_saved)
     [point] = result['points']
