@@ -16,10 +16,11 @@ The adaptive policy, in short:
   lasts at least three.
 * **follow**: the memory of running guests grew (a guest boots, works):
   scan the new pages three times within 15 s (signals.Growth), at a cost
-  in proportion to the growth, never above the budget.
+  in proportion to the growth, never above the budget; once it stopped
+  growing for 15 s, a boost merges what settled in it.
 * **settled**: pages merge only once their checksum is stable over two
-  scans, so sharing that grew by less than 5% over two consecutive full
-  scans (after at least three) is a plateau: scan all mergeable memory once per
+  scans, so sharing that grew by less than 5% in a full scan, after at
+  least three, is a plateau: scan all mergeable memory once per
   ``maintenance_scan_seconds`` at most, with ``smart_scan`` on, and never
   above ``settled_cpu_percent`` of a core, whatever the host's memory.
 * **pressure**: settled, on a host short of memory (``MemAvailable``
@@ -96,10 +97,13 @@ class AdaptivePolicy(object):
     MAX_PAGES = 10 ** 8
     MIN_SETTLED_PAGES = 64
     MIN_BOOST_SCANS = 3
-    PLATEAU_SCANS = 2
+    PLATEAU_SCANS = 1
     # A full scan that merged less than this share more is quiet: what
     # still comes (a guest booting) is followed at a cost in proportion.
     QUIET_FRACTION = 0.05
+    # After a loss, memory must grow by half before the tuner looks again
+    # (a new guest always counts).
+    LOSS_GROWTH_FRACTION = 0.5
     # Aim a little under a ceiling: ksmd's cost changes between looks.
     BUDGET_MARGIN = 0.9
 
@@ -144,7 +148,12 @@ class AdaptivePolicy(object):
             self._start_boost(sample)
             return self._boost(sample, cpu, 'guest started'
                                if sample.started else 'guests found')
-        grew = self.growth.grown(sample) if self.state != BOOST else ''
+        grew = ''
+        if self.state == LOSS:
+            # Merging did not pay: only much more memory is worth a look.
+            grew = self.growth.grown(sample, self.LOSS_GROWTH_FRACTION)
+        elif self.state != BOOST:
+            grew = self.growth.grown(sample)
         if self.state == LOSS:
             if grew:  # new memory may pay: look again, at full speed
                 self._start_boost(sample)
@@ -161,6 +170,12 @@ class AdaptivePolicy(object):
             return self._settled(sample, cpu, verdict)
         if not grew:
             self.growth.shrink_with(sample)
+            if self.state == FOLLOW and not self.growth.rate(sample.time):
+                # The new memory stopped growing: what settled in it can
+                # merge now; a few full scans at the budget take it.
+                self._start_boost(sample)
+                return self._boost(sample, cpu,
+                                   'guest memory stopped growing')
         return self._settled(sample, cpu, grew or self._calm_reason())
 
     def _calm_reason(self):

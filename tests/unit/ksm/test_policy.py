@@ -139,15 +139,14 @@ def scan(tuner, host, scans, merged, **changes):
                                   merged=merged, **changes))
 
 
-def test_plateau_after_two_quiet_full_scans():
+def test_plateau_after_a_quiet_full_scan_after_three():
     tuner = make()
     host = Host(guests=4, started=True, tracked=60000)
     tuner.decide(host.sample)
     assert scan(tuner, host, 1, 0).state == policy.BOOST  # checksums only
     assert scan(tuner, host, 1, 30000).state == policy.BOOST
     assert scan(tuner, host, 1, 44000).state == policy.BOOST
-    assert scan(tuner, host, 1, 44100).state == policy.BOOST
-    settled = scan(tuner, host, 1, 44150)
+    settled = scan(tuner, host, 1, 44100)
     assert settled.state == policy.SETTLED
     assert 'plateau' in settled.reason
     assert settled.sleep_millisecs == 200 and settled.smart_scan == 1
@@ -204,9 +203,16 @@ def test_growth_is_followed_in_proportion(change, reason):
     assert follow.pages_to_scan == pytest.approx(
         total * 0.2 / 300 + 3 * (total - 100000) / 15.0 * 0.2, abs=2)
     assert tuner.decide(host.next()).reason == 'following new memory'
-    # 15 s later the growth is covered: back to the cheap state.
-    for _ in range(15):
+    # 15 s without growth: a boost merges what settled in it, then the
+    # cheap state again.
+    states = []
+    while not states or states[-1][0] != policy.BOOST:
         decision = tuner.decide(host.next())
+        states.append((decision.state, decision.reason))
+    assert len(states) == 14 and states[-2][0] == policy.FOLLOW
+    assert states[-1] == (policy.BOOST, 'guest memory stopped growing')
+    for merged in (1000, 1000, 1000):
+        decision = scan(tuner, host, 1, merged, profit=4096000)
     assert decision.state == policy.SETTLED
     assert decision.pages_to_scan == pytest.approx(total * 0.2 / 300, abs=1)
     assert calm.pages_to_scan < decision.pages_to_scan
@@ -309,8 +315,12 @@ def test_negative_profit_over_full_scans_stops_ksmd():
         'merging does not pay: KSM profit -0.6 MiB (general_profit) over '
         'the last 3 full scans, 10 pages merged of 10000 tracked; ksmd '
         'stopped')
-    # Nothing new: it stays stopped. A new guest: it tries again.
+    # Nothing new, or a little more memory: it stays stopped. Half as
+    # much memory again or a new guest: it tries again.
     assert tuner.decide(host.next()).state == policy.LOSS
+    assert tuner.decide(host.next(guest_pages=14000)).state == policy.LOSS
+    assert tuner.decide(host.next(guest_pages=15100)).state == policy.BOOST
+    losing_boost(tuner, host)
     assert tuner.decide(host.next(started=True)).state == policy.BOOST
 
 
