@@ -71,3 +71,25 @@ def test_scale_plot(tmp_path):
     path = tmp_path / 'scale.png'
     assert ksm_scale_report.plot(result, str(path)) is None
     assert 0 < path.stat().st_size < 200 * 1024
+
+
+def test_settled_cpu_counts_only_settled_time(tmp_path):
+    from nova_ksm_inject.ksm import statedir as ksm_statedir
+    statedir = ksm_statedir.KsmStateDir(str(tmp_path))
+    now = [0.0]
+    # Settled, then a boost (another process started) from 10 to 20 s
+    # burning 60% of a core, then settled again at 0.5%.
+    def state_at(t):
+        return 'boost' if 10 <= t < 20 else 'settled'
+    def cpu():
+        t = now[0]
+        return 0.005 * min(t, 10) + 0.6 * max(0, min(t, 20) - 10) + \
+            0.005 * max(0, t - 20)
+    def sleep(seconds):
+        now[0] += seconds
+        statedir.write_tuner({'state': state_at(now[0])})
+    statedir.write_tuner({'state': 'settled'})
+    found = ksm_scale.measure_settled(statedir, 30, clock=lambda: now[0],
+                                      sleep=sleep, cpu=cpu)
+    assert found['settled_seconds'] == pytest.approx(30, abs=1)
+    assert found['settled_cpu_percent'] == pytest.approx(0.5, abs=0.05)
