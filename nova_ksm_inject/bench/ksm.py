@@ -23,90 +23,26 @@ import time
 
 from oslo_log import log as logging
 
-from nova_ksm_inject import exception
+from nova_ksm_inject import procfs
 from nova_ksm_inject.bench import ksm_adaptive
 from nova_ksm_inject.bench import ksm_guest
+from nova_ksm_inject.bench import ksm_launcher
 from nova_ksm_inject.bench import ksm_metrics
 from nova_ksm_inject.bench import ksm_policies
+from nova_ksm_inject.bench import ksm_preflight
 from nova_ksm_inject.bench import ksm_sampler
 from nova_ksm_inject.bench import ksm_scenario
+from nova_ksm_inject.bench import ksm_targets
 from nova_ksm_inject.ksm import host as ksm_host
-from nova_ksm_inject.ksm import procfs
 from nova_ksm_inject.ksm import sysfs as ksm_sysfs
 
 LOG = logging.getLogger(__name__)
 
 LOCK_PATH = '/run/lock/nova-ksm-inject-ksm-tests.lock'
-MEMORY_MARGIN_MIB = 1024
 POLICIES = {cls.name: cls for cls in (
     ksm_policies.KernelDefault, ksm_policies.StaticMax,
     ksm_policies.Ksmtuned, ksm_policies.Advisor, ksm_adaptive.Adaptive)}
 ORDER = ('default', 'static-max', 'ksmtuned', 'advisor', 'adaptive')
-
-
-class BenchRefused(exception.NovaKsmInjectError):
-    msg_fmt = "Cannot run the KSM benchmark: %(reason)s"
-
-
-def meminfo():
-    """/proc/meminfo in KiB."""
-    values = {}
-    with open('/proc/meminfo') as f:
-        for line in f:
-            name, _, rest = line.partition(':')
-            values[name] = int(rest.split()[0])
-    return values
-
-
-def preflight(policies, sysfs, scenario, euid=None, available_mib=None):
-    """Refuse, with the cause and the fix, what cannot run here.
-
-    :raises BenchRefused, KsmUnavailable, KsmNotWritable: nothing changed.
-    """
-    euid = os.geteuid() if euid is None else euid
-    if euid != 0:
-        raise BenchRefused(reason='it must run as root: it writes %s and '
-                                  'reads ksmd\'s CPU time; run it with sudo'
-                                  % sysfs.root)
-    sysfs.require()
-    sysfs.check_writable(['run', 'pages_to_scan', 'sleep_millisecs'])
-    if 'advisor' in policies and not sysfs.has('advisor_mode'):
-        raise BenchRefused(reason='this kernel has no KSM advisor (Linux '
-                                  '6.8+); drop "advisor" from --policies')
-    if 'ksmtuned' in policies and not os.access(ksm_policies.KSMTUNED,
-                                                os.X_OK):
-        raise BenchRefused(reason='%s is missing; install the ksmtuned '
-                                  'package or drop "ksmtuned" from '
-                                  '--policies' % ksm_policies.KSMTUNED)
-    for name in ('nova-ksm-tuner', 'nova-ksm-libvirt-hook'):
-        if 'adaptive' in policies and not ksm_policies.console_script(name):
-            raise BenchRefused(reason='%s is not installed; pip install '
-                                      'nova-ksm-inject' % name)
-    if available_mib is None:
-        available_mib = meminfo()['MemAvailable'] // 1024
-    needed = (scenario.waves * scenario.guests * scenario.guest_mib
-              + MEMORY_MARGIN_MIB)
-    if needed > available_mib:
-        raise BenchRefused(reason='the guests need %d MiB but only %d MiB '
-                                  'are available; lower --guests or '
-                                  '--guest-mib' % (needed, available_mib))
-
-
-def competing_controllers(proc_root=None):
-    """Running KSM controllers that would fight the benchmark."""
-    found = []
-    root = proc_root or procfs.PROC_ROOT
-    for pid in sorted(procfs.pids(proc_root)):
-        try:
-            with open('%s/%d/cmdline' % (root, pid), 'rb') as f:
-                cmdline = f.read().decode('utf-8', 'replace').split('\0')
-        except OSError:
-            continue  # gone meanwhile
-        if any(os.path.basename(arg) in ('ksmtuned', 'nova-ksm-tuner')
-               for arg in cmdline[:2]):
-            found.append('%s (pid %d)' % (' '.join(cmdline[:2]).strip(),
-                                          pid))
-    return found
 
 
 @contextlib.contextmanager
@@ -132,20 +68,35 @@ def reset(host, timeout=120.0):
     while (host.sysfs.read_int('pages_shared')
            or host.sysfs.read_int('pages_sharing')):
         if time.monotonic() > deadline:
-            raise BenchRefused(reason='KSM still shares pages %d s after '
-                                      'run=2' % timeout)
+            raise ksm_preflight.BenchRefused(
+                reason='KSM still shares pages %d s after run=2' % timeout)
         time.sleep(0.1)
     host.apply(ksm_policies.KERNEL_DEFAULTS)
 
 
 def ballast_mib(scenario):
     """Memory to hold so that the host is short of memory once every
-    guest runs: free ends at half of ksmtuned's threshold (20% of RAM),
-    never under 2 GiB."""
-    info = meminfo()
-    headroom = max(2048, info['MemTotal'] // 1024 // 10)
-    guests = scenario.waves * scenario.guests * scenario.guest_mib
-    return max(0, info['MemAvailable'] // 1024 - guests - headroom)
+    guest runs: available memory ends under 20% of RAM (ksmtuned's
+    threshold and the tuner's default), but never under
+    ``ksm_preflight.BALLAST_FLOOR_MIB`` (the ballast gives memory back
+    below it)."""
+    info = procfs.meminfo()
+    total = info['MemTotal'] // 1024
+    target = max(ksm_preflight.BALLAST_FLOOR_MIB + 512, int(total * 0.18))
+    guests = scenario.peak_guests * scenario.guest_mib
+    return max(0, info['MemAvailable'] // 1024 - guests - target)
+
+
+def make_launcher(scenario, workdir, policy, progress):
+    """Synthetic guest processes, or real guests under a private libvirtd
+    (whose libvirt runs our hook for the adaptive policy)."""
+    if scenario.kind != ksm_scenario.REAL_GUESTS:
+        return ksm_launcher.GuestLauncher(scenario, workdir)
+    from nova_ksm_inject.bench import ksm_realguest
+    hook_conf = getattr(policy, 'conf', None)
+    policy.hooks_from_libvirt = hook_conf is not None
+    return ksm_realguest.RealGuestLauncher(scenario, policy.workdir,
+                                           hook_conf, progress=progress)
 
 
 def run_policy(name, scenario, host, settings, workdir, progress):
@@ -153,17 +104,18 @@ def run_policy(name, scenario, host, settings, workdir, progress):
     policy_dir = os.path.join(workdir, name)
     os.makedirs(policy_dir)
     reset(host)
-    launcher = ksm_scenario.GuestLauncher(scenario, workdir)
     policy = POLICIES[name](host, policy_dir, settings)
+    launcher = make_launcher(scenario, workdir, policy, progress)
     runner = ksm_scenario.ScenarioRunner(scenario, launcher, policy)
     ballast = ballast_mib(scenario) if scenario.pressure else 0
-    sampler, halt = None, threading.Event()
+    sampler, halt, disturbing = None, threading.Event(), []
     load = [ksm_sampler.loadavg()]
     try:
+        launcher.start()
         if ballast:
             progress('  holding %d MiB of ballast (memory pressure)'
                      % ballast)
-            launcher.spawn_ballast(ballast)
+            launcher.spawn_ballast(ballast, ksm_preflight.BALLAST_FLOOR_MIB)
         disturbing = ksm_sampler.noise(launcher)
         policy.start()
         t0 = time.monotonic()
@@ -182,7 +134,8 @@ def run_policy(name, scenario, host, settings, workdir, progress):
         reset(host)
     return {'samples': columns, 'events': runner.log,
             'report': policy.report(), 'noise': disturbing,
-            'loadavg': load, 'ballast_mib': ballast}
+            'loadavg': load, 'ballast_mib': ballast,
+            'booted': getattr(launcher, 'boot_times', None)}
 
 
 def restore(host, saved, progress):
@@ -197,45 +150,56 @@ def restore(host, saved, progress):
 
 
 def host_info():
-    info = meminfo()
+    info = procfs.meminfo()
     return {'kernel': platform.release(), 'cpus': os.cpu_count(),
             'mem_total_mib': info['MemTotal'] // 1024,
             'page_size': ksm_guest.PAGE_SIZE}
+
+
+@contextlib.contextmanager
+def session(sysfs, lock_path, progress):
+    """Hold the KSM lock, refuse competing controllers, and restore the
+    KSM settings found (also on failure); yields (host, workdir)."""
+    with ksm_lock(lock_path, progress):
+        competing = ksm_preflight.competing_controllers()
+        if competing:
+            raise ksm_preflight.BenchRefused(
+                reason='%s already tune(s) KSM; stop it first'
+                % ', '.join(competing))
+        host = ksm_host.KsmHost(sysfs=sysfs)
+        saved = host.save()
+        workdir = tempfile.mkdtemp(prefix='nova-ksm-bench-')
+        try:
+            yield host, workdir
+        finally:
+            restore(host, saved, progress)
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def run(scenario, policies, settings, lock_path=LOCK_PATH, sysfs=None,
         progress=LOG.info):
     """Run every policy of ``policies`` (in order); the results dict."""
     sysfs = sysfs or ksm_sysfs.KsmSysfs()
-    preflight(policies, sysfs, scenario)
-    with ksm_lock(lock_path, progress):
-        competing = competing_controllers()
-        if competing:
-            raise BenchRefused(reason='%s already tune(s) KSM; stop it '
-                                      'first' % ', '.join(competing))
-        host = ksm_host.KsmHost(sysfs=sysfs)
-        saved = host.save()
-        workdir = tempfile.mkdtemp(prefix='nova-ksm-bench-')
-        runs, began = {}, time.monotonic()
-        try:
-            for i, name in enumerate(policies):
-                progress('[%d/%d] %s: %d waves of %d x %d MiB guests over '
-                         '%.0f s' % (i + 1, len(policies), name,
-                                     scenario.waves, scenario.guests,
-                                     scenario.guest_mib, scenario.duration))
-                runs[name] = run_policy(name, scenario, host, settings,
-                                        workdir, progress)
-                for pid_name in runs[name]['noise']:
-                    progress('  WARNING: other mergeable process %(name)s '
-                             '(pid %(pid)d) ran too' % pid_name)
-        finally:
-            restore(host, saved, progress)
-            shutil.rmtree(workdir, ignore_errors=True)
-    return dict(results(scenario, runs),
+    ksm_preflight.preflight(policies, sysfs, scenario)
+    runs, began = {}, time.monotonic()
+    for i, name in enumerate(policies):
+        progress('[%d/%d] %s, %s: %d guests of %d MiB over %.0f s'
+                 % (i + 1, len(policies), scenario.kind, name,
+                    scenario.total_guests, scenario.guest_mib,
+                    scenario.duration))
+        # The lock is held per policy: a KSM test waits minutes, not an
+        # hour, and finds the KSM settings as they were.
+        with session(sysfs, lock_path, progress) as (host, workdir):
+            runs[name] = run_policy(name, scenario, host, settings,
+                                    workdir, progress)
+        for pid_name in runs[name]['noise']:
+            progress('  WARNING: other mergeable process %(name)s '
+                     '(pid %(pid)d) ran too' % pid_name)
+    return dict(results(scenario, runs, settings),
                 wall_seconds=round(time.monotonic() - began, 1))
 
 
-def results(scenario, runs):
+def results(scenario, runs, settings):
     """Numbers for every policy run, from their samples."""
     static = runs.get(ksm_metrics.STATIC)
     if static:
@@ -246,7 +210,7 @@ def results(scenario, runs):
         source = ksm_metrics.STATIC
     else:
         levels = [scenario.expected_saving(wave * scenario.guests)
-                  for wave in range(1, scenario.waves + 1)]
+                  for wave in range(1, len(scenario.phases()) + 1)]
         source = 'theoretical'
     policies = {}
     for name, raw in runs.items():
@@ -260,10 +224,9 @@ def results(scenario, runs):
         'scenario': dict(dataclasses.asdict(scenario),
                          expected_pages=[scenario.expected_saving(
                              w * scenario.guests)
-                             for w in range(1, scenario.waves + 1)]),
+                             for w in range(1, len(scenario.phases()) + 1)]),
         'host': host_info(),
         'achievable': {'source': source, 'pages': levels},
         'policies': policies,
-        'targets': ksm_metrics.check_targets(
-            {n: p['summary'] for n, p in policies.items()}),
+        'targets': ksm_targets.for_scenario(scenario, policies, settings),
     }

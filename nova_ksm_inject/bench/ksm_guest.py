@@ -20,7 +20,9 @@ standard input closes (the benchmark ended, even if it was killed) or on
 SIGTERM.
 
 ``--ballast`` makes a plain process holding memory nobody may merge (the
-``--long`` run's memory pressure).
+memory pressure scenario); it gives memory back in 256 MiB steps whenever
+``MemAvailable`` falls under ``--floor-mib`` (default 4 GiB), so that
+others' work on a shared host never runs out.
 """
 
 import argparse
@@ -41,6 +43,7 @@ PR_SET_NAME = 15
 PATTERN_PAGES = 256  # random page bodies reused under distinct headers
 IMAGE_SEED = 20250101  # "the image": same bytes in every guest
 HEADER = struct.Struct('<QQQ')  # page index, owner, rewrite generation
+BALLAST_STEP = 256 * 1024 * 1024
 
 
 def set_comm(name=QEMU_COMM):
@@ -85,15 +88,38 @@ def rewrite(buf, indexes, tag, generation):
         HEADER.pack_into(buf, i * PAGE_SIZE, i + 1, tag, generation)
 
 
-def serve(buf, indexes, tag, rewrite_seconds, stdin_fd):
-    """Rewrite the volatile pages until stdin closes."""
-    generation = 0
+def serve(buf, indexes, tag, rewrite_seconds, stdin_fd, floor_mib=None):
+    """Rewrite the volatile pages until stdin closes; a ballast gives
+    memory back whenever MemAvailable falls under ``floor_mib``."""
+    generation, kept = 0, len(buf)
     while True:
         readable, _, _ = select.select([stdin_fd], [], [], rewrite_seconds)
         if readable and not os.read(stdin_fd, 4096):
             return
         generation += 1
         rewrite(buf, indexes, tag, generation)
+        if floor_mib is not None:
+            kept = give_back(buf, kept, floor_mib)
+
+
+def mem_available_mib(path='/proc/meminfo'):
+    with open(path) as f:
+        for line in f:
+            if line.startswith('MemAvailable:'):
+                return int(line.split()[1]) // 1024
+    return None
+
+
+def give_back(buf, kept, floor_mib, step=BALLAST_STEP):
+    """Free the last ``step`` bytes still held while the host is under
+    ``floor_mib`` of available memory (others' work needs it more)."""
+    available = mem_available_mib()
+    while kept > 0 and available is not None and available < floor_mib:
+        start = max(0, kept - step)
+        buf.madvise(mmap.MADV_DONTNEED, start, kept - start)
+        kept = start
+        available += step // (1024 * 1024)
+    return kept
 
 
 def guest_main(args):
@@ -111,7 +137,7 @@ def guest_main(args):
     sys.stdout.buffer.flush()
     indexes = volatile_range(pages, identical_pages, args.volatile)
     serve(buf, indexes, args.tag, args.rewrite_seconds,
-          sys.stdin.fileno())
+          sys.stdin.fileno(), args.floor_mib if args.ballast else None)
     return 0
 
 
@@ -127,6 +153,9 @@ def build_parser():
     parser.add_argument('--tag', type=int, default=1)
     parser.add_argument('--ballast', action='store_true',
                         help='memory pressure: not mergeable, not QEMU')
+    parser.add_argument('--floor-mib', type=int, default=4096,
+                        help='a ballast frees memory while MemAvailable '
+                             'is under this')
     return parser
 
 

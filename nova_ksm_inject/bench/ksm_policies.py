@@ -24,12 +24,13 @@ import time
 
 from oslo_log import log as logging
 
+from nova_ksm_inject import procfs
+
 LOG = logging.getLogger(__name__)
 
 KSMTUNED = '/usr/sbin/ksmtuned'
 STATIC_MAX_PAGES = 1000000000
 SYSTEM_PATH = '/usr/sbin:/usr/bin:/sbin:/bin'
-CLOCK_TICKS = os.sysconf('SC_CLK_TCK')
 
 # mm/ksm.c's defaults: every policy starts from them.
 KERNEL_DEFAULTS = {
@@ -47,12 +48,11 @@ ADVISOR_KNOBS = ('advisor_max_cpu', 'advisor_min_pages_to_scan',
 def process_cpu(pid):
     """CPU seconds of ``pid`` and of the children it waited for."""
     try:
-        with open('/proc/%d/stat' % pid) as f:
-            fields = f.read().rsplit(')', 1)[1].split()
-    except (OSError, IndexError):
+        info = procfs.stat(pid)
+    except procfs.ProcError:
         return None
-    # utime, stime, cutime, cstime: fields 14-17 of stat(5).
-    return sum(int(v) for v in fields[11:15]) / CLOCK_TICKS
+    return (info.utime + info.stime + info.cutime + info.cstime) / (
+        procfs.CLOCK_TICKS)
 
 
 def console_script(name):
@@ -203,8 +203,4 @@ def _shipped_interval(path='/etc/ksmtuned.conf'):
 
 
 def _alive(pid):
-    try:
-        with open('/proc/%d/stat' % pid) as f:
-            return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
-    except (OSError, IndexError):
-        return False
+    return procfs.process_matches(pid)

@@ -9,6 +9,8 @@ import logging
 import mmap
 
 from nova_ksm_inject.bench import ksm_metrics
+from nova_ksm_inject.bench import ksm_scenario
+from nova_ksm_inject.bench import ksm_targets
 
 GIB = 1024 ** 3
 # Lines that often overlap (nothing merged) stay apart by style.
@@ -72,6 +74,14 @@ def wave_rows(result):
 
 def describe(result):
     s = result['scenario']
+    if s.get('kind') == ksm_scenario.CHURN:
+        return ('a guest of %d MiB (%d%% identical) arrives every %g s and '
+                'leaves %g s later, for %.0f s per policy; kernel %s, %d '
+                'CPUs, %d MiB.' % (
+                    s['guest_mib'], round(s['identical'] * 100),
+                    s['arrive_every'], s['lifetime'], s['duration'],
+                    result['host']['kernel'], result['host']['cpus'],
+                    result['host']['mem_total_mib']))
     gib = ['%.2f' % (p * result['host']['page_size'] / GIB)
            for p in result['achievable']['pages']]
     return ('%d waves of %d guests x %d MiB (%d%% identical, %g%% '
@@ -85,20 +95,66 @@ def describe(result):
                ' / '.join(gib)))
 
 
+MARKS = {True: 'met', False: 'MISSED', None: 'n/a'}
+
+
 def format_text(result):
     """Everything a person reads after a run."""
-    lines = [describe(result), '', rst_table(COLUMNS, table_rows(result)),
-             '']
+    kind = result['scenario'].get('kind', 'waves')
+    lines = ['Scenario %s: %s' % (kind, describe(result)), '',
+             rst_table(COLUMNS, table_rows(result)), '']
     waves = len(result['achievable']['pages'])
-    lines += ['Per wave, t50 / t95 (s):', '', rst_table(
-        tuple(['policy'] + ['wave %d' % (i + 1) for i in range(waves)]),
-        wave_rows(result)), '', 'Targets:']
-    for check in result['targets']:
-        mark = {True: 'met', False: 'MISSED', None: 'n/a'}[check['met']]
-        lines.append('  [%s] %s: %s' % (mark, check['target'],
-                                        check['measured']))
+    if kind in ('waves', 'pressure'):
+        lines += ['Per wave, t50 / t95 (s):', '', rst_table(
+            tuple(['policy'] + ['wave %d' % (i + 1) for i in range(waves)]),
+            wave_rows(result)), '']
+    lines += scenario_lines(result) + ['Targets:']
+    lines += target_lines(result['targets'])
     lines += [''] + controllers(result)
     return '\n'.join(lines)
+
+
+def target_lines(checks):
+    """One ``[met]`` or ``[MISSED]`` line per target."""
+    return ['  [%s] %s: %s' % (MARKS[c['met']], c['target'], c['measured'])
+            for c in checks]
+
+
+def scenario_lines(result):
+    """What only this kind of scenario measures."""
+    kind = result['scenario'].get('kind', 'waves')
+    scenario = ksm_scenario.Scenario(**{
+        k: v for k, v in result['scenario'].items()
+        if k != 'expected_pages'})
+    lines = []
+    for name, policy in result['policies'].items():
+        if kind == ksm_scenario.CHURN:
+            times = ksm_targets.guest_t95(scenario, policy)
+            known = sorted(t for t in times.values() if t is not None)
+            lines.append('%s: guests 95%% merged after a median %s s '
+                         '(worst %s s, %d never), worst 2 s ksmd CPU %.1f%%'
+                         % (name, _number(ksm_metrics.median(known), 1),
+                            _number(max(known, default=None), 1),
+                            list(times.values()).count(None),
+                            ksm_targets.worst_window(policy['samples'])))
+        elif kind == ksm_scenario.SHARE_NOTHING:
+            found = ksm_targets.loss_detection(policy)
+            lines.append('%s: %s' % (name, 'ksmd never stopped'
+                                     if found is None else
+                                     'ksmd stopped at %.1f s, %.2f CPU s '
+                                     'after' % found))
+        elif kind == ksm_scenario.REAL_GUESTS and policy.get('booted'):
+            boots = sorted(policy['booted'].values())
+            lines.append('%s: login prompts after %s s' % (
+                name, ', '.join('%.0f' % b for b in boots)))
+    return lines + [''] if lines else []
+
+
+def summary_table(checks):
+    """All scenarios' targets side by side."""
+    rows = [(c.get('scenario') or '', MARKS[c['met']], c['target'],
+             c['measured']) for c in checks]
+    return rst_table(('scenario', 'result', 'target', 'measured'), rows)
 
 
 def controllers(result):
@@ -173,11 +229,8 @@ def write_json(result, path):
         f.write('\n')
 
 
-def plot(result, path):
-    """A PNG of saved memory and ksmd CPU over time, one line per policy.
-
-    :returns: None, or why no plot was written (matplotlib missing).
-    """
+def load_pyplot():
+    """matplotlib's pyplot (headless), or why it cannot be used."""
     try:
         import matplotlib
         matplotlib.use('Agg')
@@ -187,6 +240,17 @@ def plot(result, path):
     except ImportError:
         return ('matplotlib is not installed (pip install '
                 '"nova-ksm-inject[plot]"); no plot written')
+    return pyplot
+
+
+def plot(result, path):
+    """A PNG of saved memory and ksmd CPU over time, one line per policy.
+
+    :returns: None, or why no plot was written (matplotlib missing).
+    """
+    pyplot = load_pyplot()
+    if isinstance(pyplot, str):
+        return pyplot
     figure, (saved, cpu) = pyplot.subplots(2, 1, sharex=True,
                                            figsize=(10, 6.5))
     page = result['host']['page_size']

@@ -16,7 +16,8 @@ calm scan rate; it is kept as ``pages_sharing``.
 import threading
 import time
 
-from nova_ksm_inject.ksm import procfs
+from nova_ksm_inject import procfs
+from nova_ksm_inject.ksm import processes
 
 SAMPLE_SECONDS = 0.5
 COUNTERS = ('pages_sharing', 'pages_shared', 'pages_unshared',
@@ -39,8 +40,8 @@ class Sampler(threading.Thread):
         self.halt = threading.Event()
         self.cpu0 = procfs.cpu_seconds(ksmd_pid) or 0.0
         self.columns = {name: [] for name in (
-            't', 'saved', 'ksmd_cpu', 'guest_merging', 'guest_rss_pages')
-            + COUNTERS}
+            't', 'saved', 'ksmd_cpu', 'guest_merging', 'guest_rss_pages',
+            'merging_by_guest') + COUNTERS}
 
     def run(self):
         tick = 0
@@ -53,11 +54,13 @@ class Sampler(threading.Thread):
 
     def take(self):
         row = {name: self.sysfs.read_int(name) for name in COUNTERS}
-        pids = list(self.guest_pids().values())
-        row['guest_merging'] = sum(
-            (procfs.ksm_stat(p) or {}).get('ksm_merging_pages', 0)
-            for p in pids)
-        row['guest_rss_pages'] = sum(procfs.resident_pages(p) for p in pids)
+        guests = self.guest_pids()
+        row['merging_by_guest'] = {
+            name: (procfs.ksm_stat(pid) or {}).get('ksm_merging_pages', 0)
+            for name, pid in guests.items()}
+        row['guest_merging'] = sum(row['merging_by_guest'].values())
+        row['guest_rss_pages'] = sum(procfs.resident_pages(p)
+                                     for p in guests.values())
         row['saved'] = max(0, row['guest_merging'] - row['pages_shared'])
         cpu = procfs.cpu_seconds(self.ksmd_pid) or self.cpu0
         row['ksmd_cpu'] = round(cpu - self.cpu0, 2)
@@ -77,8 +80,8 @@ def noise(launcher, found=()):
     ours = set(launcher.pids().values())
     known = {entry['pid'] for entry in found}
     return list(found) + [
-        {'pid': pid, 'name': procfs.process_name(pid)}
-        for pid in sorted(set(procfs.mergeable_processes()) - ours - known)]
+        {'pid': pid, 'name': processes.process_name(pid)}
+        for pid in sorted(set(processes.mergeable_processes()) - ours - known)]
 
 
 def loadavg():

@@ -11,9 +11,6 @@ the adaptive one can deliver the libvirt hook events.
 """
 
 import dataclasses
-import os
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -26,8 +23,6 @@ from nova_ksm_inject.bench import ksm_guest
 LOG = logging.getLogger(__name__)
 
 ARRIVE, LEAVE = 'arrive', 'leave'
-GUEST_CODE = 'from nova_ksm_inject.bench import ksm_guest; ksm_guest.main()'
-READY_TIMEOUT = 120.0
 
 
 class BenchFailed(exception.NovaKsmInjectError):
@@ -43,9 +38,19 @@ class Event(object):
     wave: int
 
 
+WAVES, CHURN, SHARE_NOTHING, PRESSURE, REAL_GUESTS = (
+    'waves', 'churn', 'share-nothing', 'pressure', 'real-guests')
+KINDS = (WAVES, REAL_GUESTS, CHURN, SHARE_NOTHING, PRESSURE)
+
+
 @dataclasses.dataclass(frozen=True)
 class Scenario(object):
-    """What every policy is run against, identically."""
+    """What every policy is run against, identically.
+
+    ``kind`` ``churn``: one guest arrives every ``arrive_every`` seconds
+    and leaves ``lifetime`` seconds later, for the whole run; the other
+    kinds arrive in ``waves`` (see the module docstring).
+    """
 
     waves: int = 3
     guests: int = 4  # per wave
@@ -54,7 +59,10 @@ class Scenario(object):
     volatile: float = 0.01
     rewrite_seconds: float = 2.0
     duration: float = 180.0
-    pressure: bool = False  # hold ballast memory (--long)
+    pressure: bool = False  # hold ballast memory (--long, pressure)
+    kind: str = WAVES
+    arrive_every: float = 10.0
+    lifetime: float = 60.0
 
     ARRIVALS_SHARE = 0.75
 
@@ -72,6 +80,8 @@ class Scenario(object):
 
     def schedule(self):
         """Every :class:`Event`, in time order."""
+        if self.kind == CHURN:
+            return self._churn_schedule()
         arrive_step = self.ARRIVALS_SHARE * self.duration / self.waves
         leave_step = (1 - self.ARRIVALS_SHARE) * self.duration / self.waves
         events = [Event(i * arrive_step, ARRIVE, i + 1)
@@ -81,11 +91,54 @@ class Scenario(object):
                    for i in range(self.waves)]
         return events
 
+    def _churn_schedule(self):
+        arrivals = [i * self.arrive_every for i in range(
+            int(round(self.duration / self.arrive_every)))]
+        events = [Event(t, ARRIVE, i + 1) for i, t in enumerate(arrivals)]
+        events += [Event(t + self.lifetime, LEAVE, i + 1)
+                   for i, t in enumerate(arrivals)
+                   if t + self.lifetime < self.duration]
+        # At the same time, the old guest leaves before the new arrives.
+        return sorted(events, key=lambda e: (e.time, e.kind != LEAVE))
+
+    @property
+    def total_guests(self):
+        return self.guests * len([e for e in self.schedule()
+                                  if e.kind == ARRIVE])
+
+    @property
+    def peak_guests(self):
+        """Most guests running at once."""
+        running = peak = 0
+        for event in self.schedule():
+            running += self.guests if event.kind == ARRIVE else -self.guests
+            peak = max(peak, running)
+        return peak
+
     def phases(self):
         """[(wave, start, end)]: from each arrival to the next event."""
         events = self.schedule()
-        return [(event.wave, event.time, events[i + 1].time)
+        ends = [e.time for e in events[1:]] + [self.duration]
+        return [(event.wave, event.time, ends[i])
                 for i, event in enumerate(events) if event.kind == ARRIVE]
+
+
+ALL_POLICIES = ('default', 'static-max', 'ksmtuned', 'advisor', 'adaptive')
+# Each scenario as the benchmark runs it by default: (scenario, policies).
+PRESETS = {
+    WAVES: (Scenario(), ALL_POLICIES),
+    REAL_GUESTS: (Scenario(kind=REAL_GUESTS, waves=1, guests=4,
+                           guest_mib=512, duration=240.0, volatile=0.0),
+                  ALL_POLICIES),
+    CHURN: (Scenario(kind=CHURN, waves=30, guests=1, duration=300.0,
+                     arrive_every=10.0, lifetime=60.0),
+            ('static-max', 'adaptive')),
+    SHARE_NOTHING: (Scenario(kind=SHARE_NOTHING, waves=1, guests=4,
+                             identical=0.0, duration=120.0),
+                    ('static-max', 'ksmtuned', 'advisor', 'adaptive')),
+    PRESSURE: (Scenario(kind=PRESSURE, pressure=True, guest_mib=384),
+               ('static-max', 'ksmtuned', 'advisor', 'adaptive')),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,93 +171,6 @@ def wave_guests(scenario, wave):
             for i in range(scenario.guests)]
 
 
-class GuestLauncher(object):
-    """Starts and stops guest processes named like QEMU.
-
-    ``argv[0]`` must read ``qemu-system-x86_64`` for ksmtuned's ``pgrep
-    -f '^qemu-system...'``: the interpreter is reached through a symlink
-    of that name in ``workdir`` put first in the guests' PATH.
-    """
-
-    def __init__(self, scenario, workdir):
-        self.scenario = scenario
-        self.workdir = workdir
-        bindir = os.path.join(workdir, 'bin')
-        os.makedirs(bindir, exist_ok=True)
-        link = os.path.join(bindir, ksm_guest.QEMU_ARGV0)
-        if not os.path.lexists(link):
-            os.symlink(os.path.realpath(sys.executable), link)
-        package_root = os.path.dirname(os.path.dirname(os.path.dirname(
-            os.path.abspath(ksm_guest.__file__))))
-        self.env = {'PATH': bindir + os.pathsep + os.environ.get(
-            'PATH', '/usr/bin:/bin'), 'PYTHONPATH': package_root}
-        self.running = {}
-        self._lock = threading.Lock()
-
-    def _spawn(self, key, argv0, args):
-        proc = subprocess.Popen(
-            [argv0, '-c', GUEST_CODE] + args, env=self.env, cwd=self.workdir,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        with self._lock:
-            self.running[key] = proc
-        return proc
-
-    def spawn(self, guest):
-        """Start ``guest``; :meth:`wait_ready` waits for its memory."""
-        s = self.scenario
-        return self._spawn(guest.name, ksm_guest.QEMU_ARGV0, [
-            '-enable-kvm', '-name', 'guest=%s' % guest.name,
-            '-m', str(guest.mib), '--identical', str(s.identical),
-            '--volatile', str(s.volatile), '--rewrite-seconds',
-            str(s.rewrite_seconds), '--tag', str(guest.tag)])
-
-    def spawn_ballast(self, mib):
-        """A plain process holding ``mib`` MiB nobody may merge."""
-        proc = self._spawn('ballast', sys.executable, [
-            '-m', str(mib), '--ballast', '--volatile', '0', '--tag', '0'])
-        self.wait_ready('ballast')
-        return proc
-
-    def wait_ready(self, name):
-        """Block until the guest has filled its memory."""
-        proc = self.running[name]
-        timer = threading.Timer(READY_TIMEOUT, proc.kill)
-        timer.start()
-        try:
-            line = proc.stdout.readline()
-        finally:
-            timer.cancel()
-        if line != ksm_guest.READY:
-            raise BenchFailed(reason='synthetic guest %s (pid %d) exited '
-                                     'before filling its memory; is the '
-                                     'host out of memory?' % (name, proc.pid))
-
-    def pids(self):
-        with self._lock:
-            return {name: proc.pid for name, proc in self.running.items()
-                    if name != 'ballast'}
-
-    def stop(self, name):
-        """Stop one guest (SIGTERM) and reap it."""
-        with self._lock:
-            proc = self.running.pop(name, None)
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        proc.stdin.close()
-        proc.stdout.close()
-
-    def stop_all(self):
-        for name in list(self.running):
-            self.stop(name)
-
-
 class ScenarioRunner(object):
     """Plays the schedule against one policy; records what happened."""
 
@@ -234,6 +200,10 @@ class ScenarioRunner(object):
                      'arrived' if event.kind == ARRIVE else 'left',
                      started, self.log[-1]['done'])
         stop.wait(max(0.0, t0 + self.scenario.duration - self.clock()))
+
+    def arrive(self, wave):
+        """Start every guest of ``wave`` now, in parallel."""
+        self._parallel(self._arrive, wave_guests(self.scenario, wave))
 
     def _arrive(self, guest):
         self.policy.guest_starting(guest)

@@ -1,15 +1,27 @@
 """``nova-ksm-bench``: KSM policies side by side on this host's kernel.
 
-Runs the kernel defaults, ``pages_to_scan = 1000000000``, Debian's
-ksmtuned, the kernel's advisor and nova-ksm-tuner one after the other
-against the same waves of synthetic guests, then prints a table (and
-writes JSON and a PNG plot on request). Needs root; holds the KSM test
-lock; restores the KSM settings it found, also on Ctrl-C. The adaptive
-tuner uses the ``[ksm]`` options of nova.conf (``--config-file``), with
-its own temporary state directory.
+Scenarios (``--scenario``, several with commas, or ``all``):
+
+* ``waves`` (default): waves of synthetic guests arrive and leave; the
+  kernel defaults, ``pages_to_scan = 1000000000``, Debian's ksmtuned, the
+  kernel's advisor and nova-ksm-tuner, one after the other;
+* ``real-guests`` (``--real-guests``): Debian guests booting under a
+  private libvirtd (our hook installed for the tuner);
+* ``churn``: a guest arrives every 10 s for 5 minutes while others leave;
+* ``share-nothing``: guests with nothing in common;
+* ``pressure``: waves on a host short of memory (ballast);
+* ``scale`` (``--scale``): the tuner at 1 to 16 GiB, with a model
+  projected to 256 GiB and 1 TiB.
+
+Each scenario ends with a ``met``/``MISSED`` line per target. Needs root;
+holds the KSM test lock; restores the KSM settings it found, also on
+Ctrl-C. The tuner uses the ``[ksm]`` options of nova.conf
+(``--config-file``), with its own temporary state directory.
 """
 
 import argparse
+import dataclasses
+import os
 import sys
 
 from nova_ksm_inject.bench import ksm
@@ -20,21 +32,31 @@ from nova_ksm_inject.cmd import common
 from nova_ksm_inject.ksm import settings as ksm_settings
 
 PROG = 'nova-ksm-bench'
+SCALE = 'scale'
+SCENARIOS = ksm_scenario.KINDS + (SCALE,)
 # --long: bigger guests, longer runs, and a host short of memory.
 LONG = {'guest_mib': 1024, 'duration': 600.0}
-DEFAULTS = {'guests': 4, 'waves': 3, 'guest_mib': 256, 'duration': 180.0,
-            'identical': 0.85}
+OVERRIDES = ('guests', 'waves', 'guest_mib', 'identical', 'duration')
 
 
 def policy_list(text):
     """``default,adaptive`` -> ['default', 'adaptive'], names checked."""
+    return _names(text, ksm.ORDER, 'policy')
+
+
+def scenario_list(text):
+    if text.strip() == 'all':
+        return list(SCENARIOS)
+    return _names(text, SCENARIOS, 'scenario')
+
+
+def _names(text, valid, what):
     names = [n.strip() for n in text.split(',') if n.strip()]
-    unknown = [n for n in names if n not in ksm.POLICIES]
+    unknown = [n for n in names if n not in valid]
     if unknown or not names:
         raise argparse.ArgumentTypeError(
-            'unknown policy %s; choose from %s' % (
-                ', '.join(unknown) or '(none)',
-                ','.join(ksm.ORDER)))
+            'unknown %s %s; choose from %s' % (
+                what, ', '.join(unknown) or '(none)', ','.join(valid)))
     return list(dict.fromkeys(names))
 
 
@@ -57,65 +79,122 @@ def build_parser():
         'tuner uses the [ksm] options of nova.conf (--config-file).',
         parents=[base.config_parent(
             debug_help='log what the benchmark does, in detail')])
+    parser.add_argument('--scenario', type=scenario_list,
+                        help='comma-separated, or "all" (default: waves): '
+                             + ','.join(SCENARIOS))
+    parser.add_argument('--real-guests', action='store_true',
+                        help='the real-guest scenario (Debian under '
+                             'libvirt)')
+    parser.add_argument('--scale', action='store_true',
+                        help='the scaling run (1 to 16 GiB)')
     parser.add_argument('--policies', type=policy_list,
-                        default=list(ksm.ORDER),
-                        help='comma-separated, run in this order '
-                             '(default: %s)' % ','.join(ksm.ORDER))
+                        help='comma-separated, run in this order (default: '
+                             'each scenario\'s own)')
     parser.add_argument('--guests', type=_bounded(int, 1),
-                        help='guests per wave (default 4)')
-    parser.add_argument('--waves', type=_bounded(int, 1, 20),
-                        help='waves of guests (default 3)')
+                        help='guests per wave')
+    parser.add_argument('--waves', type=_bounded(int, 1, 60),
+                        help='waves of guests')
     parser.add_argument('--guest-mib', type=_bounded(int, 4),
-                        help='memory per guest (default 256, --long 1024)')
+                        help='memory per guest')
     parser.add_argument('--identical', type=_bounded(float, 0.0, 1.0),
-                        help='share of pages identical in every guest '
-                             '(default 0.85)')
+                        help='share of pages identical in every guest')
     parser.add_argument('--duration', type=_bounded(float, 10.0),
-                        help='seconds per policy (default 180, --long 600)')
+                        help='seconds per policy')
+    parser.add_argument('--scale-sizes', default='1,2,4,8,16',
+                        help='GiB of mergeable memory for --scale')
     parser.add_argument('--long', action='store_true',
-                        help='bigger guests, longer runs, and ballast '
-                             'memory so the host is short of memory')
+                        help='waves: bigger guests, longer runs, and '
+                             'ballast memory so the host is short of memory')
     parser.add_argument('--json', metavar='FILE',
                         help='write every number and sample as JSON')
     parser.add_argument('--plot', metavar='FILE',
-                        help='write a PNG of saved memory and ksmd CPU '
-                             '(needs matplotlib)')
+                        help='write a PNG per scenario (FILE, or '
+                             'FILE-SCENARIO.png for several; matplotlib)')
     return parser
 
 
-def scenario_from_args(args):
-    """The :class:`Scenario` asked for: explicit values, else --long's,
-    else the defaults."""
+def scenarios_from_args(args):
+    """The scenario names asked for, in a stable order."""
+    names = list(args.scenario or [])
+    if args.real_guests:
+        names.append(ksm_scenario.REAL_GUESTS)
+    if args.scale:
+        names.append(SCALE)
+    return list(dict.fromkeys(names or [ksm_scenario.WAVES]))
+
+
+def scenario_from_args(args, kind=ksm_scenario.WAVES):
+    """The :class:`Scenario` of ``kind``: its preset, --long for waves,
+    then explicit values."""
+    preset = ksm_scenario.PRESETS[kind][0]
     values = {}
-    for name, default in DEFAULTS.items():
-        given = getattr(args, name)
-        values[name] = given if given is not None else (
-            LONG.get(name, default) if args.long else default)
-    return ksm_scenario.Scenario(pressure=args.long, **values)
+    if kind == ksm_scenario.WAVES and args.long:
+        values = dict(LONG, pressure=True)
+    for name in OVERRIDES:
+        if getattr(args, name) is not None:
+            values[name] = getattr(args, name)
+    return dataclasses.replace(preset, **values)
 
 
 def progress(message):
     print(message, file=sys.stderr, flush=True)
 
 
+def plot_path(path, kind, several):
+    if not several:
+        return path
+    root, ext = os.path.splitext(path)
+    return '%s-%s%s' % (root, kind, ext or '.png')
+
+
+def run_scenario(kind, args, settings):
+    """(result, text) of one scenario."""
+    if kind == SCALE:
+        from nova_ksm_inject.bench import ksm_scale
+        from nova_ksm_inject.bench import ksm_scale_report
+        sizes = [int(v) for v in args.scale_sizes.split(',') if v.strip()]
+        result = ksm_scale.run_locked(sizes, settings, progress=progress)
+        return result, ksm_scale_report.format_text(result)
+    scenario = scenario_from_args(args, kind)
+    policies = args.policies or list(ksm_scenario.PRESETS[kind][1])
+    result = ksm.run(scenario, policies, settings, progress=progress)
+    return result, ksm_report.format_text(result)
+
+
 def bench(args):
     common.load_config_for(args, prog=PROG)
     settings = ksm_settings.KsmSettings.from_conf()
-    scenario = scenario_from_args(args)
+    kinds = scenarios_from_args(args)
+    results, checks = {}, []
     try:
-        result = ksm.run(scenario, args.policies, settings,
-                         progress=progress)
+        for kind in kinds:
+            results[kind], text = run_scenario(kind, args, settings)
+            checks += results[kind]['targets']
+            print(text + '\n', flush=True)
+            # What a long run measured survives a later failure.
+            _write_outputs(args, kinds, results, kind)
     except KeyboardInterrupt:
         return common.fail('interrupted; guests stopped and the KSM '
                            'settings restored', 130)
-    print(ksm_report.format_text(result))
-    if args.json:
-        ksm_report.write_json(result, args.json)
-        progress('Wrote %s' % args.json)
-    if args.plot:
-        why_not = ksm_report.plot(result, args.plot)
-        progress(why_not or 'Wrote %s' % args.plot)
+    if len(kinds) > 1:
+        print('Targets of this run, side by side:\n')
+        print(ksm_report.summary_table(checks))
     return 0
+
+
+def _write_outputs(args, kinds, results, kind):
+    """The JSON so far and ``kind``'s plot."""
+    if args.json:
+        ksm_report.write_json(results if len(kinds) > 1
+                              else results[kinds[0]], args.json)
+        progress('Wrote %s' % args.json)
+    if not args.plot:
+        return
+    from nova_ksm_inject.bench import ksm_scale_report
+    path = plot_path(args.plot, kind, len(kinds) > 1)
+    draw = ksm_scale_report.plot if kind == SCALE else ksm_report.plot
+    why_not = draw(results[kind], path)
+    progress(why_not or 'Wrote %s' % path)
 
 
 def main(argv=None):

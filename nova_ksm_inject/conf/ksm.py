@@ -171,6 +171,85 @@ Related options:
                  max=60.0,
                  help="Seconds between two looks of the tuner at the "
                       "hook's events and the KSM counters."),
+    cfg.FloatOpt('settled_cpu_percent',
+                 default=1.0,
+                 min=0.1,
+                 max=100.0,
+                 help="""
+ksmd CPU ceiling once sharing has settled, in percent of one core.
+
+The ``adaptive`` tuner scans all mergeable memory once per
+``maintenance_scan_seconds`` when that costs less, and more slowly when it
+would cost more (big hosts), with ``smart_scan`` (Linux 6.7+) skipping
+pages that never merge. The cost is measured from ksmd's CPU time, so it
+holds whatever the host's memory.
+
+Related options:
+
+* ``maintenance_scan_seconds``
+* ``pressure_cpu_budget_percent``
+"""),
+    cfg.FloatOpt('pressure_cpu_budget_percent',
+                 default=10.0,
+                 min=0.1,
+                 max=100.0,
+                 help="""
+ksmd CPU ceiling after sharing settled while the host is short of memory,
+in percent of one core.
+
+Short of memory: ``MemAvailable`` under ``pressure_memavailable_percent``
+of RAM, or processes stalling on memory (``/proc/pressure/memory``).
+Without pressure and without new guests the tuner stays at
+``settled_cpu_percent``.
+
+Related options:
+
+* ``pressure_memavailable_percent``
+* ``settled_cpu_percent``
+"""),
+    cfg.FloatOpt('pressure_memavailable_percent',
+                 default=20.0,
+                 min=0.0,
+                 max=100.0,
+                 help="""
+The host is short of memory when ``MemAvailable`` is under this share of
+RAM (ksmtuned's threshold is 20%). 0 leaves only PSI memory stalls.
+
+Related options:
+
+* ``pressure_cpu_budget_percent``
+* ``unmerge_on_loss``
+"""),
+    cfg.BoolOpt('unmerge_on_loss',
+                default=False,
+                help="""
+Unmerge every KSM page when merging does not pay.
+
+The ``adaptive`` tuner stops ksmd when KSM's profit (``general_profit``,
+or the same estimated on kernels before 6.4) stays negative over full
+scans: guests with nothing in common cost KSM metadata and CPU. With this
+option it also unmerges (``run = 2``), which frees that metadata, but
+only when ``MemAvailable`` stays above ``pressure_memavailable_percent``
+of RAM once every merged page is a private copy again.
+"""),
+    cfg.IntOpt('guest_record_grace_seconds',
+               default=120,
+               min=5,
+               max=3600,
+               help="""
+How long a guest the libvirt hook recorded may have no QEMU process.
+
+The hook records a guest at ``prepare``, before libvirt starts QEMU; the
+tuner matches records to running QEMU processes by the domain UUID or name
+on their command line. A record whose QEMU process ran and exited (its
+``release`` event was lost: libvirtd killed, a hook timed out) is
+forgotten at once; one that never had a process is forgotten after this
+many seconds.
+
+Related options:
+
+* ``enabled`` (``auto`` stops ksmd when no recorded guest is left)
+"""),
     cfg.IntOpt('maintenance_scan_seconds',
                default=300,
                min=10,

@@ -9,7 +9,8 @@ import dataclasses
 
 from oslo_log import log as logging
 
-from nova_ksm_inject.ksm import procfs
+from nova_ksm_inject import procfs
+from nova_ksm_inject.ksm import processes
 
 LOG = logging.getLogger(__name__)
 
@@ -24,14 +25,81 @@ class ApplyResult(object):
     deferred: list
 
 
-def mergeable_guest_count(statedir, proc_root=None):
-    """Guests the hook recorded as mergeable, plus other processes that
-    asked for merging (guests started before the hook was installed,
-    non-libvirt workloads)."""
-    records = [g for g in statedir.guests() if g.get('mergeable')]
-    known = {g.get('pid') for g in records}
-    others = set(procfs.mergeable_processes(proc_root)) - known
-    return len(records) + len(others)
+@dataclasses.dataclass
+class Guests(object):
+    """Hook records matched to the processes that really run.
+
+    ``live``: [(record, pid or None)], pid None while the guest starts;
+    ``gone``: [(record, why)] records whose guest is not there any more;
+    ``others``: pids of mergeable processes no live record accounts for
+    (guests started before the hook was installed, other workloads).
+    """
+
+    live: list
+    gone: list
+    others: list
+
+    @property
+    def count(self):
+        """Mergeable guests, each counted once."""
+        return len(self.others) + sum(
+            1 for record, _ in self.live if record.get('mergeable'))
+
+
+def match_guests(records, qemu, mergeable, now, grace, proc_root=None):
+    """Match hook ``records`` to running QEMU processes.
+
+    :param qemu: {pid: QemuGuest} of the QEMU processes that run.
+    :param mergeable: pids of processes with mergeable memory.
+    :param now: wall-clock seconds, as records' ``since``.
+    :param grace: seconds a record may go without any QEMU process.
+    """
+    running = {}
+    for guest in qemu.values():
+        running.setdefault(('name', guest.name), guest.pid)
+        if guest.uuid:
+            running[('uuid', guest.uuid)] = guest.pid
+    live, gone = [], []
+    for record in records:
+        pid, why = _record_process(record, running, now, grace, proc_root)
+        if why:
+            gone.append((record, why))
+        else:
+            live.append((record, pid))
+    claimed = {pid for _, pid in live if pid}
+    return Guests(live, gone, sorted(set(mergeable) - claimed))
+
+
+def _record_process(record, running, now, grace, proc_root):
+    """(pid or None, '') for a live record, (None, why) for a gone one."""
+    pid = (running.get(('uuid', record.get('uuid')))
+           or running.get(('name', record.get('name'))))
+    if pid:
+        return pid, ''
+    # Seen by the tuner (its pid namespace) or written by the hook (the
+    # pid libvirt wrote): the guest ran, and its process is gone now.
+    seen = record.get('qemu_pid') or record.get('pid')
+    if seen and not record.get('qemu_pid') and procfs.process_matches(
+            seen, proc_root=proc_root):
+        return seen, ''
+    if seen:
+        return None, ('its QEMU process (pid %s) is gone and no release '
+                      'event came' % seen)
+    age = now - record.get('since', now)
+    if age > grace:
+        return None, ('no QEMU process %.0f s after libvirt prepared it '
+                      '(guest_record_grace_seconds = %d)' % (age, grace))
+    return None, ''
+
+
+def mergeable_guest_count(statedir, proc_root=None, grace=120):
+    """Mergeable guests: hook records whose guest runs (or is starting),
+    plus other processes that asked for merging, each counted once."""
+    guests = match_guests(statedir.guests(),
+                          processes.qemu_guests(proc_root),
+                          processes.mergeable_processes(proc_root),
+                          statedir.clock(), grace, proc_root)
+    return guests.count
 
 
 def effective_policy(settings, sysfs, tuner_alive):
@@ -75,7 +143,8 @@ def apply_configured(settings, host, statedir, proc_root=None,
     :raises KsmUnavailable, KsmNotWritable: nothing was changed.
     """
     host.sysfs.require()
-    count = mergeable_guest_count(statedir, proc_root)
+    count = mergeable_guest_count(statedir, proc_root,
+                                  settings.guest_record_grace_seconds)
     run = settings.wants_run(count) if force_run is None else force_run
     knobs = desired_knobs(settings, run, host.sysfs,
                           statedir.tuner_alive())

@@ -1,31 +1,47 @@
 """Scan-rate policies: what ksmd should do, given what the host shows.
 
 A policy turns a :class:`Sample` (KSM counters, ksmd CPU time, guests,
-hook events) into a :class:`Decision` (run, pages_to_scan,
-sleep_millisecs and the reason). It has no side effects: the tuner
-(tuner.py) samples, applies and logs; unit tests feed samples directly.
+hook events, memory) into a :class:`Decision` (run, pages_to_scan,
+sleep_millisecs, smart_scan, when to look again, and the reason). It has
+no side effects: the tuner (tuner.py) samples, applies and logs; unit
+tests feed samples directly.
 
 The adaptive policy, in short:
 
 * **idle**: no mergeable guest; ksmd stops (``enabled=auto``).
-* **boost**: something new to merge (a hook event, a new mergeable
-  process, guest memory or KSM's tracked pages growing): scan as fast as
-  ``cpu_budget_percent`` allows. The batch size comes from ksmd's measured
-  scan rate (pages per CPU second) so that batch time over batch plus
-  sleep equals the budget; without ``pages_scanned`` (Linux < 6.7) it
-  follows the measured CPU multiplicatively.
+* **boost**: a guest started (a hook event, a new mergeable process):
+  scan as fast as ``cpu_budget_percent`` allows, from the first batch on
+  (scanrate.py), looking again every quarter second. ``smart_scan`` is
+  off, so that each full scan covers all mergeable memory, and a boost
+  lasts at least three.
+* **follow**: the memory of running guests grew (a guest boots, works):
+  scan the new pages three times within 15 s (signals.Growth), at a cost
+  in proportion to the growth, never above the budget; once it stopped
+  growing for 15 s, a boost merges what settled in it.
 * **settled**: pages merge only once their checksum is stable over two
-  scans, so sharing that did not grow over two consecutive full scans
-  (after at least three) is a plateau: scan all mergeable memory once per
-  ``maintenance_scan_seconds`` at long sleeps, which costs next to nothing
-  and still notices pages that become identical later.
+  scans, so sharing that grew by less than 5% in a full scan, after at
+  least three, is a plateau: scan all mergeable memory once per
+  ``maintenance_scan_seconds`` at most, with ``smart_scan`` on, and never
+  above ``settled_cpu_percent`` of a core, whatever the host's memory.
+* **pressure**: settled, on a host short of memory (``MemAvailable``
+  under ``pressure_memavailable_percent``, or PSI memory stalls): scan up
+  to ``pressure_cpu_budget_percent``.
+* **loss**: KSM's profit (``general_profit``, or the same estimated on
+  older kernels, see signals.py) stayed negative over full scans: merging
+  costs more memory than it saves, so ksmd stops (and with
+  ``unmerge_on_loss`` unmerges, when memory allows) until new memory
+  arrives.
 """
 
 import dataclasses
 import math
 
-IDLE, BOOST, SETTLED, STATIC, KERNEL, DISABLED = (
-    'idle', 'boost', 'settled', 'static', 'kernel', 'disabled')
+from nova_ksm_inject.ksm import scanrate
+from nova_ksm_inject.ksm import signals
+
+IDLE, BOOST, FOLLOW, SETTLED, PRESSURE, LOSS, STATIC, KERNEL, DISABLED = (
+    'idle', 'boost', 'follow', 'settled', 'pressure', 'loss', 'static',
+    'kernel', 'disabled')
 
 
 @dataclasses.dataclass
@@ -41,6 +57,11 @@ class Sample(object):
     guests: int = 0  # mergeable guests and processes
     guest_pages: int = 0  # resident pages of mergeable processes
     started: bool = False  # a hook start event or new mergeable process
+    profit: int = None  # bytes KSM saves net of its metadata (signals.py)
+    profit_source: str = 'general_profit'
+    mem_available: int = None  # KiB (/proc/meminfo)
+    mem_total: int = None  # KiB
+    psi_some: float = None  # PSI memory "some" avg10, percent; None: no PSI
 
 
 @dataclasses.dataclass
@@ -53,46 +74,68 @@ class Decision(object):
     sleep_millisecs: int = None
     reason: str = ''
     cpu_percent: float = None
+    smart_scan: int = None  # None: leave it
+    poll_seconds: float = None  # None: the configured poll_interval
 
     def knobs(self):
         knobs = {'run': self.run}
         if self.run == 1 and self.pages_to_scan is not None:
             knobs['pages_to_scan'] = self.pages_to_scan
             knobs['sleep_millisecs'] = self.sleep_millisecs
+        if self.run == 1 and self.smart_scan is not None:
+            knobs['smart_scan'] = self.smart_scan
         return knobs
 
 
 class AdaptivePolicy(object):
-    """Boost on new memory, settle on plateau, within a CPU budget."""
+    """Boost on new memory, settle on plateau, stop at a loss."""
 
     BOOST_SLEEP_MS = 20
     SETTLED_SLEEP_MS = 200
+    BOOST_POLL_SECONDS = 0.25
     MIN_BOOST_PAGES = 100
     MAX_PAGES = 10 ** 8
     MIN_SETTLED_PAGES = 64
-    INITIAL_RATE = 500000.0  # pages per CPU second until measured
     MIN_BOOST_SCANS = 3
-    PLATEAU_SCANS = 2
-    # Growth that counts: more than this fraction and this many pages.
-    GROWTH_FRACTION = 0.05
-    GROWTH_PAGES = 4096
-    # Aim a little under the budget: the kernel's sleep is not exact.
+    PLATEAU_SCANS = 1
+    # A full scan that merged less than this share more is quiet: what
+    # still comes (a guest booting) is followed at a cost in proportion.
+    QUIET_FRACTION = 0.05
+    # After a loss, memory must grow by half before the tuner looks again
+    # (a new guest always counts).
+    LOSS_GROWTH_FRACTION = 0.5
+    # Aim a little under a ceiling: ksmd's cost changes between looks.
     BUDGET_MARGIN = 0.9
 
     def __init__(self, settings):
         self.settings = settings
         self.budget = settings.cpu_budget_percent
         self.state = None
-        self.rate = self.INITIAL_RATE
         self.pages = None
-        self.correction = 1.0
         self.prev = None
+        self.scan = scanrate.ScanRate()
+        self.pressure = signals.Pressure(settings)
+        self.profit = signals.Profit(settings)
         self._mark = None  # (full_scans, merged) at the last full scan
         self._boost_scans = self._quiet_scans = 0
-        self._baseline = (0, 0)  # (guest_pages, tracked) when settled
+        self.growth = signals.Growth()
+        self._knobs = None  # (run, pages_to_scan, sleep) last decided
 
     def decide(self, sample):
         """The decision for ``sample``; call once per poll."""
+        self.scan.observe(sample)
+        decision = self._decide(sample)
+        knobs = (decision.run, decision.pages_to_scan,
+                 decision.sleep_millisecs)
+        if knobs != self._knobs:
+            # ksmd's duty cycle is measured per setting.
+            self._knobs = knobs
+            self.scan.restart(sample, decision.run == 1 and
+                              decision.pages_to_scan,
+                              decision.sleep_millisecs)
+        return decision
+
+    def _decide(self, sample):
         prev, self.prev = self.prev, sample
         cpu = self._cpu_percent(prev, sample)
         if self.settings.enabled == 'false':
@@ -101,26 +144,51 @@ class AdaptivePolicy(object):
             if self.settings.enabled == 'auto':
                 return self._enter(IDLE, 0, 'no mergeable guest', cpu)
             return self._settled(sample, cpu, 'no mergeable guest')
-        growth = self._growth(sample)
-        if growth or self.state in (None, IDLE, DISABLED):
+        if sample.started or self.state in (None, IDLE, DISABLED):
             self._start_boost(sample)
-            return self._boost(sample, prev, cpu, growth or 'guests found')
+            return self._boost(sample, cpu, 'guest started'
+                               if sample.started else 'guests found')
+        grew = ''
+        if self.state == LOSS:
+            # Merging did not pay: only much more memory is worth a look.
+            grew = self.growth.grown(sample, self.LOSS_GROWTH_FRACTION)
+        elif self.state != BOOST:
+            grew = self.growth.grown(sample)
+        if self.state == LOSS:
+            if grew:  # new memory may pay: look again, at full speed
+                self._start_boost(sample)
+                return self._boost(sample, cpu, grew)
+            return self._loss(sample, cpu, self.profit.verdict)
+        verdict = self._track_scans(sample)
+        if verdict and self.profit.losing(sample):
+            return self._loss(sample, cpu, self.profit.verdict)
         if self.state == BOOST:
-            plateau = self._track_scans(sample)
-            if plateau:
-                self._baseline = (sample.guest_pages, sample.tracked)
-                return self._settled(sample, cpu, plateau)
-            return self._boost(sample, prev, cpu, 'merging')
-        # Follow shrinking memory down, so that it growing back counts.
-        self._baseline = (min(self._baseline[0], sample.guest_pages),
-                          min(self._baseline[1], sample.tracked))
-        return self._settled(sample, cpu, 'plateau held')
+            if not verdict:
+                return self._boost(sample, cpu, 'merging')
+            self.scan.end_boost()
+            self.growth.reset(sample)
+            return self._settled(sample, cpu, verdict)
+        if not grew:
+            self.growth.shrink_with(sample)
+            if self.state == FOLLOW and not self.growth.rate(sample.time):
+                # The new memory stopped growing: what settled in it can
+                # merge now; a few full scans at the budget take it.
+                self._start_boost(sample)
+                return self._boost(sample, cpu,
+                                   'guest memory stopped growing')
+        return self._settled(sample, cpu, grew or self._calm_reason())
+
+    def _calm_reason(self):
+        if self.state == FOLLOW:
+            return 'following new memory'
+        return 'plateau held'
 
     # -- state helpers ----------------------------------------------------
-    def _enter(self, state, run, reason, cpu, pages=None, sleep=None):
+    def _enter(self, state, run, reason, cpu, pages=None, sleep=None,
+               **extra):
         self.state = state
         self.pages = pages
-        return Decision(state, run, pages, sleep, reason, cpu)
+        return Decision(state, run, pages, sleep, reason, cpu, **extra)
 
     @staticmethod
     def _cpu_percent(prev, sample):
@@ -129,34 +197,27 @@ class AdaptivePolicy(object):
         return 100.0 * (sample.ksmd_cpu - prev.ksmd_cpu) / (
             sample.time - prev.time)
 
-    def _growth(self, sample):
-        """Why there is new memory to merge, or '' when there is none."""
-        if sample.started:
-            return 'guest started'
-        if self.state != SETTLED:
-            return ''
-        pages, tracked = self._baseline
-        for name, now, then in (('guest memory', sample.guest_pages, pages),
-                                ('KSM tracked pages', sample.tracked,
-                                 tracked)):
-            if now - then > max(self.GROWTH_PAGES,
-                                self.GROWTH_FRACTION * then):
-                return '%s grew from %d to %d pages' % (name, then, now)
-        return ''
-
     def _start_boost(self, sample):
+        if self.state != BOOST:
+            self.scan.start_boost()
+            self.pages = None
         self._mark = (sample.full_scans, sample.merged)
         self._boost_scans = self._quiet_scans = 0
+        self.profit.reset()
 
     def _track_scans(self, sample):
         """Count full scans; a plateau reason once sharing stops growing."""
         scans = sample.full_scans - self._mark[0]
+        if scans < 0:
+            # run=2 (someone unmerged) restarts the kernel's count.
+            self._mark = (sample.full_scans, sample.merged)
         if scans <= 0:
             return ''
         grown = sample.merged - self._mark[1]
         self._mark = (sample.full_scans, sample.merged)
+        self.profit.full_scan(sample)
         self._boost_scans += scans
-        if grown <= max(64, 0.01 * sample.merged):
+        if grown <= max(64, self.QUIET_FRACTION * sample.merged):
             self._quiet_scans += scans
         else:
             self._quiet_scans = 0
@@ -167,55 +228,54 @@ class AdaptivePolicy(object):
         return ''
 
     # -- knob computation -------------------------------------------------
-    def _boost(self, sample, prev, cpu, reason):
-        self._measure_rate(sample, prev)
-        target = min(self.budget * self.BUDGET_MARGIN, 99.0)
-        if self.state == BOOST:
-            self._correct(cpu, target, sample)
-        fraction = target / 100.0
-        batch_seconds = fraction * self.BOOST_SLEEP_MS / 1000.0 / (
-            1 - fraction)
-        pages = self.rate * batch_seconds * self.correction
-        pages = int(min(self.MAX_PAGES, max(self.MIN_BOOST_PAGES, pages)))
-        return self._enter(BOOST, 1, reason, cpu, pages, self.BOOST_SLEEP_MS)
+    def _batch(self, percent, sleep, floor, ceiling):
+        return int(min(ceiling, max(floor, self.scan.pages_for(percent,
+                                                               sleep))))
 
-    def _correct(self, cpu, target, sample):
-        """Follow the measured CPU where the rate model is off (ksmd
-        sleeps longer than asked, or has no scan counter)."""
-        if cpu is None:
-            return
-        ratio = target / max(cpu, 0.5)
-        if ratio > 1 and sample.tracked and self.pages >= sample.tracked:
-            return  # each batch already covers everything: no faster
-        self.correction *= min(2.0, max(0.5, ratio))
-        self.correction = min(10.0, max(0.1, self.correction))
-
-    def _measure_rate(self, sample, prev):
-        """ksmd's pages per CPU second, smoothed, from the last poll."""
-        if prev is None or sample.pages_scanned is None:
-            return
-        used = sample.ksmd_cpu - prev.ksmd_cpu
-        scanned = sample.pages_scanned - prev.pages_scanned
-        if used >= 0.02 and scanned > 0:
-            self.rate = 0.5 * self.rate + 0.5 * (scanned / used)
+    def _boost(self, sample, cpu, reason):
+        target = self.budget * self.BUDGET_MARGIN
+        pages = self._batch(target, self.BOOST_SLEEP_MS,
+                            self.MIN_BOOST_PAGES, self.MAX_PAGES)
+        return self._enter(BOOST, 1, reason, cpu, pages, self.BOOST_SLEEP_MS,
+                           smart_scan=0,
+                           poll_seconds=self.BOOST_POLL_SECONDS)
 
     def calm(self, reason):
         """The settled knobs for the last sample (when the tuner stops)."""
+        self.pressure.active = False
         return self._settled(self.prev or Sample(time=0), None, reason)
 
     def _settled(self, sample, cpu, reason):
         sleep = self.SETTLED_SLEEP_MS
         seconds = self.settings.maintenance_scan_seconds
-        pages = math.ceil(max(sample.tracked, sample.guest_pages)
-                          * sleep / 1000.0 / seconds)
-        # Never above the budget, whatever the host size.
-        budget = self.budget / 100.0
-        cap = self.rate * budget * sleep / 1000.0 / max(1e-3, 1 - budget)
-        pages = int(max(self.MIN_SETTLED_PAGES, min(pages, cap)))
-        if self.state == SETTLED and self.pages and \
+        want = math.ceil(max(sample.tracked, sample.guest_pages)
+                         * sleep / 1000.0 / seconds)
+        follow = self.growth.rate(sample.time)
+        if follow:
+            state, ceiling = FOLLOW, self.budget
+            want += math.ceil(follow * sleep / 1000.0)
+        elif self.pressure.check(sample):
+            ceiling = self.settings.pressure_cpu_budget_percent
+            want = self.MAX_PAGES  # as fast as the pressure budget allows
+            state, reason = PRESSURE, self.pressure.reason
+        else:
+            state, ceiling = SETTLED, self.settings.settled_cpu_percent
+        cap = self._batch(ceiling * self.BUDGET_MARGIN, sleep,
+                          self.MIN_SETTLED_PAGES, self.MAX_PAGES)
+        pages = int(max(self.MIN_SETTLED_PAGES, min(want, cap)))
+        if self.state == state and self.pages and \
                 abs(pages - self.pages) <= 0.25 * self.pages:
             pages = self.pages  # small drifts are not worth a write
-        return self._enter(SETTLED, 1, reason, cpu, pages, sleep)
+        return self._enter(state, 1, reason, cpu, pages, sleep,
+                           smart_scan=1)
+
+    def _loss(self, sample, cpu, verdict):
+        if self.state != LOSS:
+            self.growth.reset(sample)
+        else:
+            self.growth.shrink_with(sample)
+        run, why = self.profit.stop_run(sample)
+        return self._enter(LOSS, run, '%s; %s' % (verdict, why), cpu)
 
 
 class FixedPolicy(object):

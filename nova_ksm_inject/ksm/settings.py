@@ -26,6 +26,11 @@ class KsmSettings(object):
     hook_log_file: str = None
     poll_interval: float = 1.0
     maintenance_scan_seconds: int = 300
+    guest_record_grace_seconds: int = 120
+    settled_cpu_percent: float = 1.0
+    pressure_cpu_budget_percent: float = 10.0
+    pressure_memavailable_percent: float = 20.0
+    unmerge_on_loss: bool = False
 
     @classmethod
     def from_conf(cls, conf=None):

@@ -28,18 +28,6 @@ from nova_ksm_inject import exception
 LOG = logging.getLogger(__name__)
 
 
-def _pid_alive(pid):
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class KsmStateDir(object):
     """Reader and writer of one state directory.
 
@@ -111,6 +99,12 @@ class KsmStateDir(object):
         """Record (or update) a guest: a dict with at least ``uuid``."""
         record = dict(self._read_json(os.path.join('guests',
                                                    guest['uuid'])) or {})
+        if 'pid' in guest and guest['pid'] is None:
+            # Before QEMU runs (prepare, start): a new start. The process
+            # and start time of an earlier run (whose release event was
+            # lost) say nothing about this one.
+            for key in ('pid', 'qemu_pid', 'since'):
+                record.pop(key, None)
         record.update({k: v for k, v in guest.items() if v is not None})
         record.setdefault('since', self.clock())
         self._write_json(os.path.join('guests', guest['uuid']), record)
@@ -130,14 +124,50 @@ class KsmStateDir(object):
         return sorted((r for r in records if r),
                       key=lambda r: r.get('since', 0))
 
-    def prune_dead_guests(self):
-        """Drop records whose qemu process is gone (a missed release)."""
-        for record in self.guests():
-            pid = record.get('pid')
-            if pid and not _pid_alive(pid):
-                LOG.info('Guest %s (pid %s) is gone without a release '
-                         'event; forgetting it', record.get('name'), pid)
+    def reconcile(self, guests, timeout=0.5):
+        """Bring the records in line with the processes that run.
+
+        Forgets the records of ``guests.gone`` (a release event that never
+        came) and remembers which QEMU process serves each live record, so
+        that its exit is noticed at once. Takes the lock; when a hook
+        holds it longer than ``timeout``, the next call does the work.
+
+        :param guests: a :class:`nova_ksm_inject.ksm.control.Guests`.
+        :returns: the records forgotten.
+        """
+        changes = [(record, pid) for record, pid in guests.live
+                   if pid and record.get('qemu_pid') != pid]
+        if not changes and not guests.gone:
+            return []
+        try:
+            with self.locked(timeout=timeout):
+                return self._reconcile_locked(changes, guests.gone)
+        except exception.NovaKsmInjectError as err:
+            LOG.debug('Guest records not reconciled this time: %s', err)
+            return []
+
+    def _reconcile_locked(self, changes, gone):
+        for record, pid in changes:
+            current = self._current(record)
+            if current is not None:
+                self._write_json(os.path.join('guests', record['uuid']),
+                                 dict(current, qemu_pid=pid))
+        forgotten = []
+        for record, why in gone:
+            if self._current(record) is not None:
+                LOG.info('Forgetting guest %s (%s): %s', record.get('name'),
+                         record['uuid'], why)
                 self.remove_guest(record['uuid'])
+                forgotten.append(record)
+        return forgotten
+
+    def _current(self, record):
+        """The record as stored now, if it is still the same guest (a
+        hook may have removed it, or recorded a new start, meanwhile)."""
+        current = self._read_json(os.path.join('guests', record['uuid']))
+        if current and current.get('since') == record.get('since'):
+            return current
+        return None
 
     # Events -------------------------------------------------------------
     def bump_event(self, kind, domain):

@@ -8,7 +8,7 @@ otherwise own), the usual reading; the kernel's own ``general_profit``
 
 import mmap
 
-from nova_ksm_inject.ksm import procfs
+from nova_ksm_inject.ksm import processes
 
 PAGE_SIZE = mmap.PAGESIZE
 MIB = 1024 * 1024
@@ -24,9 +24,9 @@ def guests(proc_root=None):
     """[{name, pid, merging_pages}] of every process with mergeable memory,
     named by the libvirt domain name of its qemu process."""
     found = []
-    for pid, stats in sorted(procfs.mergeable_processes(proc_root).items()):
+    for pid, stats in sorted(processes.mergeable_processes(proc_root).items()):
         found.append({
-            'name': procfs.process_name(pid, proc_root),
+            'name': processes.process_name(pid, proc_root),
             'pid': pid,
             'merging_pages': stats.get('ksm_merging_pages', 0),
             'profit_bytes': stats.get('ksm_process_profit'),
@@ -40,7 +40,7 @@ def collect(sysfs, statedir, clock, sleeper, window=0.5,
 
     :param window: seconds over which ksmd's CPU use is measured.
     """
-    cpu = procfs.KsmdCpu(clock, proc_root)
+    cpu = processes.KsmdCpu(clock, proc_root)
     cpu.sample()
     sleeper(window)
     cpu_percent = cpu.sample()

@@ -11,9 +11,11 @@ import time
 from oslo_log import log as logging
 
 from nova_ksm_inject import exception
+from nova_ksm_inject import procfs
 from nova_ksm_inject.ksm import control
 from nova_ksm_inject.ksm import policy as ksm_policy
-from nova_ksm_inject.ksm import procfs
+from nova_ksm_inject.ksm import processes
+from nova_ksm_inject.ksm import signals
 
 LOG = logging.getLogger(__name__)
 
@@ -36,7 +38,9 @@ class Tuner(object):
     """
 
     LOCK_TIMEOUT = 2.0
-    LOGGED = ('run', 'pages_to_scan', 'sleep_millisecs', 'advisor_mode')
+    EVENT_POLL = 0.1
+    LOGGED = ('run', 'pages_to_scan', 'sleep_millisecs', 'smart_scan',
+              'advisor_mode')
 
     def __init__(self, settings, host, statedir, clock=time.monotonic,
                  sleeper=time.sleep, proc_root=None):
@@ -48,8 +52,8 @@ class Tuner(object):
         self.sleeper = sleeper
         self.proc_root = proc_root
         self.policy = make_policy(settings, self.sysfs)
-        self.ksmd = procfs.KsmdCpu(clock, proc_root)
-        self.watcher = procfs.MergeableWatcher(proc_root)
+        self.ksmd = processes.KsmdCpu(clock, proc_root)
+        self.watcher = processes.MergeableWatcher(proc_root)
         self.generation = None
         self.applied = None
         self.decision = None
@@ -75,9 +79,9 @@ class Tuner(object):
         if event.get('generation', 0) != self.generation:
             self.generation = event.get('generation', 0)
             started = started or event.get('kind') == 'start'
-        self.statedir.prune_dead_guests()
-        records = [g for g in self.statedir.guests() if g.get('mergeable')]
-        known = {g.get('pid') for g in records}
+        guests = self._guests()
+        profit, source = signals.profit(values, self._process_stats())
+        memory = self._memory()
         return ksm_policy.Sample(
             time=self.clock(),
             full_scans=values.get('full_scans', 0),
@@ -88,9 +92,39 @@ class Tuner(object):
                 'pages_volatile')),
             pages_scanned=values.get('pages_scanned'),
             ksmd_cpu=self.ksmd.total(),
-            guests=len(records) + len(set(self.watcher.mergeable) - known),
+            guests=guests.count,
             guest_pages=self._resident_pages(),
-            started=started)
+            started=started, profit=profit, profit_source=source,
+            mem_available=memory.get('MemAvailable'),
+            mem_total=memory.get('MemTotal'),
+            psi_some=(procfs.memory_pressure(self.proc_root)
+                      or {}).get('some'))
+
+    def _guests(self):
+        """Hook records matched to the QEMU processes that run; records
+        whose guest is gone are forgotten (a lost release event)."""
+        guests = control.match_guests(
+            self.statedir.guests(), self.watcher.qemu,
+            self.watcher.mergeable, self.statedir.clock(),
+            self.settings.guest_record_grace_seconds, self.proc_root)
+        self.statedir.reconcile(guests)
+        return guests
+
+    def _process_stats(self):
+        """Fresh ksm_stat of the mergeable processes, when the kernel has
+        no general_profit (before 6.4) and the profit is estimated."""
+        if 'general_profit' in self._values:
+            return []
+        return [stats for stats in (
+            procfs.ksm_stat(pid, self.proc_root)
+            for pid in self.watcher.mergeable) if stats]
+
+    def _memory(self):
+        try:
+            return procfs.meminfo(self.proc_root)
+        except procfs.ProcError as err:
+            LOG.debug('No memory figures: %s', err)
+            return {}
 
     def _resident_pages(self):
         return sum(procfs.resident_pages(pid, self.proc_root)
@@ -108,8 +142,13 @@ class Tuner(object):
             with self.statedir.locked(timeout=self.LOCK_TIMEOUT):
                 self.host.apply(knobs)
             self.applied = knobs
-        if changed or decision.state != getattr(self.decision, 'state', None):
-            self._log(decision, knobs, sample)
+        before = (getattr(self.decision, 'state', None),
+                  getattr(self.decision, 'reason', None))
+        if before != (decision.state, decision.reason):
+            self._log(LOG.info, decision, knobs, sample)
+        elif changed:
+            # Boost retunes every quarter second: not worth an INFO line.
+            self._log(LOG.debug, decision, knobs, sample)
         self.decision = decision
         self._publish(decision.state, decision.reason, sample, decision)
         return decision
@@ -128,7 +167,7 @@ class Tuner(object):
     def _knobs(self, decision):
         if isinstance(self.policy, ksm_policy.AdaptivePolicy):
             knobs = decision.knobs()
-            if decision.run:
+            if decision.run == 1:
                 knobs.update(self.settings.tree_knobs())
                 if self.sysfs.has('advisor_mode'):
                     knobs['advisor_mode'] = 'none'
@@ -136,16 +175,18 @@ class Tuner(object):
         return control.desired_knobs(self.settings, decision.run,
                                      self.sysfs, tuner_alive=True)
 
-    def _log(self, decision, knobs, sample):
-        LOG.info('KSM %s: %s; %s (ksmd cpu %s%%, budget %d%%, merged %d '
-                 'pages, tracked %d, full scans %d, %d mergeable guests)',
-                 decision.state, decision.reason,
-                 ' '.join('%s=%s' % (k, knobs[k]) for k in self.LOGGED
-                          if k in knobs),
-                 'n/a' if decision.cpu_percent is None
-                 else '%.1f' % decision.cpu_percent,
-                 self.settings.cpu_budget_percent, sample.merged,
-                 sample.tracked, sample.full_scans, sample.guests)
+    def _log(self, log, decision, knobs, sample):
+        log('KSM %s: %s; %s (ksmd cpu %s%%, budget %d%%, merged %d pages, '
+            'tracked %d, full scans %d, profit %s MiB, %d mergeable '
+            'guests)', decision.state, decision.reason,
+            ' '.join('%s=%s' % (k, knobs[k]) for k in self.LOGGED
+                     if k in knobs),
+            'n/a' if decision.cpu_percent is None
+            else '%.1f' % decision.cpu_percent,
+            self.settings.cpu_budget_percent, sample.merged,
+            sample.tracked, sample.full_scans,
+            'n/a' if sample.profit is None
+            else '%.1f' % (sample.profit / signals.MIB), sample.guests)
 
     def _publish(self, state, reason, sample=None, decision=None):
         data = {'state': state, 'reason': reason,
@@ -157,7 +198,11 @@ class Tuner(object):
                         ksmd_cpu_percent=decision.cpu_percent)
         if sample is not None:
             data.update(merged=sample.merged, guests=sample.guests,
-                        full_scans=sample.full_scans)
+                        full_scans=sample.full_scans,
+                        profit_bytes=sample.profit,
+                        profit_source=sample.profit_source)
+        if state == ksm_policy.LOSS:
+            data['stopped_because'] = reason
         self.statedir.write_tuner(data)
 
     def run(self, should_stop):
@@ -171,9 +216,25 @@ class Tuner(object):
                     # Keep running: the next poll may succeed (EBUSY...).
                     LOG.error('KSM tuning failed: %s', err)
                     self.applied = None
-                self.sleeper(self.settings.poll_interval)
+                self.wait(getattr(self.decision, 'poll_seconds', None)
+                          or self.settings.poll_interval)
         finally:
             self.stop()
+
+    def wait(self, seconds):
+        """Sleep until the next poll, or until a hook reports an event
+        (checked every :attr:`EVENT_POLL` seconds: one small file read),
+        so that a guest start is acted on within a tenth of a second.
+        A sleeper that returns True (``threading.Event.wait``: stop was
+        asked) ends the wait."""
+        deadline = self.clock() + seconds
+        while True:
+            left = deadline - self.clock()
+            if left <= 0 or self.sleeper(min(self.EVENT_POLL, left)):
+                return
+            if self.statedir.event().get('generation', 0) != \
+                    self.generation:
+                return
 
     def stop(self):
         """Restore the saved settings, or leave ksmd at a calm rate."""

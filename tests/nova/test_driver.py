@@ -15,8 +15,8 @@ from oslo_config import cfg
 from oslo_config import fixture as config_fixture
 from oslo_config import generator
 
+from nova_ksm_inject import procfs
 import nova_ksm_inject.conf  # noqa: F401  (after nova's, as nova-compute)
-from nova_ksm_inject.ksm import procfs
 from nova_ksm_inject.ksm import sysfs as ksm_sysfs
 from nova_ksm_inject.virt.libvirt import driver
 from tests.nova import base
@@ -129,7 +129,7 @@ class TestInitHost(base.DriverTestCase):
         self.useFixture(fixtures.MonkeyPatch(
             'nova_ksm_inject.ksm.sysfs.KSM_ROOT', self.ksm_root))
         self.useFixture(fixtures.MonkeyPatch(
-            'nova_ksm_inject.ksm.procfs.PROC_ROOT', proc_root))
+            'nova_ksm_inject.procfs.PROC_ROOT', proc_root))
         self._use_fake_libvirt_module()
         self.node_params = []
         self.useFixture(fixtures.MonkeyPatch(

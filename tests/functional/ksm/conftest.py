@@ -15,16 +15,17 @@ process of its namespace: no qemu can leak.
 
 import errno
 import fcntl
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-import time
-import uuid
 
 import pytest
+
+from nova_ksm_inject.bench import libvirtd as libvirtd_mod
 
 KSM = '/sys/kernel/mm/ksm'
 LOCK = '/run/lock/nova-ksm-inject-ksm-tests.lock'
@@ -123,15 +124,46 @@ def ksmd_cpu_seconds():
     raise AssertionError('no ksmd thread')
 
 
-def wait_for(predicate, timeout, interval=0.1, what='condition'):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError('timed out after %ss waiting for %s'
-                         % (timeout, what))
+wait_for = libvirtd_mod.wait_for
+
+
+def tuner_state(state_dir):
+    """What the tuner published in its state directory ({} before)."""
+    try:
+        with open(os.path.join(state_dir, 'tuner')) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+class TunerProcess(object):
+    """A real ``nova-ksm-tuner`` for ``conf`` (a nova.conf with ``[ksm]``),
+    logging to ``log``."""
+
+    def __init__(self, conf, log, state_dir):
+        self.conf, self.log, self.state_dir = conf + '.tuner', log, state_dir
+        # Its own copy: the hook reads ``conf`` and logs elsewhere.
+        with open(conf) as f, open(self.conf, 'w') as out:
+            out.write(f.read() + '[DEFAULT]\nlog_file = %s\n' % log)
+        self.proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            [os.path.join(BIN, 'nova-ksm-tuner'), '--config-file',
+             self.conf], stderr=subprocess.DEVNULL)
+        wait_for(lambda: tuner_state(self.state_dir), 30,
+                 what='the tuner to publish its state')
+        return self
+
+    def stop(self):
+        """SIGTERM; the exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=30)
+
+    def log_text(self):
+        with open(self.log) as f:
+            return f.read()
 
 
 def write_conf(path, **ksm):
@@ -149,110 +181,14 @@ def cli(*args, **kwargs):
                           **kwargs)
 
 
-# The daemon namespace's pid 1: mounts, starts virtlogd and libvirtd,
-# reaps every orphan (qemu probes daemonize) and stops libvirtd on
-# SIGTERM. When it exits the kernel kills what is left in the namespace.
-INIT = r'''
-import os, signal, subprocess, sys
-base, ksm = sys.argv[1], sys.argv[2]
-mounts = [['-t', 'tmpfs', '-o', 'mode=0755', 'tmpfs', '/run'],
-          ['-t', 'tmpfs', '-o', 'mode=0755', 'tmpfs', '/var/lib/libvirt'],
-          ['--bind', base + '/cache', '/var/cache/libvirt'],
-          ['--bind', base + '/hooks', '/etc/libvirt/hooks'],
-          ['--bind', base + '/etc-qemu', '/etc/libvirt/qemu']]
-if ksm != 'real':
-    mounts.append(['--bind', base + '/ksm', '/sys/kernel/mm/ksm'])
-if ksm == 'fake-ro':
-    mounts.append(['-o', 'remount,bind,ro', '/sys/kernel/mm/ksm'])
-for args in mounts:
-    subprocess.check_call(['mount'] + args)
-subprocess.check_call(['virtlogd', '-d', '-p', base + '/virtlogd.pid'])
-daemon = subprocess.Popen(['libvirtd', '-f', base + '/libvirtd.conf',
-                           '-p', base + '/libvirtd.pid'])
-signal.signal(signal.SIGTERM, lambda *a: daemon.send_signal(signal.SIGTERM))
-while True:
-    try:
-        if os.wait()[0] == daemon.pid:
-            break
-    except ChildProcessError:
-        break
-'''
-
-
-class PrivateLibvirtd(object):
-    """One private libvirtd; see the module docstring."""
-
-    def __init__(self, base, hooks_dir, cache_dir, ksm='fake'):
-        self.base = base
-        self.ksm = ksm
-        self.proc = None
-        self.conn = None
-        os.makedirs(os.path.join(base, 'etc-qemu'))
-        os.symlink(hooks_dir, os.path.join(base, 'hooks'))
-        os.symlink(cache_dir, os.path.join(base, 'cache'))
-        if ksm != 'real':
-            shutil.copytree(KSM, self.fake_ksm, copy_function=_copy_text)
-        with open(os.path.join(base, 'libvirtd.conf'), 'w') as f:
-            f.write('unix_sock_dir = "%s"\n'
-                    'log_outputs = "3:file:%s/libvirtd.log"\n'
-                    % (base, base))
-
-    @property
-    def fake_ksm(self):
-        return os.path.join(self.base, 'ksm')
-
-    @property
-    def uri(self):
-        return 'qemu:///system?socket=%s/libvirt-sock' % self.base
-
-    def start(self):
-        import libvirt
-        libvirt.registerErrorHandler(lambda ctx, err: None, None)
-        self.proc = subprocess.Popen(
-            ['unshare', '--fork', '--pid', '--mount-proc', '--mount',
-             '--propagation', 'private', sys.executable, '-c', INIT,
-             os.path.realpath(self.base), self.ksm],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        sock = os.path.join(self.base, 'libvirt-sock')
-        wait_for(lambda: os.path.exists(sock) or self.proc.poll() is not None,
-                 30, what='libvirtd socket')
-        assert self.proc.poll() is None, self.proc.stderr.read()
-        self.conn = libvirt.open(self.uri)
-        return self
-
-    def start_domain(self, name=None, mib=64, nosharepages=False):
-        name = name or 'nki-ksm-%s' % uuid.uuid4().hex[:8]
-        backing = ('<memoryBacking><nosharepages/></memoryBacking>'
-                   if nosharepages else '')
-        xml = ("<domain type='qemu'><name>%s</name>"
-               "<memory unit='MiB'>%d</memory>%s<vcpu>1</vcpu>"
-               "<os><type arch='x86_64' machine='pc'>hvm</type></os>"
-               "<devices><memballoon model='none'/></devices></domain>"
-               % (name, mib, backing))
-        return self.conn.createXML(xml, 0)
-
-    def stop(self):
-        if self.conn is not None:
-            for domain in self.conn.listAllDomains():
-                domain.destroy()
-            self.conn.close()
-            self.conn = None
-        if self.proc is not None and self.proc.poll() is None:
-            with open('/proc/%d/task/%d/children'
-                      % (self.proc.pid, self.proc.pid)) as f:
-                for child in f.read().split():
-                    os.kill(int(child), signal.SIGTERM)
-            self.proc.wait(timeout=30)
-        if self.proc is not None:
-            self.proc.stderr.close()
-
-
-def _copy_text(src, dst):
-    # sysfs files report a size of 4096: copy their text, not their size.
-    with open(src) as f:
-        text = f.read()
-    with open(dst, 'w') as f:
-        f.write(text)
+def real_ksm_with_tuner(hooked, libvirtd, tmp_path):
+    """A private libvirtd on the real KSM with our hook, and a running
+    tuner (adaptive, enabled=auto, restore_on_exit) on the same state."""
+    daemon = libvirtd(hooked.hooks_dir, ksm='real')
+    conf = hooked.write(enabled='auto', policy='adaptive', poll_interval=0.5,
+                        restore_on_exit='true')
+    tuner = TunerProcess(conf, str(tmp_path / 'tuner.log'), hooked.state_dir)
+    return daemon, tuner.start()
 
 
 @pytest.fixture(scope='session')
@@ -271,8 +207,9 @@ def libvirtd(libvirt_cache):
     base = tempfile.mkdtemp(prefix='nki-lv-')
 
     def start(hooks_dir, ksm='fake'):
-        daemon = PrivateLibvirtd(os.path.join(base, str(len(started))),
-                                 hooks_dir, libvirt_cache, ksm)
+        daemon = libvirtd_mod.PrivateLibvirtd(
+            os.path.join(base, str(len(started))), hooks_dir, libvirt_cache,
+            ksm)
         started.append(daemon)
         return daemon.start()
 

@@ -4,8 +4,6 @@ shown by ``ksm status`` under their domain names."""
 
 import json
 import os
-import signal
-import subprocess
 
 from tests.functional.ksm import conftest
 
@@ -16,24 +14,16 @@ def test_guests_merge_under_hook_and_tuner(ksm_saved, hooked, libvirtd,
     conf = hooked.write(enabled='auto', policy='adaptive',
                         connection_uri=daemon.uri, poll_interval=0.5,
                         restore_on_exit='true')
-    tuner_log = str(tmp_path / 'tuner.log')
-    tuner_conf = str(tmp_path / 'tuner.conf')
-    with open(conf) as f, open(tuner_conf, 'w') as out:
-        out.write(f.read() + '[DEFAULT]\nlog_file = %s\n' % tuner_log)
-    tuner = subprocess.Popen([os.path.join(conftest.BIN, 'nova-ksm-tuner'),
-                              '--config-file', tuner_conf],
-                             stderr=subprocess.DEVNULL)
+    tuner = conftest.TunerProcess(conf, str(tmp_path / 'tuner.log'),
+                                  hooked.state_dir).start()
     try:
-        tuner_file = os.path.join(hooked.state_dir, 'tuner')
-        conftest.wait_for(lambda: os.path.exists(tuner_file), 30,
-                          what='the tuner to start')
         domains = [daemon.start_domain(mib=64) for _ in range(2)]
         names = {d.name() for d in domains}
         # The hook (inside libvirtd's namespace) started ksmd ...
         assert conftest.read_ksm('run') == '1'
         # ... and the tuner boosted for the new guests.
-        conftest.wait_for(lambda: 'KSM boost: guest started' in open(
-            tuner_log).read(), 30, what='the tuner to boost')
+        conftest.wait_for(lambda: 'KSM boost: guest started' in
+                          tuner.log_text(), 30, what='the tuner to boost')
 
         def merged_guests():
             proc = conftest.cli('nova-ksm-inject', '--config-file', conf,
@@ -55,10 +45,8 @@ def test_guests_merge_under_hook_and_tuner(ksm_saved, hooked, libvirtd,
                                                        'guests'))
                     if not g.startswith('.')]
     finally:
-        tuner.send_signal(signal.SIGTERM)
-        assert tuner.wait(timeout=30) == 0
+        assert tuner.stop() == 0
     # restore_on_exit: the tuner put back what was there before.
     assert conftest.read_knobs() == ksm_saved
-    with open(tuner_log) as f:
-        log = f.read()
+    log = tuner.log_text()
     assert 'Restoring KSM settings' in log

@@ -5,6 +5,7 @@ import logging
 
 import pytest
 
+from nova_ksm_inject.bench import ksm_scenario
 from nova_ksm_inject.cmd import bench
 from nova_ksm_inject.conf import CONF
 from nova_ksm_inject.ksm import sysfs as ksm_sysfs
@@ -15,14 +16,38 @@ def parse(*argv):
     return bench.build_parser().parse_args(list(argv))
 
 
-def test_defaults_run_every_policy_in_the_issue_order():
+def test_defaults_run_the_waves_with_every_policy_in_the_issue_order():
     args = parse()
-    assert args.policies == ['default', 'static-max', 'ksmtuned',
-                             'advisor', 'adaptive']
+    assert bench.scenarios_from_args(args) == ['waves']
+    assert args.policies is None
+    assert ksm_scenario.PRESETS['waves'][1] == (
+        'default', 'static-max', 'ksmtuned', 'advisor', 'adaptive')
     scenario = bench.scenario_from_args(args)
     assert (scenario.waves, scenario.guests, scenario.guest_mib,
             scenario.identical, scenario.duration, scenario.pressure) == (
         3, 4, 256, 0.85, 180.0, False)
+
+
+@pytest.mark.parametrize('argv, kinds', [
+    (['--real-guests'], ['real-guests']),
+    (['--scale'], ['scale']),
+    (['--scenario', 'churn,share-nothing', '--scale'],
+     ['churn', 'share-nothing', 'scale']),
+    (['--scenario', 'all'], ['waves', 'real-guests', 'churn',
+                             'share-nothing', 'pressure', 'scale']),
+])
+def test_scenarios_are_chosen_by_name_or_flag(argv, kinds):
+    assert bench.scenarios_from_args(parse(*argv)) == kinds
+
+
+def test_each_scenario_has_its_own_preset_and_explicit_values_win():
+    args = parse('--duration', '30')
+    churn = bench.scenario_from_args(args, 'churn')
+    assert (churn.kind, churn.arrive_every, churn.lifetime,
+            churn.duration) == ('churn', 10.0, 60.0, 30.0)
+    nothing = bench.scenario_from_args(parse(), 'share-nothing')
+    assert nothing.identical == 0.0
+    assert bench.scenario_from_args(parse(), 'pressure').pressure
 
 
 def test_policies_are_checked_and_deduplicated():
@@ -33,6 +58,7 @@ def test_policies_are_checked_and_deduplicated():
 @pytest.mark.parametrize('argv, message', [
     (['--policies', 'static,adaptive'], 'unknown policy static'),
     (['--policies', ','], 'unknown policy (none)'),
+    (['--scenario', 'fast'], 'unknown scenario fast'),
     (['--guests', '0'], 'out of range'),
     (['--identical', '1.5'], 'out of range'),
     (['--duration', 'soon'], 'is not a number'),

@@ -131,7 +131,19 @@ def test_targets_met():
     never = checks['adaptive t95 5x sooner than default']
     # Never reaching 95% counts as the phase length, a lower bound.
     assert never['met'] and never['measured'].startswith('>= 9.0x')
-    assert 'never reached 95% within a 45 s phase' in never['measured']
+    assert 'had not reached 95% after 45 s' in never['measured']
+
+
+def test_never_within_the_phase_is_bounded_by_the_rest_of_the_run():
+    phases = [(1, 0.0, 45.0), (2, 45.0, 90.0)]
+    times = [i * 5.0 for i in range(37)]  # 0 .. 180 s
+    # Reaches wave 1's level at 100 s (after its phase), never wave 2's.
+    saved = [100 if t >= 100 else 0 for t in times]
+    waves = ksm_metrics.wave_times(phases, [100, 200], times, saved)
+    assert [(w['t95'], w['t95_at_least']) for w in waves] == [
+        (None, 100.0), (None, 135.0)]
+    slow = {'t95': None, 'waves': waves, 'shortest_phase': 45.0}
+    assert ksm_metrics._t95_bound(slow) == (135.0, True)
 
 
 def test_targets_missed_with_the_numbers():

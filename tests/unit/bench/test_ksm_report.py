@@ -8,6 +8,7 @@ import pytest
 from nova_ksm_inject.bench import ksm
 from nova_ksm_inject.bench import ksm_report
 from nova_ksm_inject.bench import ksm_scenario
+from nova_ksm_inject.ksm import settings as ksm_settings
 from tests.unit.bench import test_ksm
 
 SCENARIO = ksm_scenario.Scenario(waves=1, guests=2, guest_mib=16,
@@ -30,7 +31,7 @@ def result():
         'poll_interval': 1.0, 'decisions': ['12:00:00.000 boost: guest '
                                             'started; run=1']}
     runs['default']['noise'] = [{'pid': 4242, 'name': 'appliance'}]
-    return ksm.results(SCENARIO, runs)
+    return ksm.results(SCENARIO, runs, ksm_settings.KsmSettings())
 
 
 def test_rst_table_aligns_columns():

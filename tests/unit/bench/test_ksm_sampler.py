@@ -2,8 +2,8 @@
 
 import os
 
+from nova_ksm_inject import procfs
 from nova_ksm_inject.bench import ksm_sampler
-from nova_ksm_inject.ksm import procfs
 from tests.unit.ksm import conftest as ksm_fakes
 
 

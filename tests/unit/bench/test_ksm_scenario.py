@@ -6,6 +6,7 @@ import threading
 import pytest
 
 from nova_ksm_inject.bench import ksm_guest
+from nova_ksm_inject.bench import ksm_launcher
 from nova_ksm_inject.bench import ksm_scenario
 from nova_ksm_inject.ksm import hook
 
@@ -54,7 +55,7 @@ def read(path, binary=False):
 
 def test_launcher_starts_guests_that_look_like_qemu(tmp_path):
     scenario = ksm_scenario.Scenario(guest_mib=4)
-    launcher = ksm_scenario.GuestLauncher(scenario, str(tmp_path))
+    launcher = ksm_launcher.GuestLauncher(scenario, str(tmp_path))
     guest = ksm_scenario.wave_guests(scenario, 1)[0]
     try:
         launcher.spawn(guest)
@@ -76,7 +77,7 @@ def test_launcher_starts_guests_that_look_like_qemu(tmp_path):
 
 def test_a_guest_that_dies_early_is_an_error(tmp_path):
     scenario = ksm_scenario.Scenario(guest_mib=4)
-    launcher = ksm_scenario.GuestLauncher(scenario, str(tmp_path))
+    launcher = ksm_launcher.GuestLauncher(scenario, str(tmp_path))
     launcher.env['PYTHONPATH'] = str(tmp_path)  # cannot import the guest
     guest = ksm_scenario.wave_guests(scenario, 1)[0]
     launcher.spawn(guest)
@@ -189,3 +190,23 @@ def test_guest_module_is_standard_library_only():
                if line.startswith(('import ', 'from '))}
     assert imports <= {'argparse', 'ctypes', 'mmap', 'os', 'random',
                        'select', 'signal', 'struct', 'sys'}
+
+
+def test_churn_arrives_every_interval_and_leaves_after_its_lifetime():
+    churn = ksm_scenario.Scenario(kind='churn', guests=1, duration=60,
+                                  arrive_every=10, lifetime=25)
+    events = [(e.time, e.kind, e.wave) for e in churn.schedule()]
+    assert events[:5] == [(0, 'arrive', 1), (10, 'arrive', 2),
+                          (20, 'arrive', 3), (25, 'leave', 1),
+                          (30, 'arrive', 4)]
+    assert len([e for e in events if e[1] == 'arrive']) == 6
+    assert churn.total_guests == 6 and churn.peak_guests == 3
+    # A phase ends at the next event (here guest 3 leaving).
+    assert churn.phases()[-1] == (6, 50, 55)
+
+
+def test_churn_leaves_before_the_next_arrives_at_the_same_time():
+    churn = ksm_scenario.Scenario(kind='churn', guests=1, duration=40,
+                                  arrive_every=10, lifetime=20)
+    assert [(e.time, e.kind) for e in churn.schedule()][2:4] == [
+        (20, 'leave'), (20, 'arrive')]

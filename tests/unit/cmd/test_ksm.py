@@ -8,10 +8,10 @@ import subprocess
 
 import pytest
 
+from nova_ksm_inject import procfs
 from nova_ksm_inject.cmd import ksm as cmd_ksm
 from nova_ksm_inject.cmd import main
 from nova_ksm_inject.conf import CONF
-from nova_ksm_inject.ksm import procfs
 from nova_ksm_inject.ksm import sysfs as ksm_sysfs
 from tests.unit.ksm import conftest as ksm_fakes
 

@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
+from nova_ksm_inject import procfs
 from nova_ksm_inject.cmd import hook as cmd_hook
 from nova_ksm_inject.conf import CONF
-from nova_ksm_inject.ksm import procfs
 from nova_ksm_inject.ksm import sysfs as ksm_sysfs
 from tests.unit.ksm import conftest as ksm_fakes
 

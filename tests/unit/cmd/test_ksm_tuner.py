@@ -6,9 +6,9 @@ import threading
 
 import pytest
 
+from nova_ksm_inject import procfs
 from nova_ksm_inject.cmd import tuner as cmd_tuner
 from nova_ksm_inject.conf import CONF
-from nova_ksm_inject.ksm import procfs
 from nova_ksm_inject.ksm import statedir as ksm_statedir
 from nova_ksm_inject.ksm import sysfs as ksm_sysfs
 from tests.unit.ksm import conftest as ksm_fakes

@@ -74,9 +74,11 @@ class FakeProc(object):
                     % (rmap, merging, 'yes' if mergeable else 'no'))
         self._write(pid, 'ksm_merging_pages', '%d\n' % merging)
 
-    def set_ticks(self, pid, ticks, comm='ksmd'):
-        # stat(5): utime and stime are fields 14 and 15.
-        fields = ['S'] + ['0'] * 10 + [str(ticks), '0'] + ['0'] * 30
+    def set_ticks(self, pid, ticks, comm='ksmd', state='S', ppid=1,
+                  starttime=100, stime=0):
+        # stat(5): state 3, ppid 4, utime 14, stime 15, starttime 22.
+        fields = [state, str(ppid)] + ['0'] * 9 + [str(ticks), str(stime)]
+        fields += ['0'] * 6 + [str(starttime)] + ['0'] * 30
         self._write(pid, 'stat', '%d (%s) %s\n' % (pid, comm,
                                                    ' '.join(fields)))
 

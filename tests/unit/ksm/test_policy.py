@@ -1,11 +1,15 @@
-"""The scan-rate policies, fed synthetic samples."""
+"""The scan-rate policies, fed synthetic samples and a modelled ksmd."""
 
 import dataclasses
 
 import pytest
 
 from nova_ksm_inject.ksm import policy
+from nova_ksm_inject.ksm import scanrate
 from nova_ksm_inject.ksm import settings as ksm_settings
+from tests.unit.ksm import ksmd_model
+
+GIB_PAGES = 262144
 
 
 def make(**kwargs):
@@ -19,9 +23,9 @@ class Host(object):
         self.sample = policy.Sample(time=0.0, **fields)
 
     def next(self, dt=1.0, **changes):
+        changes.setdefault('started', False)
         self.sample = dataclasses.replace(
-            self.sample, time=self.sample.time + dt, started=False,
-            **changes)
+            self.sample, time=self.sample.time + dt, **changes)
         return self.sample
 
 
@@ -43,62 +47,109 @@ def test_enabled_false_stops_whatever_happens():
     assert (decision.state, decision.run) == (policy.DISABLED, 0)
 
 
-def test_guest_start_boosts_within_budget():
-    tuner = make(cpu_budget_percent=50)
-    decision = tuner.decide(policy.Sample(time=0.0, guests=1, started=True,
-                                          pages_scanned=0))
+def test_guest_start_boosts_at_the_rate_of_merging_new_memory():
+    decision = make(cpu_budget_percent=50).decide(
+        policy.Sample(time=0.0, guests=1, started=True, pages_scanned=0))
     assert decision.state == policy.BOOST and decision.run == 1
-    assert decision.sleep_millisecs == 20
-    # 45% of a core at 500k pages per CPU second, 20 ms sleeps.
-    assert decision.pages_to_scan == pytest.approx(8181, rel=0.01)
     assert decision.reason == 'guest started'
+    # 45% of a core, 20 ms sleeps, 200k pages per CPU second.
+    assert decision.pages_to_scan == pytest.approx(
+        scanrate.ScanRate.INITIAL_RATE * 0.45 * 0.02 / 0.55, rel=0.01)
+    # Every full scan of a boost covers all memory; look again soon.
+    assert decision.knobs() == {
+        'run': 1, 'pages_to_scan': decision.pages_to_scan,
+        'sleep_millisecs': 20, 'smart_scan': 0}
+    assert decision.poll_seconds == 0.25
 
 
-def test_boost_sizes_batches_from_the_measured_rate():
+def test_boost_scales_the_batch_to_the_measured_duty_cycle():
     tuner = make(cpu_budget_percent=50)
     host = Host(guests=1, started=True, pages_scanned=0)
+    first = tuner.decide(host.sample).pages_to_scan
+    # ksmd used a whole core (95%): the batch must shrink to 45%.
+    decision = tuner.decide(host.next(dt=0.25, ksmd_cpu=0.2375,
+                                      pages_scanned=50000))
+    assert decision.cpu_percent == pytest.approx(95.0)
+    assert decision.pages_to_scan == pytest.approx(
+        first * (0.45 * 0.05) / (0.95 * 0.55), rel=0.01)
+
+
+def test_a_starved_ksmd_never_gets_a_huge_batch():
+    """Busy guests leave ksmd 5% of a core: its duty cycle looks low, yet
+    the batch stays short (ksmd reads pages_to_scan once per batch, and
+    would hold a whole core for its length once the CPU is free)."""
+    tuner = make(cpu_budget_percent=70)
+    host = Host(guests=1, started=True, pages_scanned=0)
     tuner.decide(host.sample)
-    # ksmd scanned 2M pages with 0.4 CPU seconds: 5M pages/CPU second.
-    decision = tuner.decide(host.next(pages_scanned=2000000, ksmd_cpu=0.4))
-    assert tuner.rate == pytest.approx(0.5 * 500000 + 0.5 * 5000000)
-    assert decision.cpu_percent == pytest.approx(40.0)
-    assert decision.pages_to_scan > 8181 * 4
+    for _ in range(40):
+        decision = tuner.decide(host.next(
+            dt=0.25, ksmd_cpu=host.sample.ksmd_cpu + 0.0125,
+            pages_scanned=host.sample.pages_scanned + 10000))
+    longest = 2 * scanrate.ScanRate.FAST_RATE * scanrate.duty_batch_seconds(
+        63, 20)
+    assert decision.pages_to_scan <= longest
+    assert decision.pages_to_scan >= longest / 2  # it does push
 
 
-def test_boost_backs_off_when_over_budget():
-    tuner = make(cpu_budget_percent=20)
-    host = Host(guests=1, started=True, pages_scanned=None)
-    first = tuner.decide(host.sample).pages_to_scan
-    # No scan counter (Linux < 6.7): follow the CPU; 80% is 4x over.
-    second = tuner.decide(host.next(ksmd_cpu=0.8)).pages_to_scan
-    assert second == pytest.approx(first / 2, rel=0.01)
-
-
-def test_boost_does_not_push_when_batches_cover_everything():
+def test_boost_without_enough_cpu_ticks_keeps_the_model():
     tuner = make(cpu_budget_percent=50)
-    host = Host(guests=1, started=True, pages_scanned=None, tracked=100)
+    host = Host(guests=1, started=True)
     first = tuner.decide(host.sample).pages_to_scan
-    second = tuner.decide(host.next(ksmd_cpu=0.01)).pages_to_scan
+    second = tuner.decide(host.next(dt=0.25, ksmd_cpu=0.01)).pages_to_scan
     assert second == first
 
 
-def scan(tuner, host, scans, merged):
+@pytest.mark.parametrize('budget', [20, 50, 70])
+@pytest.mark.parametrize('has_pages_scanned', [True, False])
+def test_budget_holds_from_the_first_second(budget, has_pages_scanned):
+    """After settling on merged memory (ksmd cheap: 0.3 us a page), a
+    guest brings new memory (4 us a page): the first batches must not
+    assume the cheap rate."""
+    tuner = make(cpu_budget_percent=budget)
+    ksmd = ksmd_model.Ksmd(pages=4 * 65536,
+                           has_pages_scanned=has_pages_scanned)
+    trace = ksmd_model.drive(tuner, ksmd, 60)
+    assert trace[-1][2].state == policy.SETTLED
+    ksmd.add_memory(65536)
+    start = ksmd.now
+    trace = ksmd_model.drive(tuner, ksmd, 30, started=True)
+    assert trace[0][2].state == policy.BOOST
+    assert ksmd_model.worst_window(trace, start) <= budget + 5
+    # Not even the first quarter second assumes merged memory's rate.
+    assert ksmd_model.worst_window(trace, start, 0.25) <= budget + 10
+    # ... and it still scans hard: most of the budget over the boost.
+    boost = [t for t in trace if t[2].state == policy.BOOST]
+    used = (boost[-1][1] - boost[0][1]) / (boost[-1][0] - boost[0][0])
+    assert used * 100 >= 0.6 * budget
+
+
+def test_rate_from_full_scans_before_linux_6_7():
+    tuner = make()
+    host = Host(guests=2, started=True, tracked=100000, pages_scanned=None)
+    tuner.decide(host.sample)
+    tuner.decide(host.next(full_scans=1, ksmd_cpu=0.5))
+    # Three full scans of 100k pages in one CPU second.
+    tuner.decide(host.next(full_scans=4, ksmd_cpu=1.5))
+    assert tuner.scan.rate == pytest.approx(0.5 * 200000 + 0.5 * 300000)
+    assert tuner.scan.source == 'full scans'
+
+
+def scan(tuner, host, scans, merged, **changes):
     return tuner.decide(host.next(full_scans=host.sample.full_scans + scans,
-                                  merged=merged))
+                                  merged=merged, **changes))
 
 
-def test_plateau_after_two_quiet_full_scans():
+def test_plateau_after_a_quiet_full_scan_after_three():
     tuner = make()
     host = Host(guests=4, started=True, tracked=60000)
     tuner.decide(host.sample)
     assert scan(tuner, host, 1, 0).state == policy.BOOST  # checksums only
     assert scan(tuner, host, 1, 30000).state == policy.BOOST
     assert scan(tuner, host, 1, 44000).state == policy.BOOST
-    assert scan(tuner, host, 1, 44100).state == policy.BOOST
-    settled = scan(tuner, host, 1, 44150)
+    settled = scan(tuner, host, 1, 44100)
     assert settled.state == policy.SETTLED
     assert 'plateau' in settled.reason
-    assert settled.sleep_millisecs == 200
+    assert settled.sleep_millisecs == 200 and settled.smart_scan == 1
     # 60000 pages once per 300 s with 200 ms sleeps: 40 pages, floor 64.
     assert settled.pages_to_scan == 64
 
@@ -121,34 +172,70 @@ def test_polls_without_full_scan_keep_boosting():
 def settle(tuner, host):
     tuner.decide(host.sample)
     for _ in range(5):
-        decision = scan(tuner, host, 1, 1000)
+        decision = scan(tuner, host, 1, 1000, profit=4096000)
     assert decision.state == policy.SETTLED
     return decision
 
 
-@pytest.mark.parametrize('change,reason', [
-    ({'started': True}, 'guest started'),
-    ({'guest_pages': 200000}, 'guest memory grew'),
-    ({'tracked': 160000}, 'KSM tracked pages grew'),
-])
-def test_growth_boosts_again(change, reason):
+def test_a_guest_start_boosts_again():
     tuner = make()
     host = Host(guests=2, started=True, guest_pages=100000, tracked=100000)
     settle(tuner, host)
-    sample = dataclasses.replace(host.next(), **change)
-    decision = tuner.decide(sample)
-    assert decision.state == policy.BOOST
-    assert decision.reason.startswith(reason)
+    decision = tuner.decide(host.next(started=True))
+    assert (decision.state, decision.reason) == (policy.BOOST,
+                                                 'guest started')
 
 
-def test_memory_shrinking_then_growing_back_boosts():
+@pytest.mark.parametrize('change,reason', [
+    ({'guest_pages': 200000}, 'guest memory grew'),
+    ({'tracked': 160000}, 'KSM tracked pages grew'),
+])
+def test_growth_is_followed_in_proportion(change, reason):
+    tuner = make()
+    host = Host(guests=2, started=True, guest_pages=100000, tracked=100000)
+    calm = settle(tuner, host)
+    follow = tuner.decide(host.next(**change))
+    assert follow.state == policy.FOLLOW and follow.smart_scan == 1
+    assert follow.reason.startswith(reason)
+    total = max(change.get('guest_pages', 0), change.get('tracked', 0))
+    # All memory once per 300 s and the new pages three times in 15 s,
+    # at 200 ms sleeps.
+    assert follow.pages_to_scan == pytest.approx(
+        total * 0.2 / 300 + 3 * (total - 100000) / 15.0 * 0.2, abs=2)
+    assert tuner.decide(host.next()).reason == 'following new memory'
+    # 15 s without growth: a boost merges what settled in it, then the
+    # cheap state again.
+    states = []
+    while not states or states[-1][0] != policy.BOOST:
+        decision = tuner.decide(host.next())
+        states.append((decision.state, decision.reason))
+    assert len(states) == 14 and states[-2][0] == policy.FOLLOW
+    assert states[-1] == (policy.BOOST, 'guest memory stopped growing')
+    for merged in (1000, 1000, 1000):
+        decision = scan(tuner, host, 1, merged, profit=4096000)
+    assert decision.state == policy.SETTLED
+    assert decision.pages_to_scan == pytest.approx(total * 0.2 / 300, abs=1)
+    assert calm.pages_to_scan < decision.pages_to_scan
+
+
+def test_following_stays_within_the_budget():
+    tuner = make(cpu_budget_percent=20)
+    host = Host(guests=2, started=True, guest_pages=100000, tracked=100000)
+    settle(tuner, host)
+    follow = tuner.decide(host.next(guest_pages=10 ** 8))
+    assert follow.state == policy.FOLLOW
+    # The rate model's batch for 18% of a core at 200 ms sleeps.
+    assert follow.pages_to_scan <= tuner.scan.pages_for(18, 200) + 1
+
+
+def test_memory_shrinking_then_growing_back_is_followed():
     tuner = make()
     host = Host(guests=2, started=True, guest_pages=100000, tracked=100000)
     settle(tuner, host)
     assert tuner.decide(host.next(guest_pages=50000)).state == \
         policy.SETTLED
-    decision = tuner.decide(host.next(guest_pages=100000))
-    assert decision.state == policy.BOOST
+    assert tuner.decide(host.next(guest_pages=100000)).state == \
+        policy.FOLLOW
 
 
 def test_small_growth_keeps_settled():
@@ -159,14 +246,106 @@ def test_small_growth_keeps_settled():
     assert decision.state == policy.SETTLED
 
 
-def test_settled_rate_scales_with_memory_and_ignores_drift():
-    tuner = make(maintenance_scan_seconds=100)
-    host = Host(guests=2, started=True, tracked=10 ** 7)
-    first = settle(tuner, host).pages_to_scan
-    # 10M pages per 100 s at 200 ms sleeps.
-    assert first == 20000
-    assert tuner.decide(host.next(tracked=10 ** 7 + 10 ** 5)
-                        ).pages_to_scan == first
+def test_settled_scans_everything_once_per_period_when_cheap():
+    tuner = make(maintenance_scan_seconds=100, settled_cpu_percent=100)
+    host = Host(guests=2, started=True, tracked=10 ** 6)
+    # 1M pages per 100 s at 200 ms sleeps.
+    assert settle(tuner, host).pages_to_scan == 2000
+    assert tuner.decide(host.next(tracked=10 ** 6 + 10 ** 4)
+                        ).pages_to_scan == 2000
+
+
+@pytest.mark.parametrize('gib', [1, 16, 256, 1024])
+def test_settled_cost_is_bounded_whatever_the_memory(gib):
+    tuner = make(cpu_budget_percent=70)
+    ksmd = ksmd_model.Ksmd(pages=gib * GIB_PAGES, guests=8)
+    trace = ksmd_model.drive(tuner, ksmd, 600 + 2 * gib)
+    settled = [t for t in trace if t[2].state == policy.SETTLED]
+    assert settled, 'never settled'
+    # Once the duty cycle is measured: at most the 1% ceiling.
+    late = [t for t in settled if t[0] >= settled[0][0] + 120]
+    used = (late[-1][1] - late[0][1]) / (late[-1][0] - late[0][0])
+    assert used * 100 <= 1.0
+    assert used * 100 >= 0.1 or gib == 1  # and it still scans
+
+
+def test_pressure_raises_the_settled_ceiling_with_hysteresis():
+    tuner = make(pressure_cpu_budget_percent=10)
+    total = 24 * 1024 * 1024
+    host = Host(guests=2, started=True, guest_pages=100000, tracked=100000,
+                mem_total=total, mem_available=total // 2)
+    calm = settle(tuner, host)
+    pressed = tuner.decide(host.next(mem_available=total // 10))
+    assert pressed.state == policy.PRESSURE
+    assert 'MemAvailable 10.0% of RAM (limit 20%)' in pressed.reason
+    assert pressed.pages_to_scan > 10 * calm.pages_to_scan
+    # 22% is above 20% but not above the exit line (25%).
+    held = tuner.decide(host.next(mem_available=int(total * 0.22)))
+    assert held.state == policy.PRESSURE
+    assert tuner.decide(host.next(mem_available=total // 2)).state == \
+        policy.SETTLED
+
+
+def test_psi_stalls_are_pressure():
+    tuner = make()
+    host = Host(guests=2, started=True, tracked=100000)
+    settle(tuner, host)
+    assert tuner.decide(host.next(psi_some=12.0)).state == policy.PRESSURE
+    assert tuner.decide(host.next(psi_some=6.0)).state == policy.PRESSURE
+    assert tuner.decide(host.next(psi_some=1.0)).state == policy.SETTLED
+
+
+def losing_boost(tuner, host):
+    tuner.decide(host.sample)
+    decisions = [scan(tuner, host, 1, 10, profit=-640 * 1024)
+                 for _ in range(4)]
+    return decisions
+
+
+def test_negative_profit_over_full_scans_stops_ksmd():
+    tuner = make()
+    host = Host(guests=2, started=True, tracked=10000, guest_pages=10000,
+                profit_source='general_profit')
+    decisions = losing_boost(tuner, host)
+    assert [d.state for d in decisions] == [policy.BOOST, policy.BOOST,
+                                            policy.LOSS, policy.LOSS]
+    loss = decisions[-1]
+    assert loss.knobs() == {'run': 0}
+    assert loss.reason.startswith(
+        'merging does not pay: KSM profit -0.6 MiB (general_profit) over '
+        'the last 3 full scans, 10 pages merged of 10000 tracked; ksmd '
+        'stopped')
+    # Nothing new, or a little more memory: it stays stopped. Half as
+    # much memory again or a new guest: it tries again.
+    assert tuner.decide(host.next()).state == policy.LOSS
+    assert tuner.decide(host.next(guest_pages=14000)).state == policy.LOSS
+    assert tuner.decide(host.next(guest_pages=15100)).state == policy.BOOST
+    losing_boost(tuner, host)
+    assert tuner.decide(host.next(started=True)).state == policy.BOOST
+
+
+def test_profit_positive_settles():
+    tuner = make()
+    host = Host(guests=2, started=True, tracked=10000)
+    tuner.decide(host.sample)
+    states = [scan(tuner, host, 1, 5000, profit=-1 if i < 2 else 10 ** 7
+                   ).state for i in range(5)]
+    assert states[-1] == policy.SETTLED
+
+
+@pytest.mark.parametrize('available_mib,run', [(8000, 2), (5000, 0)])
+def test_unmerge_on_loss_needs_memory_headroom(available_mib, run):
+    tuner = make(unmerge_on_loss=True)
+    # 20% of 24 GiB must stay available once 512 MiB of merged pages are
+    # private copies again: 8000 MiB leaves room, 5000 does not.
+    host = Host(guests=2, started=True, tracked=10 ** 6,
+                mem_total=24 * 1024 * 1024,
+                mem_available=available_mib * 1024)
+    tuner.decide(host.sample)
+    for _ in range(4):
+        decision = scan(tuner, host, 1, 131072, profit=-10 ** 6)
+    assert decision.state == policy.LOSS and decision.run == run
+    assert ('unmerged' if run else 'not unmerging') in decision.reason
 
 
 def test_last_guest_gone_stops_ksmd():
@@ -178,7 +357,7 @@ def test_last_guest_gone_stops_ksmd():
 
 
 def test_calm_is_settled_knobs():
-    tuner = make()
+    tuner = make(settled_cpu_percent=100)
     tuner.decide(policy.Sample(time=0.0, guests=1, started=True,
                                tracked=600000))
     calm = tuner.calm('stopping')

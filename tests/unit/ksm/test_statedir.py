@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from nova_ksm_inject import exception
+from nova_ksm_inject.ksm import control
 
 
 def test_guest_records(statedir):
@@ -22,14 +23,52 @@ def test_guest_records(statedir):
     assert [g['uuid'] for g in statedir.guests()] == ['u2']
 
 
-def test_prune_dead_guests(statedir):
-    dead = subprocess.Popen([sys.executable, '-c', 'pass'])
-    dead.wait()
-    statedir.record_guest({'uuid': 'gone', 'pid': dead.pid})
-    statedir.record_guest({'uuid': 'alive', 'pid': os.getpid()})
-    statedir.record_guest({'uuid': 'starting'})
-    statedir.prune_dead_guests()
-    assert {g['uuid'] for g in statedir.guests()} == {'alive', 'starting'}
+def test_reconcile_forgets_gone_and_remembers_processes(statedir):
+    for uuid in ('gone', 'alive', 'starting'):
+        statedir.record_guest({'uuid': uuid, 'name': uuid, 'pid': None})
+    records = {r['uuid']: r for r in statedir.guests()}
+    guests = control.Guests(
+        live=[(records['alive'], 4242), (records['starting'], None)],
+        gone=[(records['gone'], 'its QEMU process is gone')], others=[])
+    forgotten = statedir.reconcile(guests)
+    assert [r['uuid'] for r in forgotten] == ['gone']
+    left = {r['uuid']: r for r in statedir.guests()}
+    assert set(left) == {'alive', 'starting'}
+    assert left['alive']['qemu_pid'] == 4242
+    assert 'qemu_pid' not in left['starting']
+
+
+def test_reconcile_keeps_a_record_a_hook_rewrote_meanwhile(statedir, clock):
+    statedir.record_guest({'uuid': 'u', 'name': 'vm', 'pid': None})
+    stale = statedir.guests()[0]
+    clock.sleep(5)
+    # The guest started again (its earlier release was lost).
+    statedir.record_guest({'uuid': 'u', 'name': 'vm', 'pid': None})
+    statedir.reconcile(control.Guests(live=[], others=[],
+                                      gone=[(stale, 'old run is gone')]))
+    assert [r['uuid'] for r in statedir.guests()] == ['u']
+
+
+def test_a_new_start_clears_what_an_earlier_run_left(statedir, clock):
+    statedir.record_guest({'uuid': 'u', 'name': 'vm', 'pid': None})
+    statedir.record_guest({'uuid': 'u', 'pid': 1234})
+    statedir.reconcile(control.Guests(
+        live=[(statedir.guests()[0], 99)], gone=[], others=[]))
+    clock.sleep(60)
+    statedir.record_guest({'uuid': 'u', 'name': 'vm', 'pid': None})
+    record = statedir.guests()[0]
+    assert 'pid' not in record and 'qemu_pid' not in record
+    assert record['since'] == clock()
+
+
+def test_reconcile_skips_a_busy_lock(statedir):
+    statedir.record_guest({'uuid': 'gone', 'pid': None})
+    guests = control.Guests(live=[], others=[],
+                            gone=[(statedir.guests()[0], 'gone')])
+    with statedir.locked():
+        # Another holder (here: the same process, another descriptor).
+        assert statedir.reconcile(guests, timeout=0.05) == []
+    assert statedir.reconcile(guests) != []
 
 
 def test_events_count_up(statedir):

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from nova_ksm_inject.ksm import procfs
+from nova_ksm_inject import procfs
 from nova_ksm_inject.ksm import status as ksm_status
 
 QEMU = ['/usr/bin/qemu-system-x86_64', '-name',

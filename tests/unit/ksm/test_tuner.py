@@ -4,9 +4,9 @@ import dataclasses
 
 import pytest
 
+from nova_ksm_inject import procfs
 from nova_ksm_inject.ksm import host as ksm_host
 from nova_ksm_inject.ksm import policy
-from nova_ksm_inject.ksm import procfs
 from nova_ksm_inject.ksm import tuner as ksm_tuner
 
 
@@ -169,3 +169,84 @@ def test_knobs_changed_behind_the_tuner_are_set_again(make_tuner, fake_ksm,
     assert int(fake_ksm.get('pages_to_scan')) != 100
     assert 'changed behind the tuner' in caplog.text
     assert boost
+
+
+def qemu_cmdline(name, uuid):
+    return ['/usr/bin/qemu-system-x86_64', '-name',
+            'guest=%s,debug-threads=on' % name, '-uuid', uuid, '-m', '64']
+
+
+def test_lost_release_events_do_not_keep_ksmd_running(
+        make_tuner, fake_ksm, fake_proc, clock, statedir):
+    # Two guests the hook saw start; their QEMU processes run.
+    for pid, name in ((1001, 'vm-a'), (1002, 'vm-b')):
+        statedir.record_guest({'uuid': 'uuid-' + name, 'name': name,
+                               'mergeable': True, 'pid': None})
+        fake_proc.add(pid, mergeable=True, comm='qemu-system-x86',
+                      cmdline=qemu_cmdline(name, 'uuid-' + name))
+    tuner = make_tuner()
+    tuner.start()
+    assert tuner.step().state == policy.BOOST
+    assert statedir.tuner()['guests'] == 2  # each guest once
+    # libvirtd was killed: the guests are gone, no release event came.
+    fake_proc.remove(1001)
+    fake_proc.remove(1002)
+    advance(fake_ksm, fake_proc, clock)
+    decision = tuner.step()
+    assert (decision.state, fake_ksm.get('run')) == (policy.IDLE, '0')
+    assert statedir.guests() == []
+
+
+def test_a_guest_in_prepare_keeps_ksmd_until_the_grace_period(
+        make_tuner, fake_ksm, fake_proc, clock, statedir):
+    statedir.record_guest({'uuid': 'u', 'name': 'slow', 'mergeable': True,
+                           'pid': None})
+    tuner = make_tuner(guest_record_grace_seconds=30)
+    tuner.start()
+    assert tuner.step().state == policy.BOOST
+    clock.sleep(29)
+    assert tuner.step().state == policy.BOOST
+    clock.sleep(2)
+    assert tuner.step().state == policy.IDLE
+    assert fake_ksm.get('run') == '0'
+
+
+def test_the_tuner_says_why_it_stopped_at_a_loss(make_tuner, fake_ksm,
+                                                 fake_proc, clock, statedir,
+                                                 caplog):
+    caplog.set_level('INFO', logger='nova_ksm_inject')
+    fake_proc.add(1100, mergeable=True, rss_pages=10000)
+    tuner = make_tuner()
+    tuner.start()
+    tuner.step()
+    fake_ksm.set('pages_unshared', 10000)
+    fake_ksm.set('general_profit', -640000)
+    for _ in range(4):
+        advance(fake_ksm, fake_proc, clock, scans=1)
+        decision = tuner.step()
+    assert decision.state == policy.LOSS
+    assert fake_ksm.get('run') == '0'
+    published = statedir.tuner()
+    assert published['state'] == 'loss'
+    assert published['stopped_because'].startswith('merging does not pay')
+    assert published['profit_bytes'] == -640000
+    assert 'KSM loss: merging does not pay' in caplog.text
+
+
+def test_a_hook_event_cuts_the_wait_short(make_tuner, statedir, clock):
+    tuner = make_tuner(poll_interval=5.0)
+    tuner.start()
+    tuner.step()
+    began = clock()
+    tuner.wait(5.0)
+    assert clock() - began == pytest.approx(5.0)
+    real_sleep = clock.sleep
+
+    def sleep_then_start(seconds):
+        real_sleep(seconds)
+        if clock() - began >= 5.3:
+            statedir.bump_event('start', 'vm')
+    tuner.sleeper = sleep_then_start
+    tuner.wait(5.0)
+    # Noticed at the next tenth of a second, not after 5 s.
+    assert clock() - began == pytest.approx(5.3, abs=0.11)
