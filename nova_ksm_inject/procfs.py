@@ -8,19 +8,23 @@ an explicit fallback, and the comments name the kernel that added them.
 
 Readers named for a value (``stat``, ``cmdline``) raise for a process that
 is gone; the helpers used while polling many processes (``cpu_seconds``,
-``resident_pages``, ``ksm_stat``, ``process_matches``) answer None, 0 or
-False instead, because processes exit between ``listdir`` and ``open``.
+``resident_pages``, ``ksm_stat``, ``start_time``, ``running``,
+``process_matches``) answer None, 0 or False instead, because processes
+exit between ``listdir`` and ``open``.
 """
 
 import collections
 import errno
 import functools
 import os
+import re
 
 from nova_ksm_inject import exception
 
 PROC_ROOT = '/proc'
 CLOCK_TICKS = os.sysconf('SC_CLK_TCK')
+# mountinfo's escapes (space, tab, newline, backslash): \ooo octal.
+_OCTAL = re.compile(rb'\\([0-7]{3})')
 ZOMBIE = 'Z'
 
 
@@ -139,20 +143,40 @@ def process_iter(proc_root=None):
             continue  # exited (or hidden) meanwhile
 
 
+def start_time(pid, proc_root=None):
+    """When ``pid`` started, in clock ticks after boot (the ``starttime``
+    a reused pid does not share); None when it is gone."""
+    try:
+        return stat(pid, proc_root=proc_root).starttime
+    except ProcError:
+        return None
+
+
+def running(pid, starttime=None, proc_root=None):
+    """Whether ``pid`` runs (not a zombie) and, when given, started at
+    ``starttime``. The command line is not read: it empties when a process
+    lets go of its memory, before it closes its files."""
+    try:
+        info = stat(pid, proc_root=proc_root)
+    except ProcError:
+        return False
+    return info.state != ZOMBIE and (starttime is None
+                                     or info.starttime == starttime)
+
+
 def process_matches(pid, marker=None, starttime=None, proc_root=None):
     """Whether ``pid`` runs (not a zombie), its command line contains
     ``marker`` and, when given, it started at ``starttime`` (clock ticks
     after boot; guards against a reused pid)."""
+    if not running(pid, starttime, proc_root=proc_root):
+        return False
+    if marker is None:
+        return True
     try:
-        info = stat(pid, proc_root=proc_root)
-        args = cmdline(pid, proc_root=proc_root) if marker else ()
+        args = cmdline(pid, proc_root=proc_root)
     except ProcError:
         return False
-    if info.state == ZOMBIE:
-        return False
-    if starttime is not None and info.starttime != starttime:
-        return False
-    return marker is None or marker in ' '.join(args)
+    return marker in ' '.join(args)
 
 
 def cpu_seconds(pid, proc_root=None):
@@ -256,3 +280,18 @@ def find_ksmd(proc_root=None):
         if name is not None and name.strip() == 'ksmd':
             return pid
     return None
+
+
+def mount_points(proc_root=None):
+    """The mount points this process sees (``self/mountinfo``, field 5).
+
+    mountinfo escapes space, tab, newline and backslash as ``\\ooo``
+    octal; the points come back unescaped, as the file system names them.
+    """
+    path = os.path.join(_root(proc_root), 'self', 'mountinfo')
+    with open(path, 'rb') as f:
+        lines = f.read().splitlines()
+    return [os.fsdecode(_OCTAL.sub(lambda m: bytes([int(m.group(1), 8)]),
+                                   line.split()[4]))
+            for line in lines if len(line.split()) > 4]
+

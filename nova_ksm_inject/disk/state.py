@@ -24,6 +24,7 @@ import uuid
 from oslo_log import log as logging
 
 from nova_ksm_inject import exception
+from nova_ksm_inject import procfs
 from nova_ksm_inject.disk import undo
 
 LOG = logging.getLogger(__name__)
@@ -131,7 +132,7 @@ class Journal:
             raise ValueError('unknown journal resource kind %r' % kind)
         step = dict(record, kind=kind)
         if step.get('pid'):
-            step['start'] = undo.start_time(step['pid'])
+            step['start'] = procfs.start_time(step['pid'])
         self._steps.append(step)
         self._write()
         action = undo_now or (lambda: undo.UNDO[kind](step))
@@ -191,7 +192,7 @@ class Journal:
                 os.unlink(self.path)
             return
         data = {'version': RECORD_VERSION, 'pid': os.getpid(),
-                'start': undo.start_time(os.getpid()), 'image': self.image,
+                'start': procfs.start_time(os.getpid()), 'image': self.image,
                 'handler': self.handler, 'work_dir': self.work_dir,
                 'steps': self._steps}
         tmp = self.path + '.tmp'

@@ -14,6 +14,7 @@ import re
 
 from oslo_log import log as logging
 
+from nova_ksm_inject import procfs
 from nova_ksm_inject.disk import state
 from nova_ksm_inject.disk import undo
 
@@ -119,7 +120,8 @@ def _sweep_one(state_dir, path):
         LOG.warning('Journal %s skipped: %s', path, result.skipped)
         return result
     if record['pid'] != os.getpid() and \
-            undo.process_matches(record['pid'], start=record.get('start')):
+            procfs.process_matches(record['pid'],
+                                   starttime=record.get('start')):
         result.skipped = 'belongs to running process %d' % record['pid']
         LOG.info('Journal %s %s', path, result.skipped)
         return result

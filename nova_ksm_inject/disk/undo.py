@@ -14,55 +14,10 @@ import time
 from oslo_log import log as logging
 
 from nova_ksm_inject import exception
+from nova_ksm_inject import procfs
 from nova_ksm_inject import utils
 
 LOG = logging.getLogger(__name__)
-
-PROC = '/proc'
-
-
-def _stat_fields(pid):
-    # Field 2 (comm) may hold spaces and parentheses: split after the last.
-    with open('%s/%d/stat' % (PROC, pid)) as f:
-        return f.read().rsplit(')', 1)[1].split()
-
-
-def start_time(pid):
-    """Start time of ``pid`` in clock ticks since boot, or None if gone."""
-    try:
-        return int(_stat_fields(pid)[19])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def process_matches(pid, marker=None, start=None):
-    """True if ``pid`` runs (not a zombie), its command line contains
-    ``marker`` and, when given, it started at ``start``."""
-    try:
-        fields = _stat_fields(pid)
-        with open('%s/%d/cmdline' % (PROC, pid), 'rb') as f:
-            cmdline = f.read().replace(b'\0', b' ').decode(errors='replace')
-    except (OSError, IndexError):
-        return False
-    if fields[0] == 'Z':
-        return False
-    if start is not None and fields[19] != str(start):
-        return False
-    return marker is None or marker in cmdline
-
-
-def _running(pid, start):
-    """Whether ``pid`` (started at ``start``, if given) still runs.
-
-    Its command line is not consulted: it empties when the process lets go
-    of its memory, before it closes its files (and the image locks).
-    """
-    try:
-        fields = _stat_fields(pid)
-    except (OSError, IndexError):
-        return False
-    return fields[0] != 'Z' and (start is None or fields[19] == str(start))
-
 
 def wait_process_exit(pid, marker=None, timeout=10.0, interval=0.01,
                       start=None):
@@ -72,14 +27,14 @@ def wait_process_exit(pid, marker=None, timeout=10.0, interval=0.01,
         show it at the first look (else it is someone else's: not waited).
     """
     if start is None and marker is not None:
-        if not process_matches(pid, marker):
+        if not procfs.process_matches(pid, marker):
             return True
-        start = start_time(pid)
+        start = procfs.start_time(pid)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with contextlib.suppress(ChildProcessError, OSError):
             os.waitpid(pid, os.WNOHANG)
-        if not _running(pid, start):
+        if not procfs.running(pid, start):
             return True
         time.sleep(interval)
     return False
@@ -88,11 +43,11 @@ def wait_process_exit(pid, marker=None, timeout=10.0, interval=0.01,
 def stop_process(pid, marker=None, timeout=10.0, start=None):
     """SIGTERM, wait, then SIGKILL; only while pid, start and command line
     still match."""
-    if not process_matches(pid, marker, start):
+    if not procfs.process_matches(pid, marker, start):
         return
-    start = start_time(pid) if start is None else start
+    start = procfs.start_time(pid) if start is None else start
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        if not _running(pid, start):
+        if not procfs.running(pid, start):
             return
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
@@ -104,16 +59,9 @@ def stop_process(pid, marker=None, timeout=10.0, start=None):
 
 def mounts_under(path):
     """Mount points at or below ``path`` (from /proc/self/mountinfo)."""
-    found = []
     prefix = path.rstrip('/') + '/'
-    with open('%s/self/mountinfo' % PROC) as f:
-        for line in f:
-            point = line.split()[4]
-            # mountinfo escapes space, tab, newline and backslash in octal.
-            point = point.encode().decode('unicode_escape')
-            if point == path or point.startswith(prefix):
-                found.append(point)
-    return found
+    return [point for point in procfs.mount_points()
+            if point == path or point.startswith(prefix)]
 
 
 def _undo_tmpdir(step):

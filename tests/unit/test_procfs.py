@@ -85,6 +85,37 @@ def test_process_matches_marker_starttime_and_zombies(fake_proc):
     assert not procfs.process_matches(600, proc_root=root)
 
 
+def test_start_time_and_running_ignore_the_command_line(fake_proc):
+    fake_proc.add(610, cmdline=['qemu-nbd', 'img'])
+    fake_proc.set_ticks(610, 0, starttime=91)
+    root = fake_proc.root
+    assert procfs.start_time(610, proc_root=root) == 91
+    assert procfs.start_time(611, proc_root=root) is None
+    # A process letting go of its memory has an empty command line, and
+    # still runs (and holds its files).
+    fake_proc._write(610, 'cmdline', '')
+    assert procfs.running(610, proc_root=root)
+    assert procfs.running(610, 91, proc_root=root)
+    assert not procfs.running(610, 92, proc_root=root)
+    assert not procfs.running(611, proc_root=root)
+    fake_proc.set_ticks(610, 0, state='Z', starttime=91)
+    assert not procfs.running(610, 91, proc_root=root)
+
+
+def test_mount_points_unescape_mountinfo(tmp_path):
+    (tmp_path / 'self').mkdir()
+    (tmp_path / 'self' / 'mountinfo').write_bytes(
+        b'22 1 8:1 / / rw - ext4 /dev/sda1 rw\n'
+        b'90 22 7:0 / /run/a\\040b\\134c rw - ext4 /dev/loop0 rw\n'
+        b'91 22 7:1 / /run/\xc3\xa9t\xc3\xa9 rw - xfs /dev/loop1 rw\n')
+    assert procfs.mount_points(str(tmp_path)) == [
+        '/', '/run/a b\\c', '/run/\u00e9t\u00e9']
+
+
+def test_mount_points_of_the_real_proc():
+    assert '/' in procfs.mount_points()
+
+
 def test_find_ksmd(fake_proc, tmp_path):
     fake_proc.add(100, comm='bash')
     assert procfs.find_ksmd(fake_proc.root) == 37

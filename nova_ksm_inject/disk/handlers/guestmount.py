@@ -16,6 +16,7 @@ import subprocess
 from oslo_log import log as logging
 
 from nova_ksm_inject import exception
+from nova_ksm_inject import procfs
 from nova_ksm_inject import utils
 from nova_ksm_inject.disk.files import host
 from nova_ksm_inject.disk.handlers import base
@@ -39,20 +40,17 @@ def kill_appliances(parent, image_path):
     # libguestfs doubles commas in the -drive file= value.
     needle = 'file=%s,' % image_path.replace(',', ',,')
     killed = []
-    for entry in os.listdir('/proc'):
-        if not entry.isdigit():
+    for info in procfs.process_iter():
+        if info.ppid != parent:
             continue
         try:
-            with open('/proc/%s/stat' % entry) as f:
-                ppid = int(f.read().rsplit(')', 1)[1].split()[1])
-            with open('/proc/%s/cmdline' % entry, 'rb') as f:
-                argv = f.read().decode(errors='replace').split('\0')
-        except (OSError, IndexError, ValueError):
-            continue
-        if ppid == parent and 'qemu' in os.path.basename(argv[0]) and \
+            argv = procfs.cmdline(info.pid)
+        except procfs.ProcError:
+            continue  # exited meanwhile
+        if argv and 'qemu' in os.path.basename(argv[0]) and \
                 any(needle in arg for arg in argv):
-            os.kill(int(entry), signal.SIGKILL)
-            killed.append(int(entry))
+            os.kill(info.pid, signal.SIGKILL)
+            killed.append(info.pid)
     return killed
 
 

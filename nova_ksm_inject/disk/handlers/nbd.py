@@ -27,9 +27,9 @@ from oslo_concurrency import lockutils
 from oslo_log import log as logging
 
 from nova_ksm_inject import exception
+from nova_ksm_inject import procfs
 from nova_ksm_inject import utils
 from nova_ksm_inject.disk import mount
-from nova_ksm_inject.disk import undo
 from nova_ksm_inject.disk.files import host
 from nova_ksm_inject.disk.handlers import base
 
@@ -151,7 +151,7 @@ class NbdHandler(base.ImageHandler):
                   self._param('nbds_max'))
         for name in names:
             pid = self.connected_pid(name)
-            if pid is not None and undo.process_matches(pid):
+            if pid is not None and procfs.process_matches(pid):
                 continue  # in use: skip without touching its lock
             lock = self._lock(name)
             if not self._acquire(name, lock):
@@ -184,7 +184,7 @@ class NbdHandler(base.ImageHandler):
         pid = self.connected_pid(name)
         if pid is None:
             return True
-        if undo.process_matches(pid):
+        if procfs.process_matches(pid):
             return False  # connected by something outside our locks
         LOG.warning('/dev/%s is connected to dead process %d (stale); '
                     'disconnecting it', name, pid)
@@ -217,7 +217,8 @@ class NbdHandler(base.ImageHandler):
         # A failed qemu-nbd may still have connected the device; disconnect
         # it unless its server is somebody else's.
         pid = self.connected_pid(name)
-        if pid is not None and not undo.process_matches(pid, image.tool_path):
+        if pid is not None and not procfs.process_matches(
+                pid, image.tool_path):
             return
         journal.push('nbd', undo_now=lambda: self._disconnect(device, name),
                      device=device)

@@ -27,6 +27,7 @@ import time
 from oslo_log import log as logging
 
 from nova_ksm_inject import exception
+from nova_ksm_inject import procfs
 from nova_ksm_inject import utils
 from nova_ksm_inject.disk import mount
 from nova_ksm_inject.disk import qmp
@@ -112,8 +113,8 @@ def read_pid(path):
 
 def daemons_serving(export):
     """Pids of running processes whose command line names ``export``."""
-    return [int(entry) for entry in os.listdir('/proc')
-            if entry.isdigit() and undo.process_matches(int(entry), export)]
+    return [pid for pid in procfs.pids()
+            if procfs.process_matches(pid, export)]
 
 
 def stop_daemon(pid, marker, monitor, export, timeout=STOP_TIMEOUT):
@@ -124,7 +125,7 @@ def stop_daemon(pid, marker, monitor, export, timeout=STOP_TIMEOUT):
     unmounted.
     """
     started = time.monotonic()
-    if undo.process_matches(pid, marker):
+    if procfs.process_matches(pid, marker):
         try:
             with qmp.QmpClient(monitor, timeout=timeout) as client:
                 client.quit()

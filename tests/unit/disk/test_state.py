@@ -10,8 +10,8 @@ import sys
 import pytest
 
 from nova_ksm_inject import exception
+from nova_ksm_inject import procfs
 from nova_ksm_inject.disk import state
-from nova_ksm_inject.disk import undo
 
 
 def mode(path):
@@ -99,11 +99,11 @@ def test_record_says_what_the_sweep_needs(state_dir):
                 data['handler'], data['work_dir']) == (
             state.RECORD_VERSION, os.getpid(), '/img/disk', 'nbd',
             journal.work_dir)
-        assert data['start'] == undo.start_time(os.getpid())
+        assert data['start'] == procfs.start_time(os.getpid())
         assert data['steps'] == [
             {'kind': 'loop', 'device': '/dev/loop3', 'backing': '/img/disk'},
             {'kind': 'process', 'pid': sleeper.pid, 'marker': '/x',
-             'start': undo.start_time(sleeper.pid)}]
+             'start': procfs.start_time(sleeper.pid)}]
         assert isinstance(data['steps'][1]['start'], int)
         journal.close()
         assert not os.path.exists(journal.path)

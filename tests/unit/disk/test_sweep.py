@@ -18,6 +18,7 @@ import time
 import pytest
 
 from nova_ksm_inject import exception
+from nova_ksm_inject import procfs
 from nova_ksm_inject import utils
 from nova_ksm_inject.disk import api
 from nova_ksm_inject.disk import state
@@ -185,10 +186,10 @@ def sleeper(host):
                              'import time; time.sleep(60)', marker])
     try:
         for _ in range(500):  # until it has exec'd
-            if undo.process_matches(proc.pid, marker):
+            if procfs.process_matches(proc.pid, marker):
                 break
             time.sleep(0.01)
-        yield proc, marker, undo.start_time(proc.pid)
+        yield proc, marker, procfs.start_time(proc.pid)
     finally:
         proc.kill()
         proc.wait()
@@ -228,7 +229,7 @@ def test_process_that_only_reuses_the_pid_is_never_signalled(
     plant(host, [step])
     sweep.sweep(host['state'].path)
     assert signals == [] and proc.poll() is None
-    assert undo.process_matches(proc.pid, marker, start)
+    assert procfs.process_matches(proc.pid, marker, start)
 
 
 def test_record_of_a_running_injection_is_left_to_it(host, sleeper):

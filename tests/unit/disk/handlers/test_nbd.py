@@ -17,10 +17,10 @@ import textwrap
 import pytest
 
 from nova_ksm_inject import exception
+from nova_ksm_inject import procfs
 from nova_ksm_inject import utils
 from nova_ksm_inject.disk import image as disk_image
 from nova_ksm_inject.disk import state
-from nova_ksm_inject.disk import undo
 from nova_ksm_inject.disk.handlers import nbd
 
 IMAGE = disk_image.ImageInfo('/inst/disk', 'qcow2', 2 ** 30,
@@ -120,7 +120,7 @@ def kernel(tmp_path, monkeypatch):
 def install(fake, monkeypatch):
     monkeypatch.setattr(utils, 'execute', fake.execute)
     monkeypatch.setattr(nbd.shutil, 'which', lambda name: '/usr/bin/' + name)
-    monkeypatch.setattr(undo, 'process_matches', fake.process_matches)
+    monkeypatch.setattr(procfs, 'process_matches', fake.process_matches)
     mounted = fake.mounted = []
 
     def mount_device(device, mountpoint, journal):
