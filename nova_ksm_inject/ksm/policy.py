@@ -23,8 +23,8 @@ The adaptive policy, in short:
   booted guest just wrote keeps settling for a while, and the settled
   scan covers it only once per ``maintenance_scan_seconds``.
 * **settled**: pages merge only once their checksum is stable over two
-  scans, so sharing that grew by less than 5% in a full scan, after at
-  least three, is a plateau: scan all mergeable memory once per
+  scans, so sharing that grew (or fell) by less than 5% in a full scan,
+  after at least three, is a plateau: scan all mergeable memory once per
   ``maintenance_scan_seconds`` at most, with ``smart_scan`` on, and never
   above ``settled_cpu_percent`` of a core, whatever the host's memory.
 * **pressure**: settled, on a host short of memory (``MemAvailable``
@@ -251,7 +251,9 @@ class AdaptivePolicy(object):
         self._mark = (sample.full_scans, sample.merged)
         self.profit.full_scan(sample)
         self._boost_scans += scans
-        if grown <= max(64, self.QUIET_FRACTION * sample.merged):
+        # Sharing that fell is memory being rewritten (a guest filling
+        # pages KSM merged while they were still zero): not a plateau.
+        if abs(grown) <= max(64, self.QUIET_FRACTION * sample.merged):
             self._quiet_scans += scans
         else:
             self._quiet_scans = 0

@@ -154,6 +154,20 @@ def test_plateau_after_a_quiet_full_scan_after_three():
     assert settled.pages_to_scan == 64
 
 
+def test_sharing_that_falls_is_no_plateau():
+    # Guests filling memory: KSM merged their pages while still zero, and
+    # the fill breaks that sharing again.
+    tuner = make()
+    host = Host(guests=4, started=True, tracked=1048576)
+    tuner.decide(host.sample)
+    for merged in (0, 200000, 320000):
+        assert scan(tuner, host, 1, merged).state == policy.BOOST
+    assert scan(tuner, host, 1, 210000).state == policy.BOOST
+    assert scan(tuner, host, 1, 400000).state == policy.BOOST
+    settled = scan(tuner, host, 1, 405000)
+    assert settled.state == policy.SETTLED and 'plateau' in settled.reason
+
+
 def test_no_plateau_before_three_full_scans():
     tuner = make()
     host = Host(guests=1, started=True)
