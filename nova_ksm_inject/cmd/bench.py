@@ -175,7 +175,7 @@ def bench(args):
             _write_outputs(args, kinds, results, kind)
     except KeyboardInterrupt:
         return common.fail('interrupted; guests stopped and the KSM '
-                           'settings restored', 130)
+                           'settings restored', 130, PROG)
     if len(kinds) > 1:
         print('Targets of this run, side by side:\n')
         print(ksm_report.summary_table(checks))
@@ -201,7 +201,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     # SIGTERM cleans up like Ctrl-C: guests stopped, KSM restored.
     base.on_sigterm()
-    return common.run(bench, args)
+    return common.run(bench, args, prog=PROG)
 
 
 if __name__ == '__main__':

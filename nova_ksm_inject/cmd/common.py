@@ -102,20 +102,22 @@ def _one_line(err):
     return ' '.join(str(err).split())
 
 
-def fail(message, code=1):
-    print('%s: error: %s' % (PROG, message), file=sys.stderr)
+def fail(message, code=1, prog=PROG):
+    print('%s: error: %s' % (prog, message), file=sys.stderr)
     return code
 
 
-def run(func, *args, **kwargs):
-    """Call ``func`` and turn expected failures into one line + exit code."""
+def run(func, *args, prog=PROG):
+    """Call ``func`` and turn expected failures into one line + exit code,
+    the line starting with the command's name ``prog``."""
     try:
-        return func(*args, **kwargs) or 0
+        return func(*args) or 0
     except exception.NovaKsmInjectError as err:
-        return fail(_one_line(err), err.exit_code)
+        return fail(_one_line(err), err.exit_code, prog)
     except KeyboardInterrupt:
-        return fail('interrupted', 130)
+        return fail('interrupted', 130, prog)
     except OSError as err:
         # Expected ones are ours by now; anything left is the host's
         # (a full disk, a vanished file): one line, not a traceback.
-        return fail('%s: %s' % (type(err).__name__, _one_line(err)), 1)
+        return fail('%s: %s' % (type(err).__name__, _one_line(err)), 1,
+                    prog)

@@ -43,7 +43,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     stop = threading.Event()
     base.on_sigterm(stop)
-    return common.run(serve, args, stop)
+    return common.run(serve, args, stop, prog=PROG)
 
 
 if __name__ == '__main__':

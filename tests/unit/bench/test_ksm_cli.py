@@ -96,6 +96,7 @@ def test_refuses_when_ksm_is_missing(no_config, tmp_path, monkeypatch,
     monkeypatch.setattr('os.geteuid', lambda: 0)
     assert bench.main(['--policies', 'default']) != 0
     err = capsys.readouterr().err
+    assert err.startswith('nova-ksm-bench: error: ')
     assert 'KSM is not available' in err
     assert 'nothing/run does not exist' in err
     assert 'Traceback' not in err
@@ -108,7 +109,7 @@ def test_refuses_without_root(no_config, tmp_path, monkeypatch, capsys):
     assert bench.main(['--policies', 'default']) == 1
     err = capsys.readouterr().err
     assert err.strip().splitlines() == [
-        'nova-ksm-inject: error: Cannot run the KSM benchmark: it must run '
+        'nova-ksm-bench: error: Cannot run the KSM benchmark: it must run '
         'as root: it writes %s and reads ksmd\'s CPU time; run it with '
         'sudo' % fake.root]
     # Nothing was written.
