@@ -165,14 +165,19 @@ def controllers(result):
         lines.append('ksmtuned: ' + ksmtuned_summary(policies['ksmtuned']))
     if 'adaptive' in policies:
         r = policies['adaptive']['report']
-        lines.append('adaptive: %d hook runs (%.1f s, %.1f CPU s in all), '
-                     'tuner CPU %s s, budget %d%%, poll %.1f s; decisions:'
-                     % (r['hook_runs'], r['hook_seconds'], r['hook_cpu'],
-                        _number(r['controller_cpu'], 1),
-                        r['cpu_budget_percent'], r['poll_interval']))
-        lines.append('  hook CPU per run: ' + ', '.join(
-            '%s %.2f s' % (event, cpu) for event, (_, cpu)
-            in r.get('hook_cpu_by_event', {}).items()))
+        if r['hook_runs']:
+            hooks = ('%d hook runs (%.1f s, %.1f CPU s in all)'
+                     % (r['hook_runs'], r['hook_seconds'], r['hook_cpu']))
+        else:  # real guests: libvirt ran the hook, untimed by the bench
+            hooks = 'hook run by libvirt'
+        lines.append('adaptive: %s, tuner CPU %s s, budget %d%%, poll %.1f '
+                     's; decisions:' % (hooks, _number(r['controller_cpu'], 1),
+                                        r['cpu_budget_percent'],
+                                        r['poll_interval']))
+        if r.get('hook_cpu_by_event'):
+            lines.append('  hook CPU per run: ' + ', '.join(
+                '%s %.2f s' % (event, cpu) for event, (_, cpu)
+                in r['hook_cpu_by_event'].items()))
         lines += ['  ' + d for d in r['decisions'][:12]]
         if len(r['decisions']) > 12:
             lines.append('  ... %d more in the JSON'

@@ -59,6 +59,15 @@ def test_text_report_has_table_targets_and_what_controllers_did(result):
     assert 'Achievable saving after each wave (static-max): 0.01 GiB' in text
 
 
+def test_real_guests_hook_runs_are_libvirt_s(result):
+    # Real guests: libvirt ran the hook; the bench timed none of its runs.
+    report = result['policies']['adaptive']['report']
+    report.update(hook_runs=0, hook_seconds=0.0, hook_cpu=0.0)
+    text = ksm_report.format_text(result)
+    assert 'adaptive: hook run by libvirt, tuner CPU 0.3 s' in text
+    assert 'hook CPU per run' not in text
+
+
 def test_json_round_trips(result, tmp_path):
     path = tmp_path / 'r.json'
     ksm_report.write_json(result, str(path))
