@@ -23,10 +23,11 @@ The adaptive policy, in short:
   booted guest just wrote keeps settling for a while, and the settled
   scan covers it only once per ``maintenance_scan_seconds``.
 * **settled**: pages merge only once their checksum is stable over two
-  scans, so sharing that grew (or fell) by less than 5% in a full scan,
-  after at least three, is a plateau: scan all mergeable memory once per
-  ``maintenance_scan_seconds`` at most, with ``smart_scan`` on, and never
-  above ``settled_cpu_percent`` of a core, whatever the host's memory.
+  scans, so sharing that grew by less than 5% (and fell by less than 2%)
+  in a full scan, after at least three, is a plateau: scan all mergeable
+  memory once per ``maintenance_scan_seconds`` at most, with
+  ``smart_scan`` on, and never above ``settled_cpu_percent`` of a core,
+  whatever the host's memory.
 * **pressure**: settled, on a host short of memory (``MemAvailable``
   under ``pressure_memavailable_percent``, or PSI memory stalls): scan up
   to ``pressure_cpu_budget_percent``.
@@ -105,6 +106,9 @@ class AdaptivePolicy(object):
     # A full scan that merged less than this share more is quiet: what
     # still comes (a guest booting) is followed at a cost in proportion.
     QUIET_FRACTION = 0.05
+    # ... and one in which it fell by more than this share is memory
+    # still being written.
+    FALL_FRACTION = 0.02
     # After a loss, memory must grow by half before the tuner looks again
     # (a new guest always counts).
     LOSS_GROWTH_FRACTION = 0.5
@@ -252,8 +256,10 @@ class AdaptivePolicy(object):
         self.profit.full_scan(sample)
         self._boost_scans += scans
         # Sharing that fell is memory being rewritten (a guest filling
-        # pages KSM merged while they were still zero): not a plateau.
-        if abs(grown) <= max(64, self.QUIET_FRACTION * sample.merged):
+        # pages KSM merged while they were still zero): not a plateau,
+        # unless by no more than pages rewritten all the time would do.
+        if -max(64, self.FALL_FRACTION * sample.merged) <= grown <= max(
+                64, self.QUIET_FRACTION * sample.merged):
             self._quiet_scans += scans
         else:
             self._quiet_scans = 0
