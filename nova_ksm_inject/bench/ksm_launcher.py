@@ -65,13 +65,14 @@ class GuestLauncher(object):
         proc = self._spawn('ballast', sys.executable, [
             '-m', str(mib), '--ballast', '--volatile', '0', '--tag', '0',
             '--floor-mib', str(floor_mib)])
-        self.wait_ready('ballast')
+        # Filling takes up to ~10 s per GiB where page faults are slow.
+        self.wait_ready('ballast', READY_TIMEOUT + 10.0 * mib / 1024)
         return proc
 
-    def wait_ready(self, name):
+    def wait_ready(self, name, timeout=READY_TIMEOUT):
         """Block until the guest has filled its memory."""
         proc = self.running[name]
-        timer = threading.Timer(READY_TIMEOUT, proc.kill)
+        timer = threading.Timer(timeout, proc.kill)
         timer.start()
         try:
             line = proc.stdout.readline()
