@@ -7,7 +7,6 @@ byte-for-byte unchanged, whatever the code decided (write inside the guest
 root or refuse).
 """
 
-import hashlib
 import os
 
 import pytest
@@ -15,24 +14,11 @@ import pytest
 from nova_ksm_inject import exception
 from nova_ksm_inject.disk import api
 from nova_ksm_inject.disk import inject
+from tests.fs_snapshot import snapshot
 from tests.functional.conftest import build_tree
 from tests.functional.conftest import Debugfs
 
 KEY = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostileTest hostile@ci'
-
-
-def snapshot(root):
-    state = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            path = os.path.join(dirpath, name)
-            st = os.lstat(path)
-            digest = None
-            if os.path.isfile(path) and not os.path.islink(path):
-                with open(path, 'rb') as f:
-                    digest = hashlib.sha256(f.read()).hexdigest()
-            state[path] = (st.st_mode, st.st_uid, st.st_size, digest)
-    return state
 
 
 @pytest.fixture

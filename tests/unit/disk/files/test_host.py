@@ -11,9 +11,7 @@ name the stand-in ``host`` directory by its absolute path, which is the same
 trap for an implementation that resolves on the host.
 """
 
-import hashlib
 import os
-import stat
 
 import pytest
 
@@ -21,31 +19,13 @@ from nova_ksm_inject import exception
 from nova_ksm_inject.disk import openat2
 from nova_ksm_inject.disk.files import base
 from nova_ksm_inject.disk.files import host as host_files
+from tests.fs_snapshot import snapshot
 
 # Owners are real as root and recorded per inode otherwise (conftest.py):
 # writes default to guest uid 0, which only root may give.
 pytestmark = pytest.mark.usefixtures('owners')
 Refused = exception.GuestPathRefused
 HostRootFiles = host_files.HostRootFiles
-
-
-def snapshot(top):
-    """Recursive listing of ``top``: path -> (mode, uid, content hash)."""
-    found = {}
-    for dirpath, dirnames, filenames in os.walk(top):
-        for name in dirnames + filenames:
-            full = os.path.join(dirpath, name)
-            st = os.lstat(full)
-            if stat.S_ISREG(st.st_mode):
-                with open(full, 'rb') as handle:
-                    digest = hashlib.sha256(handle.read()).hexdigest()
-            elif stat.S_ISLNK(st.st_mode):
-                digest = 'link:' + os.readlink(full)
-            else:
-                digest = 'dir'
-            found[os.path.relpath(full, top)] = (st.st_mode, st.st_uid,
-                                                 digest)
-    return found
 
 
 @pytest.fixture
