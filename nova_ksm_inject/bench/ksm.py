@@ -120,7 +120,7 @@ def run_policy(name, scenario, host, settings, workdir, progress):
         policy.start()
         t0 = time.monotonic()
         sampler = ksm_sampler.Sampler(host.sysfs, procfs.find_ksmd(),
-                                      launcher.pids, t0)
+                                      launcher.pids, t0, state=policy.state)
         sampler.start()
         runner.run(t0, halt)
         disturbing = ksm_sampler.noise(launcher, disturbing)

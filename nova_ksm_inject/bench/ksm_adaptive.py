@@ -41,6 +41,7 @@ class Adaptive(ksm_policies.Policy):
         self.hooks = []
         self.proc = self.stderr = None
         self.hooks_from_libvirt = False
+        self.statedir = None
 
     def start(self):
         self._write_conf()
@@ -49,7 +50,7 @@ class Adaptive(ksm_policies.Policy):
         self.proc = subprocess.Popen(
             [tuner, '--config-file', self.conf], stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=self.stderr)
-        statedir = ksm_statedir.KsmStateDir(self.state_dir)
+        statedir = self.statedir = ksm_statedir.KsmStateDir(self.state_dir)
         deadline = self.clock() + self.START_TIMEOUT
         while not statedir.tuner_alive():
             if self.proc.poll() is not None or self.clock() > deadline:
@@ -112,6 +113,12 @@ class Adaptive(ksm_policies.Policy):
         self.hooks.append({'guest': guest.name, 'op': op, 'subop': subop,
                            'seconds': self.clock() - began,
                            'cpu': usage.ru_utime + usage.ru_stime})
+
+    def state(self):
+        """The state the tuner published last (boost, follow...)."""
+        if self.statedir is None:
+            return None
+        return (self.statedir.tuner() or {}).get('state')
 
     def stop(self):
         if self.proc is None:

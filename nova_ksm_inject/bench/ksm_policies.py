@@ -90,6 +90,10 @@ class Policy(object):
     def stop(self):
         """Stop the controller, if any."""
 
+    def state(self):
+        """The controller's state now, when it publishes one."""
+        return None
+
     def report(self):
         return {'knobs': {k: self.knobs[k] for k in sorted(self.knobs)}}
 

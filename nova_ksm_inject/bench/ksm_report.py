@@ -143,11 +143,31 @@ def scenario_lines(result):
                                      if found is None else
                                      'ksmd stopped at %.1f s, %.2f CPU s '
                                      'after' % found))
-        elif kind == ksm_scenario.REAL_GUESTS and policy.get('booted'):
+        elif scenario.pressure and policy['samples'].get(
+                'mem_available_percent'):
+            lines.append('%s: %s' % (name, memory_line(policy['samples'])))
+        if kind == ksm_scenario.REAL_GUESTS and policy.get('booted'):
             boots = sorted(policy['booted'].values())
             lines.append('%s: login prompts after %s s' % (
                 name, ', '.join('%.0f' % b for b in boots)))
     return lines + [''] if lines else []
+
+
+def memory_line(samples, limit=20.0):
+    """MemAvailable over a run and, for the tuner, its time per state."""
+    times, available = samples['t'], samples['mem_available_percent']
+    known = [(t, a) for t, a in zip(times, available, strict=True)
+             if a is not None]
+    step = ksm_targets.RESOLUTION
+    line = 'MemAvailable %.1f-%.1f%% of RAM, %.1f s under %g%%' % (
+        min(a for _, a in known), max(a for _, a in known),
+        step * sum(1 for _, a in known if a < limit), limit)
+    states = [s for s in samples.get('state') or [] if s]
+    if states:
+        line += '; tuner %s' % ', '.join(
+            '%s %.1f s' % (state, step * states.count(state))
+            for state in sorted(set(states), key=states.index))
+    return line
 
 
 def summary_table(checks):

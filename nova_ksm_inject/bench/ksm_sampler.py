@@ -1,8 +1,10 @@
 """What the KSM benchmark watches while a policy runs.
 
-Every half second: KSM's counters and scan knobs, ksmd's CPU time, and
-how many pages of the benchmark's own guests the kernel merged
-(``/proc/<pid>/ksm_stat``) with their resident size; before and after:
+Every half second: KSM's counters and scan knobs, ksmd's CPU time, how
+many pages of the benchmark's own guests the kernel merged
+(``/proc/<pid>/ksm_stat``) with their resident size, ``MemAvailable`` (in
+percent of RAM) and the controller's state when it publishes one (the
+tuner's ``boost``, ``follow``, ``settled``...); before and after:
 other mergeable processes and the load average, which disturb the
 numbers.
 
@@ -29,7 +31,8 @@ class Sampler(threading.Thread):
     """Samples KSM's counters and ksmd's CPU every ``interval`` seconds."""
 
     def __init__(self, sysfs, ksmd_pid, guest_pids, t0,
-                 interval=SAMPLE_SECONDS, clock=time.monotonic):
+                 interval=SAMPLE_SECONDS, clock=time.monotonic,
+                 state=lambda: None):
         super().__init__(daemon=True)
         self.sysfs = sysfs
         self.ksmd_pid = ksmd_pid
@@ -37,11 +40,13 @@ class Sampler(threading.Thread):
         self.t0 = t0
         self.interval = interval
         self.clock = clock
+        self.state = state
         self.halt = threading.Event()
         self.cpu0 = procfs.cpu_seconds(ksmd_pid) or 0.0
         self.columns = {name: [] for name in (
             't', 'saved', 'ksmd_cpu', 'guest_merging', 'guest_rss_pages',
-            'merging_by_guest') + COUNTERS}
+            'merging_by_guest', 'mem_available_percent', 'state')
+            + COUNTERS}
 
     def run(self):
         tick = 0
@@ -64,6 +69,8 @@ class Sampler(threading.Thread):
         row['saved'] = max(0, row['guest_merging'] - row['pages_shared'])
         cpu = procfs.cpu_seconds(self.ksmd_pid) or self.cpu0
         row['ksmd_cpu'] = round(cpu - self.cpu0, 2)
+        row['mem_available_percent'] = available_percent()
+        row['state'] = self.state()
         row['t'] = round(self.clock() - self.t0, 3)
         for name, values in self.columns.items():
             values.append(row[name])
@@ -72,6 +79,17 @@ class Sampler(threading.Thread):
         self.halt.set()
         self.join(timeout=10)
         return self.columns
+
+
+def available_percent():
+    """``MemAvailable`` in percent of RAM, or None."""
+    try:
+        memory = procfs.meminfo()
+    except procfs.ProcError:
+        return None
+    if not memory.get('MemTotal'):
+        return None
+    return round(100.0 * memory['MemAvailable'] / memory['MemTotal'], 1)
 
 
 def noise(launcher, found=()):

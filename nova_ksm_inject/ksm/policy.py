@@ -24,7 +24,11 @@ The adaptive policy, in short:
   scan covers it only once per ``maintenance_scan_seconds``.
 * **settled**: pages merge only once their checksum is stable over two
   scans, so sharing that grew by less than 5% (and fell by less than 2%)
-  in a full scan, after at least three, is a plateau: scan all mergeable
+  in a full scan, after at least three, is a plateau, unless guest memory
+  was still arriving: a full scan in which the guests' resident memory
+  grew by over 5% is not quiet, nor is the one after it (pages written
+  late in a scan are first seen by the next and merge in the one after
+  that). On a plateau: scan all mergeable
   memory once per ``maintenance_scan_seconds`` at most, with
   ``smart_scan`` on, and never above ``settled_cpu_percent`` of a core,
   whatever the host's memory.
@@ -129,6 +133,8 @@ class AdaptivePolicy(object):
         self.profit = signals.Profit(settings)
         self._mark = None  # (full_scans, merged) at the last full scan
         self._boost_scans = self._quiet_scans = 0
+        # Guest memory at the last full scan, and whether it grew then.
+        self._rss_mark, self._arrived = 0, False
         self.growth = signals.Growth()
         self._knobs = None  # (run, pages_to_scan, sleep) last decided
         # Second looks: the delay after the next plateau (None: no look
@@ -241,6 +247,7 @@ class AdaptivePolicy(object):
             self.pages = None
         self._mark = (sample.full_scans, sample.merged)
         self._boost_scans = self._quiet_scans = 0
+        self._rss_mark, self._arrived = sample.guest_pages, False
         self.profit.reset()
 
     def _track_scans(self, sample):
@@ -255,19 +262,31 @@ class AdaptivePolicy(object):
         self._mark = (sample.full_scans, sample.merged)
         self.profit.full_scan(sample)
         self._boost_scans += scans
+        arriving = self._memory_arriving(sample)
         # Sharing that fell is memory being rewritten (a guest filling
         # pages KSM merged while they were still zero): not a plateau,
         # unless by no more than pages rewritten all the time would do.
-        if -max(64, self.FALL_FRACTION * sample.merged) <= grown <= max(
-                64, self.QUIET_FRACTION * sample.merged):
-            self._quiet_scans += scans
-        else:
+        quiet = -max(64, self.FALL_FRACTION * sample.merged) <= grown <= max(
+            64, self.QUIET_FRACTION * sample.merged)
+        if arriving or not quiet:
             self._quiet_scans = 0
+        else:
+            # The scan after memory arrived only saw its checksums.
+            self._quiet_scans += scans - 1 if self._arrived else scans
+        self._arrived = arriving
         if (self._boost_scans >= self.MIN_BOOST_SCANS
                 and self._quiet_scans >= self.PLATEAU_SCANS):
             return ('plateau: %d pages merged, grew %d over the last %d '
                     'full scans' % (sample.merged, grown, self._quiet_scans))
         return ''
+
+    def _memory_arriving(self, sample):
+        """Whether the guests' resident memory grew by over 5% (and 16
+        MiB) since the last full scan: pages still being written."""
+        grown = sample.guest_pages - self._rss_mark
+        self._rss_mark = sample.guest_pages
+        return grown > max(signals.Growth.PAGES,
+                           self.QUIET_FRACTION * (sample.guest_pages - grown))
 
     # -- knob computation -------------------------------------------------
     def _batch(self, percent, sleep, floor, ceiling):

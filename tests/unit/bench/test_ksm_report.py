@@ -91,3 +91,12 @@ def test_plot_says_why_without_matplotlib(result, tmp_path, monkeypatch):
     assert 'matplotlib is not installed' in why
     assert 'nova-ksm-inject[plot]' in why
     assert not (tmp_path / 'r.png').exists()
+
+
+def test_pressure_runs_report_memory_and_the_tuner_states():
+    samples = {'t': [0.0, 0.5, 1.0, 1.5],
+               'mem_available_percent': [30.0, 19.5, 18.0, None],
+               'state': ['boost', 'boost', 'pressure', None]}
+    assert ksm_report.memory_line(samples) == (
+        'MemAvailable 18.0-30.0% of RAM, 1.0 s under 20%; tuner boost 1.0 s, '
+        'pressure 0.5 s')

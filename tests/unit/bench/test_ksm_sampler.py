@@ -19,7 +19,8 @@ def test_sampler_reads_counters_ksmd_and_guests(tmp_path, monkeypatch):
     clock = ksm_fakes.FakeClock(start=50.0)
     sampler = ksm_sampler.Sampler(fake_ksm.sysfs, 37,
                                   lambda: {'a': 500, 'b': 501},
-                                  t0=48.0, clock=clock)
+                                  t0=48.0, clock=clock,
+                                  state=lambda: 'boost')
     proc.set_ticks(37, 250)
     sampler.take()
     columns = sampler.columns
@@ -31,6 +32,7 @@ def test_sampler_reads_counters_ksmd_and_guests(tmp_path, monkeypatch):
     assert columns['guest_merging'] == [42]
     assert columns['guest_rss_pages'] == [100]
     assert columns['pages_to_scan'] == [100]
+    assert columns['state'] == ['boost']
 
 
 def test_saved_drops_as_soon_as_guests_exit(tmp_path, monkeypatch):

@@ -172,6 +172,38 @@ def test_sharing_that_falls_is_no_plateau():
     assert settled.state == policy.SETTLED and 'plateau' in settled.reason
 
 
+def test_no_plateau_while_guest_memory_still_arrives():
+    # The pressure run's third wave: page faults are slow, the new guests
+    # are still writing their memory while the boost's full scans pass,
+    # and sharing does not grow (their pages are volatile).
+    tuner = make()
+    host = Host(guests=12, started=True, tracked=786432,
+                guest_pages=847747)
+    tuner.decide(host.sample)
+    for rss in (1066612, 1171989, 1242000):  # +26%, +10%, +6%
+        assert scan(tuner, host, 1, 584906, guest_pages=rss,
+                    tracked=1179648).state == policy.BOOST
+    # Memory stopped: the next scan only sees the last pages' checksums.
+    assert scan(tuner, host, 1, 584906).state == policy.BOOST
+    # ... the one after merges them ...
+    assert scan(tuner, host, 1, 919138).state == policy.BOOST
+    settled = scan(tuner, host, 1, 919200)
+    assert settled.state == policy.SETTLED and 'plateau' in settled.reason
+
+
+def test_slow_growth_during_a_boost_is_left_to_follow():
+    # A booting guest grows a little per full scan: the boost still ends
+    # (following that growth costs less than boosting through a boot).
+    tuner = make()
+    host = Host(guests=4, started=True, tracked=300000, guest_pages=300000)
+    tuner.decide(host.sample)
+    rss = 300000
+    for merged in (0, 50000, 52000):
+        rss += 3000  # 12 MiB a scan, 1%
+        decision = scan(tuner, host, 1, merged, guest_pages=rss)
+    assert decision.state == policy.SETTLED
+
+
 def test_no_plateau_before_three_full_scans():
     tuner = make()
     host = Host(guests=1, started=True)
