@@ -74,16 +74,27 @@ def reset(host, timeout=120.0):
     host.apply(ksm_policies.KERNEL_DEFAULTS)
 
 
-def ballast_mib(scenario):
-    """Memory to hold so that the host is short of memory once every
-    guest runs: available memory ends under 20% of RAM (ksmtuned's
-    threshold and the tuner's default), but never under
-    ``ksm_preflight.BALLAST_FLOOR_MIB`` (the ballast gives memory back
-    below it)."""
-    info = procfs.meminfo()
+# Available memory the ballast leaves once every guest runs and KSM merged
+# what it can, in percent of RAM: under the 20% of ksmtuned and of the
+# tuner's pressure_memavailable_percent, so the host stays short of memory
+# even after merging (which frees memory).
+PRESSURE_AVAILABLE_PERCENT = 15.0
+
+
+def ballast_mib(scenario, info=None):
+    """Memory to hold so that the host stays short of memory: once every
+    guest runs and its identical pages are merged, available memory is
+    :data:`PRESSURE_AVAILABLE_PERCENT` of RAM, but never under
+    ``ksm_preflight.BALLAST_FLOOR_MIB`` + 512 (the ballast gives memory
+    back below the floor: guests that arrive unmerged need it)."""
+    info = info or procfs.meminfo()
     total = info['MemTotal'] // 1024
-    target = max(ksm_preflight.BALLAST_FLOOR_MIB + 512, int(total * 0.18))
-    guests = scenario.peak_guests * scenario.guest_mib
+    target = max(ksm_preflight.BALLAST_FLOOR_MIB + 512,
+                 int(total * PRESSURE_AVAILABLE_PERCENT / 100))
+    peak = scenario.peak_guests
+    merged_mib = (scenario.expected_saving(peak) * ksm_guest.PAGE_SIZE
+                  // (1024 * 1024))
+    guests = peak * scenario.guest_mib - merged_mib
     return max(0, info['MemAvailable'] // 1024 - guests - target)
 
 

@@ -17,7 +17,7 @@ from nova_ksm_inject.bench import ksm_scenario
 
 MEMORY_MARGIN_MIB = 1024
 # Never drive the shared host's MemAvailable under this (others work too).
-BALLAST_FLOOR_MIB = 4096
+BALLAST_FLOOR_MIB = 2048
 
 
 class BenchRefused(exception.NovaKsmInjectError):

@@ -97,8 +97,8 @@ def test_refuses_adaptive_without_our_console_scripts(fake_ksm, installed,
 
 def test_refuses_guests_that_do_not_fit_in_memory(fake_ksm, installed):
     big = ksm_scenario.Scenario(waves=3, guests=4, guest_mib=1024)
-    # 12 GiB of guests, 1 GiB of margin, 4 GiB left to the host's others.
-    with pytest.raises(BenchRefused, match='need 17408 MiB but only 8192'):
+    # 12 GiB of guests, 1 GiB of margin, 2 GiB left to the host's others.
+    with pytest.raises(BenchRefused, match='need 15360 MiB but only 8192'):
         preflight(fake_ksm, scenario=big)
 
 
@@ -189,3 +189,17 @@ def test_results_without_static_max_use_the_theoretical_saving():
     assert result['achievable']['source'] == 'theoretical'
     assert result['achievable']['pages'] == [SMALL.identical_pages]
     assert result['policies']['adaptive']['summary']['t95'] == 2.0
+
+
+def test_ballast_keeps_the_host_short_of_memory_after_merging():
+    scenario = ksm_scenario.PRESETS[ksm_scenario.PRESSURE][0]
+    info = {'MemTotal': 24105 * 1024, 'MemAvailable': 22500 * 1024}
+    ballast = ksm.ballast_mib(scenario, info)
+    # 12 guests of 384 MiB, of which 11 x 85% merge away: 1018 MiB left.
+    merged = 11 * int(384 * 256 * 0.85) * 4096 // 2 ** 20
+    left = 22500 - ballast - (12 * 384 - merged)
+    assert left == int(24105 * 0.15)  # 15% of RAM: under the 20% limit
+    # A small host: never under the floor the ballast gives memory back at.
+    small = {'MemTotal': 8192 * 1024, 'MemAvailable': 7000 * 1024}
+    assert 7000 - ksm.ballast_mib(scenario, small) - (12 * 384 - merged) \
+        == ksm_preflight.BALLAST_FLOOR_MIB + 512
