@@ -34,7 +34,9 @@ The adaptive policy, in short:
   whatever the host's memory.
 * **pressure**: settled, on a host short of memory (``MemAvailable``
   under ``pressure_memavailable_percent``, or PSI memory stalls): scan up
-  to ``pressure_cpu_budget_percent``.
+  to ``pressure_cpu_budget_percent``, in batches sized for the costliest
+  pages (the rate of merging new memory), so that the ceiling holds
+  wherever ksmd's walk is.
 * **loss**: KSM's profit (``general_profit``, or the same estimated on
   older kernels, see signals.py) stayed negative over full scans: merging
   costs more memory than it saves, so ksmd stops (and with
@@ -317,7 +319,11 @@ class AdaptivePolicy(object):
             want += math.ceil(follow * sleep / 1000.0)
         elif self.pressure.check(sample):
             ceiling = self.settings.pressure_cpu_budget_percent
-            want = self.MAX_PAGES  # as fast as the pressure budget allows
+            # As fast as the pressure budget allows when every page is
+            # costly: merged pages cost a tenth of pages being rewritten,
+            # and a batch sized on one kind overshoots on the other.
+            want = self.scan.costly_pages_for(
+                ceiling * self.BUDGET_MARGIN, sleep)
             state, reason = PRESSURE, self.pressure.reason
         else:
             state, ceiling = SETTLED, self.settings.settled_cpu_percent

@@ -17,7 +17,8 @@ overshoots in another. Three sources, best first:
   ``pages_sharing``, ``pages_unshared``, ``pages_volatile``).
 * **the rate of merging new memory** learned in earlier boosts (the
   slowest ksmd scans), used when a boost starts, so that ksmd holds the
-  budget from the first second.
+  budget from the first second, and for the pressure state's batches, so
+  that its ceiling holds whatever pages ksmd walks through.
 """
 
 MIN_WINDOW_CPU = 0.04  # ksmd CPU seconds (4 ticks) to trust a window
@@ -121,6 +122,12 @@ class ScanRate(object):
         batch = duty_batch_seconds(percent, sleep_ms)
         longest = self.MAX_BATCH_FACTOR * self.fast_rate * batch
         return min(self._pages_for(percent, sleep_ms, batch), longest)
+
+    def costly_pages_for(self, percent, sleep_ms):
+        """The batch that holds ``percent`` of a core even if every page
+        costs what merging new memory does (the slowest rate learned): a
+        ceiling that holds wherever ksmd's walk is."""
+        return self.merge_rate * duty_batch_seconds(percent, sleep_ms)
 
     def _pages_for(self, percent, sleep_ms, batch):
         model = self.rate * batch

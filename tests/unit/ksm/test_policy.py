@@ -399,6 +399,26 @@ def test_pressure_raises_the_settled_ceiling_with_hysteresis():
         policy.SETTLED
 
 
+def test_pressure_holds_its_budget_when_the_pages_get_costly():
+    """Settled under pressure on merged memory (cheap), ksmd's walk
+    reaches pages that are being rewritten (13 times the cost): the
+    pressure budget still holds, as the batch assumes the costliest
+    pages."""
+    tuner = make(pressure_cpu_budget_percent=10)
+    ksmd = ksmd_model.Ksmd(pages=4 * 65536)
+    total = 24 * 1024 * 1024
+    pressed = {'mem_total': total, 'mem_available': total // 10}
+    trace = ksmd_model.drive(tuner, ksmd, 60, **pressed)
+    assert trace[-1][2].state == policy.PRESSURE
+    ksmd.merged_cost = ksmd.new_cost
+    start = ksmd.now
+    trace = ksmd_model.drive(tuner, ksmd, 30, **pressed)
+    assert {t[2].state for t in trace} == {policy.PRESSURE}
+    assert ksmd_model.worst_window(trace, start) <= 10 + 5
+    # ... and uses it: at least half of the budget on costly pages.
+    assert 100 * (trace[-1][1] - trace[0][1]) / 30 >= 5
+
+
 def test_psi_stalls_are_pressure():
     tuner = make()
     host = Host(guests=2, started=True, tracked=100000)
