@@ -124,6 +124,14 @@ def summarize(samples, phases, levels, duration, page_size):
     cpu = value_at(times, samples['ksmd_cpu'], duration) - (
         samples['ksmd_cpu'][0] if times else 0)
     saved_gib = [v * page_size / GIB for v in saved]
+    resident_gib = [v * page_size / GIB for v in samples.get(
+        'guest_rss_pages', [0] * len(times))]
+    end = phases[-1][2] if phases else duration
+    window = (min(FINAL_WINDOW, (phases[-1][2] - phases[-1][1]) / 2.0)
+              if phases else FINAL_WINDOW)
+
+    def at_end(values):
+        return round(final_level(times, values, end, window), 3)
     gib_min = integral(times, saved_gib) / 60.0
     waves = wave_times(phases, levels, times, saved)
     return {
@@ -133,10 +141,11 @@ def summarize(samples, phases, levels, duration, page_size):
         'saved_gib_min': round(gib_min, 4),
         'efficiency': round(gib_min / cpu, 4) if cpu > 0 else None,
         'peak_saved_gib': round(max(saved_gib, default=0.0), 3),
-        'final_saved_gib': round(final_level(
-            times, saved_gib, phases[-1][2] if phases else duration,
-            min(FINAL_WINDOW, (phases[-1][2] - phases[-1][1]) / 2.0)
-            if phases else FINAL_WINDOW), 3),
+        'final_saved_gib': at_end(saved_gib),
+        # What the guests occupy at the end: resident minus saved.
+        'final_resident_gib': at_end(resident_gib),
+        'final_footprint_gib': round(at_end(resident_gib)
+                                     - at_end(saved_gib), 3),
         'shortest_phase': min((w['phase_seconds'] for w in waves),
                               default=0.0),
     }

@@ -148,9 +148,21 @@ def scenario_lines(result):
             lines.append('%s: %s' % (name, memory_line(policy['samples'])))
         if kind == ksm_scenario.REAL_GUESTS and policy.get('booted'):
             boots = sorted(policy['booted'].values())
-            lines.append('%s: login prompts after %s s' % (
-                name, ', '.join('%.0f' % b for b in boots)))
+            lines.append('%s: login prompts after %s s; %s' % (
+                name, ', '.join('%.0f' % b for b in boots),
+                footprint_line(policy['summary'])))
     return lines + [''] if lines else []
+
+
+def footprint_line(summary):
+    """What the guests occupy at the end: a policy's saving depends on
+    how much memory its guests made resident, too."""
+    if summary.get('final_resident_gib') is None:
+        return 'no resident size recorded'
+    return ('at the end the guests held %.3f GiB resident, %.3f GiB of it '
+            'saved: they occupy %.3f GiB' % (
+                summary['final_resident_gib'], summary['final_saved_gib'],
+                summary['final_footprint_gib']))
 
 
 def memory_line(samples, limit=20.0):

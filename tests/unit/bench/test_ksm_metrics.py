@@ -96,6 +96,16 @@ def test_summary_cpu_saving_and_efficiency():
     assert summary['shortest_phase'] == 120
 
 
+def test_summary_says_what_the_guests_occupy_at_the_end():
+    # 3 GiB resident, 1 GiB of it saved: the guests occupy 2 GiB.
+    s = samples([0, 60, 120], [GIB_PAGES] * 3, [0.0, 1.0, 2.0])
+    s['guest_rss_pages'] = [3 * GIB_PAGES] * 3
+    summary = ksm_metrics.summarize(s, [(1, 0, 120)], [GIB_PAGES], 120,
+                                    PAGE)
+    assert (summary['final_resident_gib'], summary['final_saved_gib'],
+            summary['final_footprint_gib']) == (3.0, 1.0, 2.0)
+
+
 def test_summary_without_cpu_has_no_efficiency():
     s = samples([0, 1], [0, 0], [0.0, 0.0])
     summary = ksm_metrics.summarize(s, [(1, 0, 1)], [100], 1, PAGE)

@@ -100,3 +100,11 @@ def test_pressure_runs_report_memory_and_the_tuner_states():
     assert ksm_report.memory_line(samples) == (
         'MemAvailable 18.0-30.0% of RAM, 1.0 s under 20%; tuner boost 1.0 s, '
         'pressure 0.5 s')
+
+
+def test_real_guests_report_what_the_guests_occupy():
+    summary = {'final_resident_gib': 2.9, 'final_saved_gib': 0.7,
+               'final_footprint_gib': 2.2}
+    assert ksm_report.footprint_line(summary) == (
+        'at the end the guests held 2.900 GiB resident, 0.700 GiB of it '
+        'saved: they occupy 2.200 GiB')
