@@ -285,10 +285,9 @@ class AdaptivePolicy(object):
     def _memory_arriving(self, sample):
         """Whether the guests' resident memory grew by over 5% (and 16
         MiB) since the last full scan: pages still being written."""
-        grown = sample.guest_pages - self._rss_mark
-        self._rss_mark = sample.guest_pages
-        return grown > max(signals.Growth.PAGES,
-                           self.QUIET_FRACTION * (sample.guest_pages - grown))
+        then, self._rss_mark = self._rss_mark, sample.guest_pages
+        return signals.Growth.significant(sample.guest_pages, then,
+                                          self.QUIET_FRACTION)
 
     # -- knob computation -------------------------------------------------
     def _batch(self, percent, sleep, floor, ceiling):

@@ -151,13 +151,18 @@ class Growth(object):
         self.baseline = (min(self.baseline[0], sample.guest_pages),
                          min(self.baseline[1], sample.tracked))
 
+    @classmethod
+    def significant(cls, now, then, fraction=FRACTION):
+        """Whether ``then`` -> ``now`` pages is growth that counts."""
+        return now - then > max(cls.PAGES, fraction * then)
+
     def grown(self, sample, fraction=FRACTION):
         """Why there is new memory to cover, or ''; counted once."""
         pages, tracked = self.baseline
         for name, now, then in (('guest memory', sample.guest_pages, pages),
                                 ('KSM tracked pages', sample.tracked,
                                  tracked)):
-            if now - then > max(self.PAGES, fraction * then):
+            if self.significant(now, then, fraction):
                 self.follows.append((
                     sample.time + self.FOLLOW_SECONDS,
                     self.FOLLOW_SCANS * (now - then) / self.FOLLOW_SECONDS))
