@@ -64,16 +64,22 @@ def fill(buf, pages, identical_pages, tag, body=None):
     """Fill ``pages`` pages: bodies from ``body``, distinct headers.
 
     Headers make every page unique within the guest; owner 0 (identical
-    pages) makes page ``i`` the same in every guest.
+    pages) makes page ``i`` the same in every guest. Each page is written
+    once, with its final bytes: a page written body first and header later
+    would briefly match every page with the same body, and ksmd scanning
+    meanwhile would merge (and then lose) pages no guest really shares.
     """
     body = body if body is not None else pattern()
-    chunk = len(body)
-    for offset in range(0, pages * PAGE_SIZE, chunk):
-        end = min(offset + chunk, pages * PAGE_SIZE)
-        buf[offset:end] = body[:end - offset]
-    for i in range(pages):
-        HEADER.pack_into(buf, i * PAGE_SIZE, i + 1,
-                         0 if i < identical_pages else tag, 0)
+    chunk = bytearray(body)
+    per_chunk = len(body) // PAGE_SIZE
+    for first in range(0, pages, per_chunk):
+        count = min(per_chunk, pages - first)
+        for j in range(count):
+            i = first + j
+            HEADER.pack_into(chunk, j * PAGE_SIZE, i + 1,
+                             0 if i < identical_pages else tag, 0)
+        buf[first * PAGE_SIZE:(first + count) * PAGE_SIZE] = (
+            memoryview(chunk)[:count * PAGE_SIZE])
 
 
 def volatile_range(pages, identical_pages, volatile):

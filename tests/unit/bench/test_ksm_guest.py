@@ -55,3 +55,31 @@ def test_parser_takes_qemu_options_first():
         '--identical', '0.85', '--tag', '7'])
     assert args.enable_kvm and args.m == 256 and args.tag == 7
     assert not args.ballast
+
+
+class _WriteLog(bytearray):
+    """A guest's memory that records every write (slices only)."""
+
+    def __init__(self, size):
+        super().__init__(size)
+        self.writes = []
+
+    def __setitem__(self, key, value):
+        self.writes.append((key, bytes(value)))
+        super().__setitem__(key, value)
+
+
+def test_each_page_is_written_once_with_its_final_bytes():
+    # ksmd may scan while a guest fills: a page must never hold bytes
+    # (a bare body) that other pages share but the guest will not keep.
+    pages = ksm_guest.PATTERN_PAGES + 10
+    buf = _WriteLog(pages * PAGE)
+    ksm_guest.fill(buf, pages, 15, 3)
+    final = bytes(buf)
+    written = [0] * pages
+    for key, value in buf.writes:
+        assert key.start % PAGE == 0 and len(value) % PAGE == 0
+        assert final[key.start:key.start + len(value)] == value
+        for i in range(key.start // PAGE, (key.start + len(value)) // PAGE):
+            written[i] += 1
+    assert written == [1] * pages
