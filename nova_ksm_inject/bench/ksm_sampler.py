@@ -3,7 +3,9 @@
 Every half second: KSM's counters and scan knobs, ksmd's CPU time, how
 many pages of the benchmark's own guests the kernel merged
 (``/proc/<pid>/ksm_stat``) with their resident size, ``MemAvailable`` (in
-percent of RAM) and the controller's state when it publishes one (the
+percent of RAM), how many pages of the guests' mergeable memory map the
+shared zero page (``guest_zero_pages``, see :mod:`zeropages`: memory that
+a huge page split freed without KSM counting it) and the controller's state when it publishes one (the
 tuner's ``boost``, ``follow``, ``settled``...); before and after:
 other mergeable processes and the load average, which disturb the
 numbers.
@@ -18,6 +20,7 @@ calm scan rate; it is kept as ``pages_sharing``.
 import threading
 import time
 
+from nova_ksm_inject.bench import zeropages
 from nova_ksm_inject import procfs
 from nova_ksm_inject.ksm import processes
 
@@ -32,7 +35,7 @@ class Sampler(threading.Thread):
 
     def __init__(self, sysfs, ksmd_pid, guest_pids, t0,
                  interval=SAMPLE_SECONDS, clock=time.monotonic,
-                 state=lambda: None):
+                 state=lambda: None, zero_frames=None):
         super().__init__(daemon=True)
         self.sysfs = sysfs
         self.ksmd_pid = ksmd_pid
@@ -41,11 +44,14 @@ class Sampler(threading.Thread):
         self.interval = interval
         self.clock = clock
         self.state = state
+        self.zero_frames = (zeropages.ZeroFrames.probe()
+                            if zero_frames is None else zero_frames)
         self.halt = threading.Event()
         self.cpu0 = procfs.cpu_seconds(ksmd_pid) or 0.0
         self.columns = {name: [] for name in (
             't', 'saved', 'ksmd_cpu', 'guest_merging', 'guest_rss_pages',
-            'merging_by_guest', 'mem_available_percent', 'state')
+            'merging_by_guest', 'mem_available_percent', 'state',
+            'guest_zero_pages')
             + COUNTERS}
 
     def run(self):
@@ -66,6 +72,8 @@ class Sampler(threading.Thread):
         row['guest_merging'] = sum(row['merging_by_guest'].values())
         row['guest_rss_pages'] = sum(procfs.resident_pages(p)
                                      for p in guests.values())
+        row['guest_zero_pages'] = sum(
+            zeropages.zero_mapped(p, self.zero_frames) for p in guests.values())
         row['saved'] = max(0, row['guest_merging'] - row['pages_shared'])
         cpu = procfs.cpu_seconds(self.ksmd_pid) or self.cpu0
         row['ksmd_cpu'] = round(cpu - self.cpu0, 2)

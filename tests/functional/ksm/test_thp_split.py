@@ -6,7 +6,9 @@ all of them, yet none counts as merged (``ksm_merging_pages``,
 pages alone undercount what KSM saves a guest (bench/ksm_targets.py).
 
 The kernel's own counters are the readers: ``smaps_rollup`` and
-``ksm_stat`` of this process."""
+``ksm_stat`` of this process. The benchmark's reader of those zero-page
+mappings (``bench/zeropages.py``, from ``/proc/<pid>/pagemap``) must find
+exactly the pages the resident memory lost."""
 
 import ctypes
 import mmap
@@ -16,6 +18,7 @@ import time
 
 import pytest
 
+from nova_ksm_inject.bench import zeropages
 from tests.functional.ksm import conftest
 
 MADV_MERGEABLE, MADV_HUGEPAGE = 12, 14
@@ -80,6 +83,8 @@ def test_a_split_huge_page_gives_its_zero_subpages_back_unmerged(
             for j in range(1, SAME + 1):
                 buf[start + j * PAGE:start + (j + 1) * PAGE] = same
         before = rollup()
+        frames = zeropages.ZeroFrames.probe()
+        zero_before = zeropages.zero_mapped(os.getpid(), frames)
         if before['AnonHugePages'] < size // 1024:
             pytest.skip('the kernel gave no huge pages (%d kB)'
                         % before['AnonHugePages'])
@@ -95,6 +100,7 @@ def test_a_split_huge_page_gives_its_zero_subpages_back_unmerged(
                 break
             time.sleep(0.2)
         after, stat = rollup(), ksm_stat()
+        zero_after = zeropages.zero_mapped(os.getpid(), frames)
         # Every huge page was split to merge its 9 common subpages ...
         assert after['AnonHugePages'] == 0
         assert stat['ksm_merging_pages'] == HUGE_PAGES * SAME
@@ -102,5 +108,9 @@ def test_a_split_huge_page_gives_its_zero_subpages_back_unmerged(
         # ... and its 502 zero subpages left the resident memory too.
         zero_kib = HUGE_PAGES * (HUGE - (SAME + 1) * PAGE) // 1024
         assert before['Rss'] - after['Rss'] >= 0.95 * zero_kib
+        # The benchmark's page-table reader finds each of them on the
+        # zero page (and none before the split).
+        assert zero_before == 0
+        assert zero_after == zero_kib * 1024 // PAGE
     finally:
         buf.close()
