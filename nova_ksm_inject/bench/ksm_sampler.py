@@ -5,8 +5,9 @@ many pages of the benchmark's own guests the kernel merged
 (``/proc/<pid>/ksm_stat``) with their resident size, ``MemAvailable`` (in
 percent of RAM), how many pages of the guests' mergeable memory map the
 shared zero page (``guest_zero_pages``, see :mod:`zeropages`: memory that
-a huge page split freed without KSM counting it) and the controller's state when it publishes one (the
-tuner's ``boost``, ``follow``, ``settled``...); before and after:
+a huge page split freed without KSM counting it) and the controller's
+state when it publishes one (the tuner's ``boost``, ``follow``,
+``settled``...); before and after:
 other mergeable processes and the load average, which disturb the
 numbers.
 
@@ -20,8 +21,8 @@ calm scan rate; it is kept as ``pages_sharing``.
 import threading
 import time
 
-from nova_ksm_inject.bench import zeropages
 from nova_ksm_inject import procfs
+from nova_ksm_inject.bench import zeropages
 from nova_ksm_inject.ksm import processes
 
 SAMPLE_SECONDS = 0.5
@@ -72,8 +73,8 @@ class Sampler(threading.Thread):
         row['guest_merging'] = sum(row['merging_by_guest'].values())
         row['guest_rss_pages'] = sum(procfs.resident_pages(p)
                                      for p in guests.values())
-        row['guest_zero_pages'] = sum(
-            zeropages.zero_mapped(p, self.zero_frames) for p in guests.values())
+        row['guest_zero_pages'] = sum(zeropages.zero_mapped(
+            p, self.zero_frames) for p in guests.values())
         row['saved'] = max(0, row['guest_merging'] - row['pages_shared'])
         cpu = procfs.cpu_seconds(self.ksmd_pid) or self.cpu0
         row['ksmd_cpu'] = round(cpu - self.cpu0, 2)
