@@ -212,12 +212,17 @@ def run(scenario, policies, settings, lock_path=LOCK_PATH, sysfs=None,
 
 def results(scenario, runs, settings):
     """Numbers for every policy run, from their samples."""
+    key = ksm_metrics.SAVED
+    if scenario.kind == ksm_scenario.REAL_GUESTS:
+        key = ksm_metrics.FREED
+        for raw in runs.values():
+            ksm_metrics.add_freed(raw['samples'])
     static = runs.get(ksm_metrics.STATIC)
     if static:
         phases = ksm_metrics.phases_from_log(static['events'],
                                              scenario.duration)
         levels = ksm_metrics.achievable_levels(
-            phases, static['samples']['t'], static['samples']['saved'])
+            phases, static['samples']['t'], static['samples'][key])
         source = ksm_metrics.STATIC
     else:
         levels = [scenario.expected_saving(wave * scenario.guests)
@@ -229,7 +234,7 @@ def results(scenario, runs, settings):
                                              scenario.duration)
         summary = ksm_metrics.summarize(raw['samples'], phases, levels,
                                         scenario.duration,
-                                        ksm_guest.PAGE_SIZE)
+                                        ksm_guest.PAGE_SIZE, key)
         policies[name] = dict(raw, summary=summary)
     return {
         'scenario': dict(dataclasses.asdict(scenario),
@@ -238,6 +243,7 @@ def results(scenario, runs, settings):
                              for w in range(1, len(scenario.phases()) + 1)]),
         'host': host_info(),
         'achievable': {'source': source, 'pages': levels},
+        'saving': key,
         'policies': policies,
         'targets': ksm_targets.for_scenario(scenario, policies, settings),
     }

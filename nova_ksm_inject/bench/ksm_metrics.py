@@ -4,6 +4,13 @@ Samples are columns of equal length: ``t`` (seconds since the run
 began), ``saved`` (``pages_sharing``: pages the guests would otherwise
 own) and ``ksmd_cpu`` (ksmd CPU seconds since the run began).
 
+Real guests save memory KSM does not count as merged: ksmd splits their
+transparent huge pages to merge parts of them, and since Linux 6.12 a
+split maps the zero-filled subpages to the shared zero page. Their saving
+is ``freed``: merged pages plus the guests' pages on the zero page
+(``guest_zero_pages``, which is 0 for guests no ksmd touched). Synthetic
+guests write every page, so theirs is ``saved``.
+
 Time to X% is measured per wave, from the wave's arrival until the next
 wave arrives (or the first one leaves): the time until the saving reaches
 the previous wave's achievable level plus X% of what this wave adds.
@@ -23,6 +30,17 @@ MAX_CPU_SHARE = 0.10  # adaptive's ksmd CPU within 10% of static-max's
 MIN_SPEEDUP = 5.0  # adaptive's t95 5x sooner than the slow policies
 # "At the end": the last 20 s (at most the second half) of the last phase.
 FINAL_WINDOW = 20.0
+
+
+SAVED, FREED = 'saved', 'freed'
+
+
+def add_freed(samples):
+    """Add the ``freed`` column: merged pages plus zero-page pages."""
+    zero = samples.get('guest_zero_pages') or [0] * len(samples['t'])
+    samples[FREED] = [s + z for s, z in zip(samples[SAVED], zero,
+                                            strict=True)]
+    return samples
 
 
 def time_to(times, values, threshold, start, end):
@@ -118,12 +136,14 @@ def final_level(times, values, end, window=FINAL_WINDOW):
     return sum(picked) / len(picked) if picked else 0.0
 
 
-def summarize(samples, phases, levels, duration, page_size):
-    """The headline numbers of one policy's run."""
-    times, saved = samples['t'], samples['saved']
+def summarize(samples, phases, levels, duration, page_size, key=SAVED):
+    """The headline numbers of one policy's run; its saving is the
+    ``key`` column (``saved`` or ``freed``)."""
+    times, saved = samples['t'], samples[key]
     cpu = value_at(times, samples['ksmd_cpu'], duration) - (
         samples['ksmd_cpu'][0] if times else 0)
     saved_gib = [v * page_size / GIB for v in saved]
+    merged_gib = [v * page_size / GIB for v in samples[SAVED]]
     resident_gib = [v * page_size / GIB for v in samples.get(
         'guest_rss_pages', [0] * len(times))]
     end = phases[-1][2] if phases else duration
@@ -142,10 +162,12 @@ def summarize(samples, phases, levels, duration, page_size):
         'efficiency': round(gib_min / cpu, 4) if cpu > 0 else None,
         'peak_saved_gib': round(max(saved_gib, default=0.0), 3),
         'final_saved_gib': at_end(saved_gib),
-        # What the guests occupy at the end: resident minus saved.
+        'final_merged_gib': at_end(merged_gib),
+        # What the guests occupy at the end: resident minus merged (pages
+        # on the zero page are not resident).
         'final_resident_gib': at_end(resident_gib),
         'final_footprint_gib': round(at_end(resident_gib)
-                                     - at_end(saved_gib), 3),
+                                     - at_end(merged_gib), 3),
         'shortest_phase': min((w['phase_seconds'] for w in waves),
                               default=0.0),
     }

@@ -108,6 +108,9 @@ def format_text(result):
         lines += ['Per wave, t50 / t95 (s):', '', rst_table(
             tuple(['policy'] + ['wave %d' % (i + 1) for i in range(waves)]),
             wave_rows(result)), '']
+    if result.get('saving') == ksm_metrics.FREED:
+        lines += ['Saved: merged pages plus the guests\' pages a huge page '
+                  'split put on the shared zero page.', '']
     lines += scenario_lines(result) + ['Targets:']
     lines += target_lines(result['targets'])
     lines += [''] + controllers(result)
@@ -159,10 +162,15 @@ def footprint_line(summary):
     how much memory its guests made resident, too."""
     if summary.get('final_resident_gib') is None:
         return 'no resident size recorded'
-    return ('at the end the guests held %.3f GiB resident, %.3f GiB of it '
-            'saved: they occupy %.3f GiB' % (
-                summary['final_resident_gib'], summary['final_saved_gib'],
+    merged = summary.get('final_merged_gib', summary['final_saved_gib'])
+    line = ('at the end the guests held %.3f GiB resident, %.3f GiB of it '
+            'merged: they occupy %.3f GiB' % (
+                summary['final_resident_gib'], merged,
                 summary['final_footprint_gib']))
+    if summary['final_saved_gib'] > merged:
+        line += '; %.3f GiB more is on the zero page' % (
+            summary['final_saved_gib'] - merged)
+    return line
 
 
 def memory_line(samples, limit=20.0):
@@ -291,10 +299,11 @@ def plot(result, path):
     figure, (saved, cpu) = pyplot.subplots(2, 1, sharex=True,
                                            figsize=(10, 6.5))
     page = result['host']['page_size']
+    key = result.get('saving', ksm_metrics.SAVED)
     for name, policy in result['policies'].items():
         s = policy['samples']
         style = STYLES.get(name, {})
-        saved.plot(s['t'], [v * page / GIB for v in s['saved']],
+        saved.plot(s['t'], [v * page / GIB for v in s[key]],
                    label=name, **style)
         cpu.plot(s['t'], ksm_metrics.cpu_percent(s['t'], s['ksmd_cpu']),
                  label=name, **style)
@@ -304,7 +313,8 @@ def plot(result, path):
             axes.axvline(event['time'], color='grey', linewidth=0.6,
                          linestyle='--' if event['kind'] == 'arrive'
                          else ':')
-    saved.set_ylabel('memory saved (GiB)')
+    saved.set_ylabel('memory saved (GiB)' if key == ksm_metrics.SAVED
+                     else 'saved: merged + zero page (GiB)')
     cpu.set_ylabel('ksmd CPU (% of a core, 2 s)')
     cpu.set_xlabel('seconds (dashed: a wave arrives, dotted: it leaves)')
     saved.set_title(describe(result).split(';')[0], fontsize=9)

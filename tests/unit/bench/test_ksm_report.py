@@ -107,4 +107,7 @@ def test_real_guests_report_what_the_guests_occupy():
                'final_footprint_gib': 2.2}
     assert ksm_report.footprint_line(summary) == (
         'at the end the guests held 2.900 GiB resident, 0.700 GiB of it '
-        'saved: they occupy 2.200 GiB')
+        'merged: they occupy 2.200 GiB')
+    summary.update(final_saved_gib=0.8, final_merged_gib=0.7)
+    assert ksm_report.footprint_line(summary).endswith(
+        '; 0.100 GiB more is on the zero page')

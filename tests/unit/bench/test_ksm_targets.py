@@ -129,34 +129,6 @@ def test_real_guests_also_need_the_saving():
     assert checks[2]['measured'].startswith('90%')
 
 
-def test_real_guests_saving_is_counted_in_memory_the_guests_occupy():
-    # static-max's guests made 0.07 GiB more resident and merged it (zero
-    # pages it split early); the tuner's split late, to the zero page.
-    def run(resident, saved):
-        return {'summary': {'t95': 90, 'ksmd_cpu_seconds': 8,
-                            'final_saved_gib': saved,
-                            'peak_saved_gib': saved,
-                            'final_resident_gib': resident,
-                            'final_footprint_gib': resident - saved,
-                            'shortest_phase': 180}}
-    scenario = ksm_scenario.Scenario(kind='real-guests')
-    policies = {'static-max': run(2.98, 0.77), 'adaptive': run(2.91, 0.71),
-                'ksmtuned': run(3.05, 0.0)}
-    saving = ksm_targets.for_scenario(scenario, policies, SETTINGS)[2]
-    assert saving['met']
-    assert saving['measured'].startswith(
-        '101% (0.850 vs 0.840 GiB less than the 3.050 GiB they occupy '
-        'unmerged, under ksmtuned; merged pages alone: 92%')
-    # Guests that occupy more under the tuner miss it.
-    policies['adaptive'] = run(2.98, 0.71)
-    assert not ksm_targets.for_scenario(scenario, policies,
-                                        SETTINGS)[2]['met']
-    # Without a run that merged nothing: merged pages.
-    del policies['ksmtuned']
-    saving = ksm_targets.for_scenario(scenario, policies, SETTINGS)[2]
-    assert saving['measured'].startswith('92%') and not saving['met']
-
-
 def test_a_time_within_one_sample_of_its_limit_is_met():
     check = ksm_metrics._ratio_check('t', 4.5, 2.0, 2.0, higher=False,
                                      resolution=0.5)
