@@ -151,9 +151,12 @@ def scenario_lines(result):
             lines.append('%s: %s' % (name, memory_line(policy['samples'])))
         if kind == ksm_scenario.REAL_GUESTS and policy.get('booted'):
             boots = sorted(policy['booted'].values())
-            lines.append('%s: login prompts after %s s; %s' % (
-                name, ', '.join('%.0f' % b for b in boots),
-                footprint_line(policy['summary'])))
+            lines.append('%s: login prompts after %s s; %.0f MiB saved a '
+                         'guest; %s' % (
+                             name, ', '.join('%.0f' % b for b in boots),
+                             policy['summary']['final_saved_gib'] * 1024
+                             / max(1, len(boots)),
+                             footprint_line(policy['summary'])))
     return lines + [''] if lines else []
 
 
