@@ -17,11 +17,10 @@ The adaptive policy, in short:
 * **follow**: the memory of running guests grew (a guest boots, works):
   scan the new pages three times within 15 s (signals.Growth), at a cost
   in proportion to the growth, never above the budget; once it stopped
-  growing for 15 s, a boost merges what settled in it, and a **second
-  look** (a boost again 30 s after its plateau, then 60, 120... while
-  each look still finds 5% more) takes what settles after that: memory a
-  booted guest just wrote keeps settling for a while, and the settled
-  scan covers it only once per ``maintenance_scan_seconds``.
+  growing for 15 s, a boost merges what settled in it. What settles
+  later is left to the settled scan: no second looks, which cost a
+  boost's worth of CPU each and, on real guests, found nothing (their
+  missing saving was on the zero page, see bench/zeropages.py).
 * **settled**: pages merge only once their checksum is stable over two
   scans, so sharing that grew by less than 5% (and fell by less than 2%)
   in a full scan, after at least three, is a plateau, unless guest memory
@@ -120,9 +119,6 @@ class AdaptivePolicy(object):
     LOSS_GROWTH_FRACTION = 0.5
     # Aim a little under a ceiling: ksmd's cost changes between looks.
     BUDGET_MARGIN = 0.9
-    # After the boost on memory that stopped growing: look again this
-    # long after its plateau, doubling while looks find more.
-    SECOND_LOOK_SECONDS = 30.0
 
     def __init__(self, settings):
         self.settings = settings
@@ -139,9 +135,6 @@ class AdaptivePolicy(object):
         self._rss_mark, self._arrived = 0, False
         self.growth = signals.Growth()
         self._knobs = None  # (run, pages_to_scan, sleep) last decided
-        # Second looks: the delay after the next plateau (None: no look
-        # wanted), when the pending one is due, and what the last found.
-        self._look_delay = self._look_at = self._look_merged = None
 
     def decide(self, sample):
         """The decision for ``sample``; call once per poll."""
@@ -167,7 +160,6 @@ class AdaptivePolicy(object):
                 return self._enter(IDLE, 0, 'no mergeable guest', cpu)
             return self._settled(sample, cpu, 'no mergeable guest')
         if sample.started or self.state in (None, IDLE, DISABLED):
-            self._look_delay = self._look_at = None
             self._start_boost(sample)
             return self._boost(sample, cpu, 'guest started'
                                if sample.started else 'guests found')
@@ -184,45 +176,22 @@ class AdaptivePolicy(object):
             return self._loss(sample, cpu, self.profit.verdict)
         verdict = self._track_scans(sample)
         if verdict and self.profit.losing(sample):
-            self._look_delay = self._look_at = None
             return self._loss(sample, cpu, self.profit.verdict)
         if self.state == BOOST:
             if not verdict:
                 return self._boost(sample, cpu, 'merging')
             self.scan.end_boost()
             self.growth.reset(sample)
-            self._plan_second_look(sample)
             return self._settled(sample, cpu, verdict)
         if not grew:
             self.growth.shrink_with(sample)
             if self.state == FOLLOW and not self.growth.rate(sample.time):
                 # The new memory stopped growing: what settled in it can
                 # merge now; a few full scans at the budget take it.
-                self._look_delay = self.SECOND_LOOK_SECONDS
-                self._look_merged = None
                 self._start_boost(sample)
                 return self._boost(sample, cpu,
                                    'guest memory stopped growing')
-            if self._look_at is not None and sample.time >= self._look_at:
-                self._look_at = None
-                self._start_boost(sample)
-                return self._boost(sample, cpu, 'second look at memory '
-                                   'that settled since the last boost')
         return self._settled(sample, cpu, grew or self._calm_reason())
-
-    def _plan_second_look(self, sample):
-        """After a boost's plateau: when to look again, if at all."""
-        if self._look_delay is None:
-            return
-        found = sample.merged - (self._look_merged or 0)
-        if self._look_merged is not None and \
-                found <= self.QUIET_FRACTION * max(sample.merged, 1):
-            # The last look found little more: the guests have settled.
-            self._look_delay = self._look_at = None
-            return
-        self._look_merged = sample.merged
-        self._look_at = sample.time + self._look_delay
-        self._look_delay *= 2
 
     def _calm_reason(self):
         if self.state == FOLLOW:

@@ -287,40 +287,19 @@ def grow_then_stop(tuner, host):
     assert decision.reason == 'guest memory stopped growing'
 
 
-def polls_until(tuner, host, state, limit=400):
-    """Seconds of polls until a decision in ``state`` (and it)."""
-    for second in range(1, limit):
-        decision = tuner.decide(host.next())
-        if decision.state == state:
-            return second, decision
-    raise AssertionError('never %s' % state)
-
-
-def test_second_looks_while_booted_guests_keep_settling():
-    tuner = make()
-    host = Host(guests=2, started=True, guest_pages=100000, tracked=100000)
-    grow_then_stop(tuner, host)
-    assert boost_until_settled(tuner, host, 10000).state == policy.SETTLED
-    # 30 s after the plateau, a second look...
-    seconds, look = polls_until(tuner, host, policy.BOOST)
-    assert seconds == 30
-    assert look.reason.startswith('second look')
-    assert look.smart_scan == 0 and look.sleep_millisecs == 20
-    # ... found 20% more: another one, 60 s later.
-    assert boost_until_settled(tuner, host, 12000).state == policy.SETTLED
-    seconds, look = polls_until(tuner, host, policy.BOOST)
-    assert seconds == 60 and look.reason.startswith('second look')
-    # That one found 1% more: the guests have settled; no more looks.
-    assert boost_until_settled(tuner, host, 12120).state == policy.SETTLED
-    for _ in range(600):
-        assert tuner.decide(host.next()).state == policy.SETTLED
-
-
-def test_no_second_look_after_a_guest_start_boost_or_a_new_guest():
+def test_no_second_look_after_any_boost():
+    # Second looks (a boost again 30 s after the plateau on memory that
+    # stopped growing) found at most 4 pages more in four real-guest runs
+    # and cost about 0.9 ksmd CPU s each: the settled scan covers what
+    # settles later.
     tuner = make()
     host = Host(guests=2, started=True, guest_pages=100000, tracked=100000)
     settle(tuner, host)  # a start's boost: memory filled at once
     for _ in range(300):
+        assert tuner.decide(host.next()).state == policy.SETTLED
+    grow_then_stop(tuner, host)
+    assert boost_until_settled(tuner, host, 10000).state == policy.SETTLED
+    for _ in range(600):
         assert tuner.decide(host.next()).state == policy.SETTLED
     grow_then_stop(tuner, host)
     boost_until_settled(tuner, host, 10000)
