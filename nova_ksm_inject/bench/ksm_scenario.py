@@ -128,7 +128,7 @@ ALL_POLICIES = ('default', 'static-max', 'ksmtuned', 'advisor', 'adaptive')
 PRESETS = {
     WAVES: (Scenario(), ALL_POLICIES),
     REAL_GUESTS: (Scenario(kind=REAL_GUESTS, waves=1, guests=4,
-                           guest_mib=512, duration=240.0, volatile=0.0),
+                           guest_mib=512, duration=300.0, volatile=0.0),
                   ALL_POLICIES),
     CHURN: (Scenario(kind=CHURN, waves=30, guests=1, duration=300.0,
                      arrive_every=10.0, lifetime=60.0),
