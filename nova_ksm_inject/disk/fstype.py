@@ -6,6 +6,41 @@ read here from the superblock magic (no probing library), checked against
 ``[inject] allowed_filesystems``, and passed to ``mount -t``. Types we
 recognise but never mount are named in the refusal, so the operator sees
 what the image holds.
+
+What a tenant's superblock could choose for the host, and what we do:
+
+ext2/ext3/ext4 (``fs/ext4``, which mounts ext2 too unless the kernel has
+the old ext2 driver, which honours ``s_errors`` as well) apply the
+superblock's ``s_errors`` (``tune2fs -e``), ``s_default_mount_opts``
+(``tune2fs -o``) and free-form ``s_mount_opts`` (``tune2fs -E
+mount_opts=``) *before* the command line, so what :func:`mount_options`
+passes wins:
+
+* ``errors=panic`` would panic the compute node on the first corruption
+  the tenant plants: always ``errors=remount-ro`` (``continue`` would
+  keep writing to a corrupt filesystem).
+* ``journal_dev=``/``journal_path=`` and ``s_journal_dev`` itself name the
+  host block device opened read-write as an external journal, and the
+  kernel lets the superblock's choice beat ours: such images are refused
+  (:func:`external_journal`). ``journal_ioprio=`` also beats ours but
+  only picks a best-effort level any unprivileged process may use.
+* ``debug`` has no off switch; it logs a line per mount and orphan.
+* ``dax``: loop, FUSE and nbd devices have no DAX, so ``dax=always``
+  fails the mount and the chain moves on; ``dax=never`` is refused for
+  ext2 and by kernels without FS_DAX, so it is not passed.
+* The rest (``nobarrier``, ``data=``, ``commit=``, batch times,
+  ``discard``, ``grpid``, ACLs...) only changes durability, speed or
+  ownership inside the tenant's own filesystem while we hold it, and
+  umount writes everything out.
+
+XFS keeps no mount options in its superblock. Its error handling is the
+host's (``/sys/fs/xfs/<dev>/error/``, sysctl ``fs.xfs.panic_mask``): a
+corrupt XFS shuts down, not the host. External log and realtime devices
+are named only by ``logdev=``/``rtdev=``, which we never pass.
+
+btrfs keeps no mount options in its superblock either: ``fatal_errors=``
+(default ``bug``; ``panic`` only if the host passes it) exists only on
+the command line.
 """
 
 import struct
@@ -37,6 +72,11 @@ _HAS_JOURNAL = 0x4
 # (ro_compat).
 _EXT4_INCOMPAT = 0x40 | 0x80 | 0x100 | 0x200 | 0x2000 | 0x8000
 _EXT4_RO_COMPAT = 0x8 | 0x10 | 0x20 | 0x40 | 0x400
+# s_journal_inum: 0 with has_journal means the journal is on the device
+# numbered s_journal_dev.
+_EXT_JOURNAL_INUM = struct.Struct('<I')
+_EXT_JOURNAL_INUM_AT = 1024 + 0xE0
+_EXT_TYPES = ('ext2', 'ext3', 'ext4')
 
 
 def detect(device):
@@ -62,12 +102,30 @@ def _ext_generation(head):
     return 'ext3' if compat & _HAS_JOURNAL else 'ext2'
 
 
+def external_journal(device):
+    """True when the ext3/ext4 filesystem on ``device`` keeps its journal
+    on another block device, which its superblock names (a host device
+    the kernel would open read-write).
+
+    :raises OSError: the device cannot be read.
+    """
+    with open(device, 'rb') as f:
+        head = f.read(_EXT_JOURNAL_INUM_AT + _EXT_JOURNAL_INUM.size)
+    compat, _incompat, _ro_compat = _EXT_FEATURES.unpack_from(
+        head, _EXT_FEATURES_AT)
+    inum, = _EXT_JOURNAL_INUM.unpack_from(head, _EXT_JOURNAL_INUM_AT)
+    return bool(compat & _HAS_JOURNAL) and inum == 0
+
+
 def mount_options(fstype):
     """Extra mount options a type needs to mount a guest's disk safely.
 
-    XFS refuses a second filesystem with a UUID already mounted, and every
-    overlay of one base image (every RHEL-family guest of one flavor)
-    shares it: ``nouuid``. btrfs (Linux 6.7+) mounts such clones with a
-    temporary fsid by itself.
+    ext2/3/4: ``errors=remount-ro``, whatever the superblock says (see the
+    module docstring). XFS refuses a second filesystem with a UUID already
+    mounted, and every overlay of one base image (every RHEL-family guest
+    of one flavor) shares it: ``nouuid``. btrfs (Linux 6.7+) mounts such
+    clones with a temporary fsid by itself.
     """
+    if fstype in _EXT_TYPES:
+        return ['errors=remount-ro']
     return ['nouuid'] if fstype == 'xfs' else []

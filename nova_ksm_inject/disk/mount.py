@@ -92,8 +92,9 @@ def allowed_type(device, conf=None):
     """The filesystem type on ``device``, if ``[inject]
     allowed_filesystems`` lets the host kernel mount it.
 
-    :raises HandlerFailed: no filesystem, or a type not allowed; the chain
-        moves on (to ``guestfs``, which parses it in an appliance).
+    :raises HandlerFailed: no filesystem, a type not allowed, or an ext
+        journal on another device; the chain moves on (to ``guestfs``,
+        which parses it in an appliance).
     """
     allowed = (conf or CONF).inject.allowed_filesystems
     fstype = fstype_mod.detect(device)
@@ -109,12 +110,21 @@ def allowed_type(device, conf=None):
                    'mount it; add it there if you trust its driver with '
                    'tenant data, or use the guestfs handler'
                    % (fstype, device, ', '.join(allowed) or 'none'))
+    if fstype.startswith('ext') and fstype_mod.external_journal(device):
+        raise exception.HandlerFailed(
+            reason='the %s filesystem on %s keeps its journal on another '
+                   'device, which its superblock names: the host kernel '
+                   'would open a host device of the image\'s choosing, so '
+                   'it does not mount it; use the guestfs handler'
+                   % (fstype, device))
     return fstype
 
 
 def mount_device(device, mountpoint, journal, conf=None):
     """Mount ``device`` at ``mountpoint``: nosuid,nodev,noexec, with the
-    type given (:func:`allowed_type`), never guessed by the kernel."""
+    type given (:func:`allowed_type`), never guessed by the kernel, and
+    the options that keep the image's superblock from choosing host
+    behaviour (:func:`fstype.mount_options`)."""
     fstype = allowed_type(device, conf)
     options = ','.join([MOUNT_OPTIONS] + fstype_mod.mount_options(fstype))
     try:

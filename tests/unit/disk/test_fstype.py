@@ -48,7 +48,29 @@ def test_other_types(tmp_path, writes, expected):
     assert fstype.detect(image(tmp_path, *writes)) == expected
 
 
-def test_only_xfs_needs_nouuid():
-    assert fstype.mount_options('xfs') == ['nouuid']
-    assert fstype.mount_options('btrfs') == []
-    assert fstype.mount_options('ext4') == []
+@pytest.mark.parametrize('found,options', [
+    ('ext2', ['errors=remount-ro']),
+    ('ext3', ['errors=remount-ro']),
+    ('ext4', ['errors=remount-ro']),
+    ('xfs', ['nouuid']),
+    ('btrfs', []),
+    ('squashfs', [])])
+def test_mount_options_override_the_superblock(found, options):
+    # ext's s_errors/s_mount_opts would otherwise choose errors=panic;
+    # XFS and btrfs keep no mount options in their superblocks.
+    assert fstype.mount_options(found) == options
+
+
+def journal(tmp_path, compat, inum):
+    return image(tmp_path, (1080, b'\x53\xef'),
+                 (1024 + 0x5C, struct.pack('<I', compat)),
+                 (1024 + 0xE0, struct.pack('<I', inum)))
+
+
+@pytest.mark.parametrize('compat,inum,expected', [
+    (0x4, 0, True),       # has_journal, no journal inode: external
+    (0x4, 8, False),      # the usual journal in inode 8
+    (0, 0, False)])       # ext2: no journal at all
+def test_external_journal(tmp_path, compat, inum, expected):
+    assert fstype.external_journal(journal(tmp_path, compat, inum)) is \
+        expected

@@ -25,13 +25,24 @@ def commands(monkeypatch):
     return calls
 
 
+@pytest.fixture
+def detected(monkeypatch):
+    """Fake the superblock: ``detected(type, external_journal=False)``."""
+    def set_type(found, external_journal=False):
+        monkeypatch.setattr(fstype, 'detect', lambda device: found)
+        monkeypatch.setattr(fstype, 'external_journal',
+                            lambda device: external_journal)
+    return set_type
+
+
 @pytest.mark.parametrize('found,options', [
-    ('ext4', 'nosuid,nodev,noexec'),
+    ('ext2', 'nosuid,nodev,noexec,errors=remount-ro'),
+    ('ext3', 'nosuid,nodev,noexec,errors=remount-ro'),
+    ('ext4', 'nosuid,nodev,noexec,errors=remount-ro'),
     ('xfs', 'nosuid,nodev,noexec,nouuid'),
     ('btrfs', 'nosuid,nodev,noexec')])
-def test_type_is_given_to_mount(conf, commands, monkeypatch, found,
-                                options):
-    monkeypatch.setattr(fstype, 'detect', lambda device: found)
+def test_type_is_given_to_mount(conf, commands, detected, found, options):
+    detected(found)
     journal = Journal()
     mount.mount_device('/dev/loop7', '/state/work/x/root', journal)
     assert commands == [('mount', '-t', found, '-o', options, '/dev/loop7',
@@ -43,9 +54,9 @@ def test_type_is_given_to_mount(conf, commands, monkeypatch, found,
 @pytest.mark.parametrize('found,words', [
     ('vfat', ['filesystem type vfat', 'allowed_filesystems']),
     (None, ['no filesystem recognised'])])
-def test_other_types_are_never_mounted(conf, commands, monkeypatch, found,
+def test_other_types_are_never_mounted(conf, commands, detected, found,
                                        words):
-    monkeypatch.setattr(fstype, 'detect', lambda device: found)
+    detected(found)
     journal = Journal()
     with pytest.raises(exception.HandlerFailed) as err:
         mount.mount_device('/dev/loop7', '/mnt', journal)
@@ -54,8 +65,18 @@ def test_other_types_are_never_mounted(conf, commands, monkeypatch, found,
     assert commands == [] and journal.pushed == []
 
 
-def test_allowed_list_is_the_operators(conf, commands, monkeypatch):
+@pytest.mark.parametrize('found', ['ext3', 'ext4'])
+def test_external_journal_is_never_mounted(conf, commands, detected, found):
+    detected(found, external_journal=True)
+    journal = Journal()
+    with pytest.raises(exception.HandlerFailed,
+                       match='journal on another device'):
+        mount.mount_device('/dev/loop7', '/mnt', journal)
+    assert commands == [] and journal.pushed == []
+
+
+def test_allowed_list_is_the_operators(conf, commands, detected):
     conf.config(group='inject', allowed_filesystems=['xfs'])
-    monkeypatch.setattr(fstype, 'detect', lambda device: 'ext4')
+    detected('ext4')
     with pytest.raises(exception.HandlerFailed, match=r'\(xfs\)'):
         mount.mount_device('/dev/loop7', '/mnt', Journal())
