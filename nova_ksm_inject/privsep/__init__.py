@@ -1,10 +1,15 @@
 """Privilege separation: the oslo.privsep contexts of nova-ksm-inject.
 
 nova-compute runs as an unprivileged user; the few privileged jobs run in
-oslo.privsep daemons started through ``[inject] root_helper`` (by default
-``sudo nova-rootwrap /etc/nova/rootwrap.conf privsep-helper ...``, the
-only command our rootwrap filters allow). Each context keeps the smallest
-capability set its entrypoints need; the README lists them with reasons.
+oslo.privsep daemons started by our own helper,
+``nova-ksm-inject-privsep-helper --privsep_context NAME
+--privsep_sock_path PATH``, behind the root helper prefix (``[inject]
+root_helper`` for our commands, nova's rootwrap inside nova-compute), or
+by a context's ``helper_command`` (suggested: ``sudo
+nova-ksm-inject-privsep-helper``). Never by oslo.privsep's
+``privsep-helper``, which takes configuration and logging files from its
+caller. Each context keeps the smallest capability set its entrypoints
+need; the README lists them with reasons.
 
 * :data:`inject_pctxt` (``[privsep_inject]``): one call injects one image
   (inspect, attach, mount, write, unmount, detach) and the cleanup sweep.
@@ -48,7 +53,28 @@ CAPABILITIES = {
     'privsep_ksm': [caps.CAP_DAC_READ_SEARCH],
 }
 
-inject_pctxt = priv_context.PrivContext(
+#: The console script (:mod:`nova_ksm_inject.cmd.privsep_helper`) that
+#: starts our daemons, pinning root's configuration files.
+HELPER = 'nova-ksm-inject-privsep-helper'
+
+
+class HelperContext(priv_context.PrivContext):
+    """A context started by :data:`HELPER` unless its ``helper_command``
+    is set: the root helper prefix, then exactly the two arguments that
+    helper accepts (no ``--config-file``, which it would refuse)."""
+
+    def helper_command(self, sockpath):
+        if self.conf.helper_command:
+            return super().helper_command(sockpath)
+        # What priv_context.init() set (nova's rootwrap in nova-compute,
+        # ours from init() below); privsep keeps no public getter.
+        prefix = list(getattr(priv_context, '_HELPER_COMMAND_PREFIX',
+                              ['sudo']))
+        return prefix + [HELPER, '--privsep_context', self.pypath,
+                         '--privsep_sock_path', sockpath]
+
+
+inject_pctxt = HelperContext(
     'nova_ksm_inject',
     cfg_section='privsep_inject',
     pypath=__name__ + '.inject_pctxt',
@@ -56,7 +82,7 @@ inject_pctxt = priv_context.PrivContext(
     logger_name=DAEMON_LOGGER,
 )
 
-ksm_pctxt = priv_context.PrivContext(
+ksm_pctxt = HelperContext(
     'nova_ksm_inject',
     cfg_section='privsep_ksm',
     pypath=__name__ + '.ksm_pctxt',
@@ -73,7 +99,7 @@ def needed():
 
 
 def init(root_helper=None):
-    """Set the command prefix that starts ``privsep-helper``.
+    """Set the command prefix that starts :data:`HELPER` as root.
 
     Console scripts call it once; inside nova-compute nova has already
     called ``priv_context.init`` with its own root helper, and this is

@@ -1,7 +1,9 @@
-"""A privsep daemon refuses configuration files that anyone but root
-could have written (the caller names them on its command line)."""
+"""A privsep daemon's configuration is pinned when it starts: opened once
+through no symlink, checked on its descriptors, parsed from them, and the
+entrypoints refuse a daemon whose configuration was not pinned."""
 
 import os
+import socket
 import types
 
 import pytest
@@ -10,32 +12,148 @@ from nova_ksm_inject import exception
 from nova_ksm_inject.privsep import checks
 
 
+@pytest.fixture
+def any_owner(monkeypatch):
+    """Ownership and modes accepted, so that the rest of the walk can be
+    tested in a temporary directory (under /tmp, mode 1777)."""
+    seen = []
+    monkeypatch.setattr(checks, '_refuse_owner',
+                        lambda path, info, what: seen.append(what))
+    return seen
+
+
+@pytest.fixture
+def unpinned(monkeypatch):
+    monkeypatch.setattr(checks, '_pinned', None)
+
+
+def test_a_file_only_root_could_write_is_pinned():
+    # /etc/passwd: root's, 0644, in root's 0755 /etc and /.
+    pinned = checks.open_pinned('/etc/passwd')
+    try:
+        assert pinned.config_path == '/proc/self/fd/%d' % pinned.fd
+        with open('/etc/passwd') as f:
+            assert pinned.read() == f.read()
+        with open(pinned.config_path) as f:
+            assert f.read() == pinned.read()
+    finally:
+        os.close(pinned.fd)
+
+
+def test_a_file_under_a_world_writable_directory_is_refused(tmp_path):
+    config = tmp_path / 'nova.conf'
+    config.write_text('[DEFAULT]\n')
+    with pytest.raises(exception.ConfigError) as err:
+        checks.open_pinned(str(config))
+    assert str(config) in str(err.value)
+    assert 'writable by group or others' in str(err.value) or \
+        'belongs to uid' in str(err.value)
+    assert 'not writable by group or others' in str(err.value)  # the fix
+
+
+@pytest.mark.parametrize('mode,uid,why', [
+    (0o100644, 1000, 'belongs to uid 1000'),
+    (0o100664, 0, 'writable by group or others (mode 664)'),
+    (0o040777, 0, 'writable by group or others (mode 777)'),
+])
+def test_owner_and_mode_rules(mode, uid, why):
+    info = types.SimpleNamespace(st_mode=mode, st_uid=uid)
+    with pytest.raises(checks.Unsafe, match=r'%s' % why.replace(
+            '(', r'\(').replace(')', r'\)')):
+        checks._refuse_owner('/etc/nova/nova.conf', info, 'x')
+    checks._refuse_owner('/x', types.SimpleNamespace(st_mode=0o100640,
+                                                     st_uid=0), 'x')
+
+
+def test_every_directory_on_the_way_is_checked(tmp_path, any_owner):
+    (tmp_path / 'etc').mkdir()
+    (tmp_path / 'etc' / 'nova.conf').write_text('[DEFAULT]\n')
+    pinned = checks.open_pinned(str(tmp_path / 'etc' / 'nova.conf'))
+    os.close(pinned.fd)
+    depth = len(str(tmp_path / 'etc').strip('/').split('/'))
+    assert len(any_owner) == depth + 2  # "/", each directory, the file
+
+
+def test_a_symlinked_file_is_refused(tmp_path, any_owner):
+    (tmp_path / 'real.conf').write_text('[DEFAULT]\n')
+    os.symlink(tmp_path / 'real.conf', tmp_path / 'nova.conf')
+    with pytest.raises(checks.Unsafe, match='nova.conf is a symlink'):
+        checks.open_pinned(str(tmp_path / 'nova.conf'))
+
+
+def test_a_symlinked_directory_is_refused(tmp_path, any_owner):
+    (tmp_path / 'real').mkdir()
+    (tmp_path / 'real' / 'nova.conf').write_text('[DEFAULT]\n')
+    os.symlink(tmp_path / 'real', tmp_path / 'etc')
+    with pytest.raises(checks.Unsafe, match='etc is a symlink'):
+        checks.open_pinned(str(tmp_path / 'etc' / 'nova.conf'))
+
+
+def test_what_is_not_a_regular_file_is_refused(tmp_path, any_owner):
+    with pytest.raises(checks.Unsafe, match='not a regular file'):
+        checks.open_pinned(str(tmp_path))
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(tmp_path / 's'))
+    with pytest.raises(checks.Unsafe):
+        checks.open_pinned(str(tmp_path / 's'))
+    sock.close()
+
+
+@pytest.mark.parametrize('path', ['etc/nova.conf', '/etc/../tmp/x.conf',
+                                  '/etc/./nova.conf', '/'])
+def test_relative_or_dotted_paths_are_refused(path):
+    with pytest.raises(checks.Unsafe, match='absolute path'):
+        checks.open_pinned(path)
+
+
+def test_missing_files(tmp_path, any_owner):
+    missing = str(tmp_path / 'no' / 'nova.conf')
+    assert checks.open_pinned(missing, missing_ok=True) is None
+    assert checks.open_pinned(str(tmp_path / 'x'), missing_ok=True) is None
+    with pytest.raises(checks.Unsafe, match='No such file'):
+        checks.open_pinned(missing)
+
+
+def test_the_pinned_file_is_what_was_checked_even_after_a_swap(tmp_path,
+                                                               any_owner):
+    (tmp_path / 'nova.conf').write_text('[inject]\nimage_dirs = /good\n')
+    pinned = checks.open_pinned(str(tmp_path / 'nova.conf'))
+    try:
+        (tmp_path / 'evil.conf').write_text('[inject]\nimage_dirs = /\n')
+        os.rename(tmp_path / 'evil.conf', tmp_path / 'nova.conf')
+        with open(pinned.config_path) as f:
+            assert 'image_dirs = /good' in f.read()
+    finally:
+        os.close(pinned.fd)
+
+
 def conf_with(files=(), dirs=()):
-    """What the daemon was started with (``--config-file/--config-dir``)."""
+    """What the daemon parsed (``config_file``, ``config_dir``)."""
     return types.SimpleNamespace(config_file=list(files),
                                  config_dir=list(dirs))
 
 
-def test_files_only_root_could_write_are_accepted():
-    # /etc/passwd: root's, 0644, in root's 0755 /etc and /.
-    checks.check_config_files(conf_with(['/etc/passwd']))
-    checks.check_config_files(conf_with())
+@pytest.mark.usefixtures('unpinned')
+def test_a_daemon_not_started_by_our_helper_refuses_to_work():
+    with pytest.raises(exception.ConfigError,
+                       match='not pinned.*nova-ksm-inject-privsep-helper'):
+        checks.check_config_files(conf_with(['/etc/nova/nova.conf']))
 
 
-def test_file_in_a_world_writable_directory_is_refused(tmp_path):
-    config = tmp_path / 'nova.conf'
-    config.write_text('[DEFAULT]\n')
-    os.chmod(config, 0o600)
-    with pytest.raises(exception.ConfigError) as err:
-        checks.check_config_files(conf_with([str(config)]))
-    assert str(config) in str(err.value)
-    assert 'belongs to uid' in str(err.value) or \
-        'writable by group or others' in str(err.value)
-
-
-def test_every_file_of_a_config_dir_is_checked(tmp_path):
-    (tmp_path / 'nova.conf.d').mkdir()
-    (tmp_path / 'nova.conf.d' / '50-evil.conf').write_text('[DEFAULT]\n')
-    with pytest.raises(exception.ConfigError, match='refuses configuration'):
-        checks.check_config_files(conf_with(
-            ['/etc/passwd'], [str(tmp_path / 'nova.conf.d')]))
+@pytest.mark.usefixtures('unpinned')
+def test_the_pinned_record_is_checked_not_paths(monkeypatch):
+    pinned = checks.open_pinned('/etc/passwd')
+    try:
+        checks.pin([pinned])
+        checks.check_config_files(conf_with([pinned.config_path]))
+        for conf in (conf_with(['/etc/passwd']),
+                     conf_with([pinned.config_path], ['/etc/nova']),
+                     conf_with()):
+            with pytest.raises(exception.ConfigError,
+                               match='not the pinned files'):
+                checks.check_config_files(conf)
+        monkeypatch.setattr(pinned, 'identity', (0, 0))
+        with pytest.raises(exception.ConfigError, match='was replaced'):
+            checks.check_config_files(conf_with([pinned.config_path]))
+    finally:
+        os.close(pinned.fd)
