@@ -69,7 +69,9 @@ class HandlerFailed(NovaKsmInjectError):
 class NoHandlerMounted(NovaKsmInjectError):
     msg_fmt = ("No image handler could mount %(path)s: %(reasons)s")
 
-    def __init__(self, path, reasons=None):
+    def __init__(self, path, reasons=None, attempts=None):
+        #: the chain's Attempt records, when raised in this process
+        self.attempts = list(attempts or [])
         if reasons is None:  # rebuilt from its message (privsep)
             self.reasons = []
             super().__init__(path)

@@ -40,12 +40,15 @@ PACKAGES = {
     'guestunmount': 'guestmount',
     'debugfs': 'e2fsprogs',
     'modprobe': 'kmod',
+    'fusermount3': 'fuse3',
+    'fuse2fs': 'fuse2fs',
+    'bwrap': 'bubblewrap',
 }
 
 
 def execute(*cmd, action=None, check_exit_code=True, process_input=None,
             env_variables=None, cwd=None, timeout=None, on_execute=None,
-            preexec_fn=None):
+            preexec_fn=None, pass_fds=()):
     """Run ``cmd`` and return ``(stdout, stderr)``.
 
     :param action: what is being done, for error messages
@@ -57,6 +60,7 @@ def execute(*cmd, action=None, check_exit_code=True, process_input=None,
         raised and the process is left running for the caller to stop
         (``on_execute`` receives the ``Popen`` as it starts).
     :param preexec_fn: run in the child before exec (resource limits).
+    :param pass_fds: descriptors the command inherits.
     :raises ToolMissing: the binary does not exist.
     :raises CommandFailed: non-zero exit (when ``check_exit_code``).
     """
@@ -72,7 +76,7 @@ def execute(*cmd, action=None, check_exit_code=True, process_input=None,
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 cwd=cwd, env=env_variables,
-                                preexec_fn=preexec_fn)
+                                preexec_fn=preexec_fn, pass_fds=pass_fds)
     except FileNotFoundError as err:
         raise exception.ToolMissing(
             tool=cmd[0], action=action,

@@ -8,7 +8,7 @@ from nova_ksm_inject.conf import base
 # Names nova has defined for years; registered only when nova has not.
 nova_default_opts = [
     cfg.ListOpt('img_handlers',
-                default=['loop', 'nbd', 'guestfs'],
+                default=['fuse2fs', 'guestfs'],
                 help="""
 Image handlers tried, in order, to mount a guest image for data injection.
 
@@ -18,12 +18,23 @@ namespace. A handler that cannot serve an image (no copy-on-write when
 partition inspection not supported) is skipped with a logged reason; a
 handler that fails is logged and the next one is tried.
 
+The default needs no privilege and never hands a tenant's filesystem to
+the host kernel: ``fuse2fs`` serves ext2/3/4 (raw and qcow2) in a
+sandbox in well under a second, and ``guestfs`` takes what it cannot
+(XFS, btrfs, a journal that needs recovery, inspection).
+
 Possible values:
 
-* ``loop``: host loop device (raw images only, no copy-on-write)
-* ``nbd``: qemu-nbd on /dev/nbdN (needs the nbd kernel module)
-* ``guestfs``: libguestfs appliance (slowest, safest for untrusted images)
-* ``qsd``: qemu-storage-daemon FUSE export + loop (copy-on-write without nbd)
+* ``fuse2fs``: ext2/3/4 in userspace (fuse2fs, and qemu-storage-daemon's
+  FUSE export for qcow2), sandboxed, no privilege (the default first)
+* ``guestfs``: libguestfs appliance: any filesystem, the only handler that
+  inspects; slow (an appliance boot per image), no privilege
+* ``loop``: host loop device, kernel mount (raw only, no copy-on-write);
+  needs root or the privsep daemon: for images you trust
+* ``qsd``: qemu-storage-daemon FUSE export + loop + kernel mount
+  (copy-on-write without nbd); root or privsep: for images you trust
+* ``nbd``: qemu-nbd on /dev/nbdN + kernel mount (needs the nbd kernel
+  module); root or privsep: for images you trust
 * any handler another package installs under the same namespace
 
 Related options:
@@ -134,6 +145,20 @@ process left behind.
 Created mode 0700 and owned by root; an existing directory owned by
 anyone else is refused. Nothing of an injection goes under /tmp, where
 other host users could read or pin a mounted guest filesystem.
+"""),
+    cfg.StrOpt('user_state_dir',
+               help="""
+The state directory of a caller that is not root (nova-compute's user):
+journals, work directories and FUSE mountpoints of the handlers that run
+in its own process (``fuse2fs``, ``guestfs``).
+
+Created mode 0700, owned by that user; an existing directory owned by
+anyone else is refused. When unset, ``/var/tmp/nova-ksm-inject-<uid>``.
+``nova-ksm-inject cleanup`` run as that user sweeps it.
+
+Related options:
+
+* ``state_dir`` (root's, and the privsep daemon's)
 """),
     cfg.StrOpt('root_helper',
                default='sudo nova-rootwrap /etc/nova/rootwrap.conf',

@@ -1,11 +1,15 @@
 """Inject data into a guest image: the caller's side.
 
 ``inject_data`` builds one job from plain data and hands it to the
-handler chain (:mod:`nova_ksm_inject.disk.chain`) in one call: in this
-process when it is root, otherwise through the ``[privsep_inject]``
-privsep daemon, which validates the job itself. Nothing privileged stays
-open between calls. The result says which handler was used, why each
-other one was skipped or failed, and what happened to every item.
+handler chain (:mod:`nova_ksm_inject.disk.chain`). Handlers that need no
+privilege (``fuse2fs``, ``guestfs``: the default ``img_handlers``) run in
+this process, whoever it belongs to. Handlers that do (the kernel-mount
+ones: ``loop``, ``qsd``, ``nbd``) run here when the caller is root, and
+otherwise through the ``[privsep_inject]`` privsep daemon, which
+validates the job itself; the configured order is kept across both.
+Nothing privileged stays open between calls. The result says which
+handler was used, why each other one was skipped or failed, and what
+happened to every item.
 """
 
 import dataclasses
@@ -20,6 +24,7 @@ from nova_ksm_inject.disk import image as disk_image
 from nova_ksm_inject.disk import inject
 from nova_ksm_inject.disk import job as disk_job
 from nova_ksm_inject.disk import request as disk_request
+from nova_ksm_inject.disk import state
 from nova_ksm_inject.disk.handlers import loader
 
 LOG = logging.getLogger(__name__)
@@ -82,12 +87,53 @@ def inject_data(path, request, fmt=None, partition=0, handler_names=None,
     disk_request.check_limits(request, conf)
     job = disk_job.build(path, request, fmt, partition, names, use_cow,
                          trusted_dirs)
-    return InjectionResult.from_dict(privileged.inject_image(job, conf))
+    if privileged.is_root():
+        return InjectionResult.from_dict(privileged.inject_image(job, conf))
+    attempts = []
+    for needs_root, group in _groups(names, conf):
+        part = dict(job, handlers=group)
+        try:
+            data = (privileged.inject_image(part, conf) if needs_root else
+                    chain.run(part, confined=False, conf=conf))
+        except exception.NoHandlerMounted as err:
+            attempts += err.attempts or [chain.Attempt(
+                ','.join(group), chain.FAILED, str(err))]
+            continue
+        result = InjectionResult.from_dict(data)
+        result.attempts = attempts + result.attempts
+        return result
+    raise exception.NoHandlerMounted(
+        job['image'], [(a.handler, a.reason) for a in attempts], attempts)
+
+
+def _groups(names, conf):
+    """``[(needs root, [name...])]``: runs of consecutive handlers that
+    need privilege or not, in the configured order."""
+    groups = []
+    for handler in loader.load(names, conf):
+        if groups and groups[-1][0] == handler.privileged:
+            groups[-1][1].append(handler.name)
+        else:
+            groups.append((handler.privileged, [handler.name]))
+    return groups
 
 
 def cleanup(conf=CONF):
-    """Undo what killed injections left; a list of result dicts."""
-    return privileged.sweep_journals(conf)
+    """Undo what killed injections left; a list of result dicts.
+
+    Root sweeps ``[inject] state_dir``. Anyone else sweeps their own state
+    directory here, and ``[inject] state_dir`` through the privsep daemon
+    only when ``img_handlers`` names a handler that needs it.
+    """
+    if privileged.is_root():
+        return privileged.sweep_journals(conf)
+    from nova_ksm_inject.disk import sweep
+
+    results = [r.to_dict() for r in sweep.sweep(state.state_dir(conf))]
+    if any(h.privileged for h in loader.load(list(conf.img_handlers),
+                                             conf)):
+        results += privileged.sweep_journals(conf)
+    return results
 
 
 def describe_failure(err):

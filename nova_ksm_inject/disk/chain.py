@@ -78,7 +78,7 @@ def _run(job, conf):
                                      for a in attempts],
                         'items': [item.to_dict() for item in items]}
     raise exception.NoHandlerMounted(
-        info.path, [(a.handler, a.reason) for a in attempts])
+        info.path, [(a.handler, a.reason) for a in attempts], attempts)
 
 
 def _try_handler(handler, info, job, need_cow, attempts, conf):
@@ -102,7 +102,7 @@ def _try_handler(handler, info, job, need_cow, attempts, conf):
                     'trying the next', handler.name, err)
         record(UNAVAILABLE, str(err))
         return None
-    with state.Journal(conf.inject.state_dir, info.path,
+    with state.Journal(state.state_dir(conf), info.path,
                        handler.name) as journal:
         try:
             files = handler.mount(info, job.partition, journal)

@@ -79,14 +79,16 @@ _EXT_JOURNAL_INUM_AT = 1024 + 0xE0
 _EXT_TYPES = ('ext2', 'ext3', 'ext4')
 
 
-def detect(device):
-    """The filesystem type on ``device`` (a block device or file).
+def detect(device, offset=0):
+    """The filesystem type on ``device`` (a block device or file), or on
+    the partition that starts ``offset`` bytes into it.
 
     :returns: ``ext2``, ``ext3``, ``ext4``, ``xfs``, ``btrfs``, another
         name from :data:`_MAGICS`, or None when nothing is recognised.
     :raises OSError: the device cannot be read.
     """
     with open(device, 'rb') as f:
+        f.seek(offset)
         head = f.read(_READ)
     for offset, magic, name in _MAGICS:
         if head[offset:offset + len(magic)] == magic:
@@ -102,14 +104,15 @@ def _ext_generation(head):
     return 'ext3' if compat & _HAS_JOURNAL else 'ext2'
 
 
-def external_journal(device):
-    """True when the ext3/ext4 filesystem on ``device`` keeps its journal
-    on another block device, which its superblock names (a host device
-    the kernel would open read-write).
+def external_journal(device, offset=0):
+    """True when the ext3/ext4 filesystem on ``device`` (at ``offset``)
+    keeps its journal on another block device, which its superblock names
+    (a host device the kernel would open read-write).
 
     :raises OSError: the device cannot be read.
     """
     with open(device, 'rb') as f:
+        f.seek(offset)
         head = f.read(_EXT_JOURNAL_INUM_AT + _EXT_JOURNAL_INUM.size)
     compat, _incompat, _ro_compat = _EXT_FEATURES.unpack_from(
         head, _EXT_FEATURES_AT)

@@ -45,18 +45,23 @@ class QmpClient:
 
     :param path: the monitor's UNIX socket.
     :param timeout: seconds allowed to each wait (connect, reply, event).
+    :param sock: an already connected socket (one end of a socketpair
+        whose other end the daemon got as ``--chardev socket,fd=N``);
+        ``path`` then only names it in messages.
     :raises OSError: the socket cannot be reached.
     :raises QmpError: no greeting or capabilities negotiation failed.
     """
 
-    def __init__(self, path, timeout=5.0):
+    def __init__(self, path, timeout=5.0, sock=None):
         self.path = path
         self.timeout = timeout
         self._events = []
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._sock = sock or socket.socket(socket.AF_UNIX,
+                                           socket.SOCK_STREAM)
         self._sock.settimeout(timeout)
         try:
-            _connect(self._sock, path)
+            if sock is None:
+                _connect(self._sock, path)
             self._reader = self._sock.makefile('rb')
             if 'QMP' not in self._receive():
                 raise QmpError('%s did not greet with QMP' % path)

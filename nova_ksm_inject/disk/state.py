@@ -58,6 +58,16 @@ def private_dir(path):
     return path
 
 
+def state_dir(conf):
+    """This process's state directory: ``[inject] state_dir`` for root,
+    ``[inject] user_state_dir`` for anyone else (default
+    ``/var/tmp/nova-ksm-inject-<uid>``, private to that user)."""
+    if os.geteuid() == 0:
+        return conf.inject.state_dir
+    return conf.inject.user_state_dir or os.path.join(
+        '/var/tmp', 'nova-ksm-inject-%d' % os.geteuid())
+
+
 class StateDir:
     """The root-only ``[inject] state_dir`` and its two subdirectories."""
 

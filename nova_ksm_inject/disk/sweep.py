@@ -53,7 +53,7 @@ def _check_step(step, work):
     kind = step.get('kind')
     if kind not in undo.UNDO:
         raise RecordInvalid('unknown step kind %r' % kind)
-    if kind in ('tmpdir', 'mount', 'guestmount') and \
+    if kind in ('tmpdir', 'mount', 'guestmount', 'fuse') and \
             not _inside(step.get('path'), work):
         raise RecordInvalid('%s path %r is not inside %s'
                             % (kind, step.get('path'), work))

@@ -113,6 +113,12 @@ def _undo_nbd(step):
                   action='disconnecting %s' % device)
 
 
+def _undo_fuse(step):
+    from nova_ksm_inject.disk import fuse  # noqa: imported when needed
+
+    fuse.unmount(step['path'], lazy=True)
+
+
 def _undo_guestmount(step):
     path = step['path']
     if os.path.ismount(path):
@@ -135,5 +141,6 @@ UNDO = {
     'partx': _undo_partx,
     'nbd': _undo_nbd,
     'guestmount': _undo_guestmount,
+    'fuse': _undo_fuse,
     'process': _undo_process,
 }

@@ -45,8 +45,12 @@ class ImageHandler(metaclass=abc.ABCMeta):
     #: (partition -1, "inspect").
     can_inspect = False
     #: True when the host kernel parses the guest filesystem (mount);
-    #: False when it is parsed elsewhere (a libguestfs appliance).
+    #: False when it is parsed elsewhere (an appliance, a FUSE server).
     kernel_mount = True
+    #: True when the handler needs root (loop devices, kernel mounts): an
+    #: unprivileged caller reaches it through the privsep daemon. False
+    #: when it runs in the caller's own process, whoever that is.
+    privileged = True
 
     def __init__(self, conf):
         self.conf = conf

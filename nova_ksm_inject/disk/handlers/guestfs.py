@@ -141,6 +141,7 @@ class GuestfsHandler(base.ImageHandler):
     formats = frozenset(['raw', 'qcow2'])
     can_inspect = True
     kernel_mount = False
+    privileged = False
 
     def interface(self):
         """'binding' or 'guestmount', as configured and installed.

@@ -59,7 +59,7 @@ def test_registering_twice_is_harmless():
     nki_conf.register_opts(conf)
     nki_conf.register_opts(conf)
     conf([])
-    assert conf.img_handlers == ['loop', 'nbd', 'guestfs']
+    assert conf.img_handlers == ['fuse2fs', 'guestfs']
 
 
 def test_historic_defaults_match_nova():

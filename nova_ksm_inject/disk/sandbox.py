@@ -1,0 +1,165 @@
+"""Helpers that parse tenant data run without privilege, in a sandbox.
+
+qemu-storage-daemon, fuse2fs and partx read bytes a tenant chose. Each
+runs under bubblewrap (``bwrap``): new user, mount, pid, network, IPC and
+UTS namespaces (no network at all), no capabilities, no_new_privs, a fresh
+session, an empty environment, ``/usr`` read-only, a private ``/proc``,
+``/dev`` with only the usual null/zero/random nodes (plus ``/dev/fuse``
+for a FUSE server), and of the host's files none but the descriptors it
+is handed (:meth:`Sandbox.pass_fd`): the image layers inspection checked
+(the helper opens them as ``/proc/self/fd/N``, so no host path is
+resolved twice), its FUSE connection and its QMP socket. CPU time and
+address space are capped (``[inject] helper_cpu_time``,
+``helper_address_space``), and the helper dies with its caller
+(``--die-with-parent``).
+
+A helper never runs as root: when the caller is root it runs as the uid
+given (the image's owner), dropped before bubblewrap starts.
+
+A FUSE server cannot mount from inside (see :mod:`.fuse`): the caller
+mounts and the sandbox's ``fusermount3`` is replaced by
+:data:`FUSERMOUNT_SHIM`, which hands libfuse (2 or 3) that descriptor
+through the ``_FUSE_COMMFD`` protocol it already speaks, and does nothing
+on unmount (the caller unmounts).
+"""
+
+import os
+import shutil
+import subprocess
+
+from oslo_log import log as logging
+
+from nova_ksm_inject import exception
+from nova_ksm_inject import utils
+
+LOG = logging.getLogger(__name__)
+
+BWRAP = 'bwrap'
+#: Environment variable naming the sandbox (found in /proc/PID/cmdline,
+#: so journals can match the process).
+MARKER_ENV = 'NOVA_KSM_INJECT_SANDBOX'
+FUSE_FD_ENV = 'NOVA_KSM_INJECT_FUSE_FD'
+
+#: Stands in for fusermount3 inside the sandbox (libfuse runs it when it
+#: cannot mount itself, which it never can there).
+FUSERMOUNT_SHIM = b'''#!/usr/bin/python3 -I
+import os, socket, sys
+if "-u" in sys.argv[1:]:
+    sys.exit(0)
+comm = socket.socket(fileno=int(os.environ["_FUSE_COMMFD"]))
+socket.send_fds(comm, [b"\\0"], [int(os.environ["%s"])])
+''' % FUSE_FD_ENV.encode()
+
+_BASE = ('--unshare-all', '--die-with-parent', '--new-session',
+         '--clearenv', '--setenv', 'PATH', '/usr/bin',
+         '--ro-bind', '/usr', '/usr', '--symlink', 'usr/lib', '/lib',
+         '--symlink', 'usr/lib64', '/lib64', '--symlink', 'usr/bin', '/bin',
+         '--symlink', 'usr/sbin', '/sbin', '--proc', '/proc', '--dev', '/dev',
+         '--tmpfs', '/tmp', '--chdir', '/')
+
+
+def check_available():
+    """Raise HandlerUnavailable unless bubblewrap can build a sandbox."""
+    if not shutil.which(BWRAP):
+        raise exception.HandlerUnavailable(
+            reason='bwrap not found; install the Debian package bubblewrap')
+
+
+class _DropTo:
+    """preexec_fn: limits, then (root only) become ``uid``:``gid``."""
+
+    def __init__(self, limits, uid, gid):
+        self.limits = limits
+        self.uid = uid
+        self.gid = gid
+
+    def __call__(self):
+        self.limits()
+        if os.geteuid() == 0:
+            os.setgroups([])
+            os.setresgid(self.gid, self.gid, self.gid)
+            os.setresuid(self.uid, self.uid, self.uid)
+
+
+class Sandbox:
+    """The bubblewrap command line of one helper.
+
+    :param marker: a path naming the injection (its work dir), put in the
+        command line so a journal can recognise the process.
+    :param uid: who the helper runs as when the caller is root (never 0).
+    """
+
+    def __init__(self, conf, marker, uid=None, gid=None):
+        if os.geteuid() == 0 and not uid:
+            raise ValueError('a sandboxed helper never runs as root')
+        self.marker = marker
+        self._args = ['--setenv', MARKER_ENV, marker]
+        self._fds = []
+        self._preexec = _DropTo(utils.ResourceLimits(
+            cpu_time=conf.inject.helper_cpu_time,
+            address_space=conf.inject.helper_address_space),
+            uid, gid if gid is not None else uid)
+
+    def _keep(self, fd):
+        self._fds.append(fd)
+        return str(fd)
+
+    def pass_fd(self, fd):
+        """Hand the helper a copy of ``fd``; the path it opens it by.
+
+        The helper reopens the very inode (``/proc/self/fd/N`` of its
+        own, sandboxed /proc): no host path is resolved again, by it or by
+        bubblewrap, and its own uid's permissions apply.
+        """
+        return '/proc/self/fd/%s' % self._keep(os.dup(fd))
+
+    def directory(self, dest):
+        """An empty directory at ``dest`` (a mountpoint for the helper)."""
+        self._args += ['--dir', dest]
+
+    def data_file(self, data, dest, mode=0o644):
+        """A read-only file at ``dest`` holding ``data`` (< 64 KiB)."""
+        read, write = os.pipe()
+        os.write(write, data)
+        os.close(write)
+        self._args += ['--perms', '%o' % mode, '--ro-bind-data',
+                       self._keep(read), dest]
+
+    def fuse_server(self, fuse_fd):
+        """Let the helper serve the FUSE mount whose descriptor is given."""
+        self._args += ['--dev-bind', '/dev/fuse', '/dev/fuse', '--setenv',
+                       FUSE_FD_ENV, self._keep(os.dup(fuse_fd))]
+        self.data_file(FUSERMOUNT_SHIM, '/usr/bin/fusermount3', 0o755)
+
+    def command(self, *cmd):
+        return [BWRAP, *_BASE, *self._args, '--', *cmd]
+
+    def close(self):
+        """Close our copies of the descriptors handed over."""
+        while self._fds:
+            os.close(self._fds.pop())
+
+    def start(self, *cmd):
+        """Start ``cmd`` in the sandbox; return the ``Popen`` (bwrap)."""
+        argv = self.command(*cmd)
+        LOG.debug('Starting sandboxed %s', ' '.join(cmd))
+        try:
+            return subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE, pass_fds=self._fds,
+                preexec_fn=self._preexec)
+        except FileNotFoundError as err:
+            raise exception.ToolMissing(tool=BWRAP, package='bubblewrap',
+                                        action='starting %s' % cmd[0]) \
+                from err
+        finally:
+            self.close()
+
+    def run(self, *cmd, action):
+        """Run ``cmd`` in the sandbox to its end; ``(stdout, stderr)``."""
+        try:
+            return utils.execute(*self.command(*cmd), action=action,
+                                 pass_fds=self._fds,
+                                 preexec_fn=self._preexec)
+        finally:
+            self.close()
