@@ -160,6 +160,21 @@ Related options:
 
 * ``state_dir`` (root's, and the privsep daemon's)
 """),
+    cfg.StrOpt('helper_user',
+               default='nobody',
+               help="""
+The user a root caller runs a read-only helper as (``qemu-img info``)
+when the image belongs to root.
+
+Helpers that parse a tenant's bytes never run as root: they run as the
+caller when it is not root, else as the image's owner, else (root's own
+image, read only) as this user. Helpers that write (qemu-storage-daemon,
+fuse2fs) refuse an image that belongs to root.
+
+Related options:
+
+* ``helper_cpu_time``, ``helper_address_space``
+"""),
     cfg.StrOpt('root_helper',
                default='sudo nova-rootwrap /etc/nova/rootwrap.conf',
                help="""
