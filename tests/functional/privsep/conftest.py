@@ -1,13 +1,19 @@
 """Running the product as deployed: an unprivileged user whose only
-privilege is starting ``privsep-helper``.
+privilege is starting ``nova-ksm-inject-privsep-helper``.
 
 ``deployed`` (once per session) installs this checkout into a venv of
 Debian's Python under /var/lib (not an editable install: the code is
 copied, as a package install would), makes sure the user ``nova-ksm-test``
 exists, and writes a sudoers rule letting it run that venv's
-``privsep-helper`` (and, for the rootwrap test, ``oslo-rootwrap`` with a
-rootwrap.conf under /etc holding our shipped filters) and nothing else.
-The rule is removed at the end.
+``nova-ksm-inject-privsep-helper`` (with any arguments: the helper refuses
+all but two itself) and, for the rootwrap test, ``oslo-rootwrap`` with a
+rootwrap.conf under /etc holding our shipped filters, whose exec_dirs
+hold our helper only (oslo.rootwrap always admits ``privsep-helper``),
+and nothing else. The rule is removed at the end.
+
+The helper reads root's fixed list of configuration files
+(:data:`HELPER_SETTINGS`); ``Site.write_conf`` points it at the nova.conf
+it writes, and the list is removed at the end.
 
 ``site`` gives each test a root-owned directory (the daemon refuses
 configuration a user could write) with ``nova.conf``, ``instances/``
@@ -34,6 +40,12 @@ SUDOERS = '/etc/sudoers.d/nova-ksm-inject-tests'
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.dirname(os.path.abspath(__file__)))))
 ROOTWRAP_CONF = os.path.join(ETC, 'rootwrap.conf')
+#: rootwrap's exec_dirs: a link to the venv's helper and nothing else.
+ROOTWRAP_BIN = os.path.join(ETC, 'rootwrap-bin')
+HELPER = 'nova-ksm-inject-privsep-helper'
+#: The helper's fixed list of configuration files
+#: (nova_ksm_inject.cmd.privsep_helper.SETTINGS).
+HELPER_SETTINGS = '/etc/nova-ksm-inject/privsep-helper.conf'
 
 
 def _run(*cmd):
@@ -69,13 +81,27 @@ def _ensure_user():
 
 
 def _write_rootwrap_conf():
-    os.makedirs(ETC, mode=0o755, exist_ok=True)
+    os.makedirs(ROOTWRAP_BIN, mode=0o755, exist_ok=True)
+    link = os.path.join(ROOTWRAP_BIN, HELPER)
+    if not os.path.islink(link):
+        os.symlink(os.path.join(VENV, 'bin', HELPER), link)
     with open(ROOTWRAP_CONF, 'w') as f:
         f.write('[DEFAULT]\nfilters_path=%s\nexec_dirs=%s\n'
                 'use_syslog=False\n'
                 % (os.path.join(ROOT, 'etc', 'nova', 'rootwrap.d'),
-                   os.path.join(VENV, 'bin')))
+                   ROOTWRAP_BIN))
     os.chmod(ROOTWRAP_CONF, 0o644)
+
+
+def write_helper_settings(*config_files):
+    """Root's list of the files the helper's daemons read."""
+    os.makedirs(os.path.dirname(HELPER_SETTINGS), mode=0o755, exist_ok=True)
+    with open(HELPER_SETTINGS + '.new', 'w') as f:
+        f.write('# nova-ksm-inject functional tests (removed afterwards)\n'
+                '[privsep_helper]\nconfig_files = %s\n'
+                % ', '.join(config_files))
+    os.chmod(HELPER_SETTINGS + '.new', 0o644)
+    os.rename(HELPER_SETTINGS + '.new', HELPER_SETTINGS)
 
 
 @pytest.fixture(scope='session')
@@ -90,7 +116,7 @@ def deployed():
     _build_venv()
     _ensure_user()
     _write_rootwrap_conf()
-    helper = os.path.join(VENV, 'bin', 'privsep-helper')
+    helper = os.path.join(VENV, 'bin', HELPER)
     rootwrap = os.path.join(VENV, 'bin', 'oslo-rootwrap')
     with open(SUDOERS, 'w') as f:
         f.write('# nova-ksm-inject functional tests (removed afterwards)\n'
@@ -102,6 +128,8 @@ def deployed():
         yield os.path.join(VENV, 'bin')
     finally:
         os.unlink(SUDOERS)
+        if os.path.exists(HELPER_SETTINGS):
+            os.unlink(HELPER_SETTINGS)
 
 
 class Site:
@@ -128,10 +156,11 @@ class Site:
         return path
 
     def write_conf(self, extra='', conf=None, helper=None):
-        """nova.conf; privsep helpers through sudo, or ``helper``."""
+        """nova.conf, the one the helper reads; privsep helpers through
+        sudo, or ``helper``."""
         conf = conf or self.conf
-        helper = helper or 'sudo %s/privsep-helper --config-file %s' % (
-            self.bin, conf)
+        helper = helper or 'sudo %s/%s' % (self.bin, HELPER)
+        write_helper_settings(conf)
         text = ('[DEFAULT]\ninstances_path = %s\nuse_cow_images = False\n'
                 '[inject]\nstate_dir = %s\n[guestfs]\n'
                 'backend_settings = force_tcg\n'
