@@ -24,8 +24,11 @@ on unmount (the caller unmounts).
 """
 
 import os
+import pwd
 import shutil
 import subprocess
+import threading
+import time
 
 from oslo_log import log as logging
 
@@ -63,6 +66,17 @@ def check_available():
     if not shutil.which(BWRAP):
         raise exception.HandlerUnavailable(
             reason='bwrap not found; install the Debian package bubblewrap')
+
+
+def check_fuse():
+    """Raise HandlerUnavailable unless this caller can mount FUSE."""
+    if not os.path.exists('/dev/fuse'):
+        raise exception.HandlerUnavailable(
+            reason='no /dev/fuse: the fuse driver is not loaded; run '
+                   'modprobe fuse')
+    if os.geteuid() != 0 and not shutil.which('fusermount3'):
+        raise exception.HandlerUnavailable(
+            reason='fusermount3 not found; install the Debian package fuse3')
 
 
 class _DropTo:
@@ -163,3 +177,88 @@ class Sandbox:
                                  preexec_fn=self._preexec)
         finally:
             self.close()
+
+
+class opened:
+    """A read-only descriptor of ``path``, closed on exit (a held
+    image's ``/proc/<pid>/fd/<n>`` reopens the very inode)."""
+
+    def __init__(self, path):
+        self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+
+    def __enter__(self):
+        return self.fd
+
+    def __exit__(self, *exc):
+        os.close(self.fd)
+
+
+def helper_ids(path, conf, writes=True, name=None):
+    """``(uid, gid)`` a helper working on ``path`` runs as.
+
+    The caller's own when it is not root; for root, the file's owner; for
+    root's own file, ``[inject] helper_user`` if the helper only reads.
+
+    :param name: the file's name for messages (``path`` may be a
+        ``/proc/<pid>/fd/<n>`` link).
+    :raises HandlerFailed: root's file, and the helper would write it.
+    """
+    if os.geteuid() != 0:
+        return os.geteuid(), os.getegid()
+    info = os.stat(path)
+    if info.st_uid != 0:
+        return info.st_uid, info.st_gid
+    if writes:
+        raise exception.HandlerFailed(
+            reason='%s belongs to root, and the helpers that write it never '
+                   'run as root; give the image to the user nova-compute '
+                   'runs as (chown nova), or use another handler'
+                   % (name or path))
+    user = pwd.getpwnam(conf.inject.helper_user)
+    return user.pw_uid, user.pw_gid
+
+
+def kill(proc):
+    """Kill a sandbox (its helper dies with it) and reap it."""
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+
+
+def wait_until(ready, proc, timeout):
+    """Call ``ready()`` until it is true; False when the helper died first
+    or ``timeout`` ran out (the helper is then killed).
+
+    ``ready()`` may block on a FUSE mount until its server answers, so it
+    runs in a thread: killing the helper ends the connection, and with it
+    any call blocked on it.
+    """
+    outcome = []
+
+    def probe():
+        deadline = time.monotonic() + timeout
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                if ready():
+                    outcome.append(True)
+                    return
+            except OSError:
+                pass
+            time.sleep(0.002)
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not outcome:
+        kill(proc)
+        thread.join()
+    return bool(outcome)
+
+
+def last_words(proc):
+    """The helper's last line on stderr (it is killed and reaped first)."""
+    kill(proc)
+    lines = [line for line in os.fsdecode(proc.stderr.read()).splitlines()
+             if line.strip() and 'journal is not supported' not in line]
+    proc.stderr.close()
+    return lines[-1].strip() if lines else \
+        'it exited with status %s and said nothing' % proc.returncode

@@ -7,6 +7,7 @@ mount, qemu/guestmount process or journal record behind.
 """
 
 import os
+import pwd
 import subprocess
 
 from oslo_config import fixture as config_fixture
@@ -15,6 +16,8 @@ import pytest
 from nova_ksm_inject.conf import CONF
 
 MIB = 1024 * 1024
+#: Who owns the images root's tests inject with sandboxed helpers.
+HELPER_USER = 'nobody'
 
 PASSWD = ('root:x:0:0:root:/root:/bin/bash\n'
           'user:x:1000:1000::/home/user:/bin/sh\n')
@@ -64,6 +67,15 @@ class Images:
 
     def path(self, name):
         return os.path.join(self.base, name)
+
+    @staticmethod
+    def give(path, user=HELPER_USER):
+        """Hand an image to an unprivileged user, as nova's disks are
+        nova's: the sandboxed helpers that write it run as its owner,
+        never as root."""
+        info = pwd.getpwnam(user)
+        os.chown(path, info.pw_uid, info.pw_gid)
+        return path
 
     def raw_fs(self, name='whole.raw', size_mib=32, tree=None):
         """A raw image that is one ext4 filesystem (partition 0)."""

@@ -20,7 +20,6 @@ from nova_ksm_inject import procfs
 from nova_ksm_inject import utils
 from nova_ksm_inject.disk.files import host
 from nova_ksm_inject.disk.handlers import base
-from nova_ksm_inject.disk.handlers import qsd
 
 LOG = logging.getLogger(__name__)
 
@@ -28,6 +27,17 @@ TIMEOUT_HINT = ('on hosts whose KVM the appliance cannot use set [guestfs] '
                 'backend_settings = force_tcg, or raise [guestfs] '
                 'launch_timeout')
 
+
+
+def read_pid(path):
+    """The pid in guestmount's pid file ``path``, or None when it is
+    missing or empty."""
+    try:
+        with open(path) as f:
+            text = f.read().strip()
+    except FileNotFoundError:
+        return None
+    return int(text) if text.isdigit() else None
 
 def kill_appliances(parent, image_path):
     """SIGKILL the qemu children of ``parent`` that opened ``image_path``.
@@ -76,7 +86,7 @@ def mount(conf, image, partition, journal):
     finally:
         if os.path.ismount(mountpoint):
             journal.push('guestmount', path=mountpoint,
-                         pid=qsd.read_pid(pidfile), marker=mountpoint)
+                         pid=read_pid(pidfile), marker=mountpoint)
     LOG.info('guestmount mounted %s at %s', image.path, mountpoint)
     files = host.HostRootFiles(mountpoint, conf)
     journal.callback(files.close)
