@@ -140,5 +140,5 @@ def stop_daemon(proc, monitor):
     except subprocess.TimeoutExpired:
         pass
     sandbox.kill(proc)
-    proc.stderr.close()
+    proc.stdout.close()
     monitor.close()

@@ -158,9 +158,10 @@ class Sandbox:
         argv = self.command(*cmd)
         LOG.debug('Starting sandboxed %s', ' '.join(cmd))
         try:
+            # fuse2fs reports on stdout, qemu on stderr: one pipe for both.
             return subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE, pass_fds=self._fds,
+                argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT, pass_fds=self._fds,
                 preexec_fn=self._preexec)
         except FileNotFoundError as err:
             raise exception.ToolMissing(tool=BWRAP, package='bubblewrap',
@@ -255,10 +256,12 @@ def wait_until(ready, proc, timeout):
 
 
 def last_words(proc):
-    """The helper's last line on stderr (it is killed and reaped first)."""
+    """The helper's last line of output (it is killed and reaped first);
+    fuse2fs's advice to run e2fsck is not the reason."""
     kill(proc)
-    lines = [line for line in os.fsdecode(proc.stderr.read()).splitlines()
-             if line.strip() and 'journal is not supported' not in line]
-    proc.stderr.close()
+    lines = [line for line in os.fsdecode(proc.stdout.read()).splitlines()
+             if line.strip() and 'journal is not supported' not in line
+             and 'Please run e2fsck' not in line]
+    proc.stdout.close()
     return lines[-1].strip() if lines else \
         'it exited with status %s and said nothing' % proc.returncode

@@ -178,8 +178,11 @@ def _check_filesystem(disk, offset, image_path):
 
 
 def _stop_fuse2fs(proc, root, image_path):
-    """Unmount the guest; fuse2fs then flushes, closes and exits."""
-    fuse.unmount(root)
+    """Unmount the guest; fuse2fs then flushes, closes and exits. A
+    helper that had already died (its failure was the reason the mount
+    failed) leaves only its dead mount to remove."""
+    served = proc.poll() is None
+    fuse.unmount(root, lazy=not served)
     try:
         code = proc.wait(STOP_TIMEOUT)
     except subprocess.TimeoutExpired:
@@ -188,8 +191,8 @@ def _stop_fuse2fs(proc, root, image_path):
             'fuse2fs serving %s did not exit within %d s of its unmount; '
             'killed it, the writes may be lost' % (image_path, STOP_TIMEOUT))
     finally:
-        proc.stderr.close()
-    if code != 0:
+        proc.stdout.close()
+    if served and code != 0:
         raise exception.NovaKsmInjectError(
             'fuse2fs serving %s exited %d after its unmount; the writes may '
             'not all have reached the image' % (image_path, code))
