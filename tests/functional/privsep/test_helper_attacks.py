@@ -13,7 +13,10 @@ hundreds of times; the victim must be byte-for-byte unchanged.
 
 The command attacked is the one the deployment hands out: the
 ``helper_command`` ``Site.write_conf`` writes (and the sudoers rule of
-``deployed`` allows), plus the attacker's arguments.
+``deployed`` allows), plus the attacker's arguments. Against the code
+before nova-ksm-inject-privsep-helper (aa05085: ``sudo privsep-helper
+--config-file ...``, path checks at each call) every test here fails: the
+marker is written, and the victim is written within the first tries.
 """
 
 import configparser
