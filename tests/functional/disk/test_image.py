@@ -8,6 +8,7 @@ No root needed.
 
 import json
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -16,7 +17,9 @@ import time
 import pytest
 
 from nova_ksm_inject import exception
+from nova_ksm_inject import utils
 from nova_ksm_inject.disk import image
+from nova_ksm_inject.disk import qemuimg
 
 MIB = 1024 * 1024
 QEMU_IMG = shutil.which('qemu-img')
@@ -222,33 +225,57 @@ def test_image_in_use_by_qemu_is_refused(dirs, no_leaks):
 
 
 @pytest.fixture
-def fake_qemu_img(tmp_path, monkeypatch):
-    """Put a shell script named qemu-img first on PATH."""
-    bindir = tmp_path / 'bin'
-    bindir.mkdir()
-
+def fake_qemu_img(monkeypatch):
+    """Run a shell script in qemu-img's place, in its sandbox, with its
+    arguments (the sandbox sees /usr only, so no script file)."""
     def install(body):
-        script = bindir / 'qemu-img'
-        script.write_text('#!/bin/sh\n' + body)
-        script.chmod(0o755)
-
-    monkeypatch.setenv('PATH', '%s:%s' % (bindir, os.environ['PATH']))
+        monkeypatch.setattr(qemuimg, 'QEMU_IMG',
+                            ('sh', '-c', body, 'qemu-img'))
     return install
 
 
-def test_limits_reach_qemu_img(dirs, conf, fake_qemu_img, tmp_path):
+@pytest.fixture
+def qemu_img_stderr(monkeypatch):
+    """What each (sandboxed) qemu-img run wrote to stderr."""
+    seen = []
+    real = utils.execute
+
+    def spy(*cmd, **kwargs):
+        out, err = real(*cmd, **kwargs)
+        seen.append(err)
+        return out, err
+    monkeypatch.setattr(utils, 'execute', spy)
+    return seen
+
+
+def test_limits_reach_qemu_img(dirs, conf, fake_qemu_img, qemu_img_stderr):
     conf.config(group='inject', qemu_img_cpu_time=7,
                 qemu_img_address_space=300 * MIB)
-    limits = tmp_path / 'limits'
-    fake_qemu_img('cat /proc/self/limits > %s\nexec %s "$@"\n'
-                  % (limits, QEMU_IMG))
+    fake_qemu_img('cat /proc/self/limits >&2\nexec qemu-img "$@"\n')
     path = create(dirs['inst'] / 'disk', 'raw')
     assert image.inspect_image(path).format == 'raw'
-    lines = limits.read_text().splitlines()
+    [lines] = [err.splitlines() for err in qemu_img_stderr]
     assert any(line.split()[-3:] == ['7', '7', 'seconds'] and
                line.startswith('Max cpu time') for line in lines)
     assert any(line.startswith('Max address space') and
                line.split()[-3:-1] == [str(300 * MIB)] * 2 for line in lines)
+
+
+@pytest.mark.parametrize('owner', ['nobody', 'root'])
+def test_qemu_img_never_runs_as_root(dirs, conf, fake_qemu_img,
+                                     qemu_img_stderr, owner):
+    """As root: the file's owner, or [inject] helper_user for root's own
+    file; as anyone else: the caller. It opens only the descriptor."""
+    conf.config(group='inject', helper_user='nobody')
+    nobody = pwd.getpwnam('nobody')
+    fake_qemu_img('id -u >&2; test -e "%s" && echo SEES-HOST >&2; '
+                  'exec qemu-img "$@"\n' % dirs['inst'])
+    path = create(dirs['inst'] / 'disk', 'raw')
+    if owner == 'nobody':
+        os.chown(path, nobody.pw_uid, nobody.pw_gid)
+    assert image.inspect_image(path).format == 'raw'
+    expected = nobody.pw_uid if os.geteuid() == 0 else os.geteuid()
+    assert qemu_img_stderr[0].split() == [str(expected)]
 
 
 def test_runaway_qemu_img_is_killed_and_refused(dirs, conf, fake_qemu_img):

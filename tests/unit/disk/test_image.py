@@ -18,6 +18,7 @@ from nova_ksm_inject import exception
 from nova_ksm_inject import utils
 from nova_ksm_inject.disk import image
 from nova_ksm_inject.disk import qemuimg
+from nova_ksm_inject.disk import sandbox
 from tests.unit import fake_privsep
 
 QCOW2 = b'QFI\xfb' + struct.pack('>I', 3)
@@ -31,10 +32,15 @@ def write(path, header=RAW):
 
 
 class FakeQemuImg:
-    """Stands in for ``utils.execute``; answers ``qemu-img info``."""
+    """Stands in for ``utils.execute``; answers ``qemu-img info``.
+
+    ``calls`` holds the command run inside the sandbox (what follows
+    bwrap's ``--``), ``paths`` the files its descriptors name.
+    """
 
     def __init__(self):
         self.calls = []
+        self.paths = []
         self.layers = {}
         self.failure = None
 
@@ -50,17 +56,17 @@ class FakeQemuImg:
         self.layers[os.path.realpath(path)] = data
 
     def __call__(self, *cmd, **kwargs):
+        assert cmd[0] == sandbox.BWRAP
+        cmd = cmd[cmd.index('--') + 1:]
         self.calls.append((cmd, kwargs))
+        # The sandbox's /proc/self/fd/N is ours, with the same number.
+        fd = int(re.fullmatch(r'/proc/self/fd/([0-9]+)', cmd[-1]).group(1))
+        assert fd in kwargs['pass_fds']
+        target = os.readlink('/proc/self/fd/%d' % fd)
+        self.paths.append(target)
         if self.failure:
             raise self.failure
-        target = cmd[-1]
-        if target.startswith('/proc/'):
-            target = os.readlink(target)  # a held descriptor: its file
         return json.dumps(self.layers[target]), ''
-
-    @property
-    def paths(self):
-        return [cmd[-1] for cmd, _kw in self.calls]
 
 
 @pytest.fixture
@@ -145,8 +151,9 @@ def test_raw_image(tmp_path, qemu_img, conf):
     assert info == image.ImageInfo(path, 'raw', 1 << 20, ())
     assert not info.is_cow
     [(cmd, kwargs)] = qemu_img.calls
-    assert cmd == ('qemu-img', 'info', '--output=json', '-f', 'raw', path)
-    limits = kwargs['preexec_fn']
+    assert cmd[:-1] == ('qemu-img', 'info', '--output=json', '-f', 'raw')
+    assert qemu_img.paths == [path]
+    limits = kwargs['preexec_fn'].limits
     assert isinstance(limits, utils.ResourceLimits)
     assert (limits.cpu_time, limits.address_space) == (7, 128 << 20)
 
@@ -212,7 +219,8 @@ def test_header_backing_file_needs_the_format_stated(tmp_path, qemu_img):
     assert 'stated raw' in refusal(0, qemu_img, path, fmt='raw')
     qemu_img.add(path, 'qcow2')
     assert image.inspect_image(path, fmt='qcow2').format == 'qcow2'
-    assert qemu_img.calls[0][0][4:] == ('qcow2', path)
+    assert qemu_img.calls[0][0][4] == 'qcow2'
+    assert qemu_img.paths == [path]
 
 
 @pytest.mark.parametrize('fmt', [None, 'qcow2'])
@@ -241,7 +249,7 @@ def test_qcow2_over_raw_in_trusted_dir(tmp_path, qemu_img, trusted):
     info = image.inspect_image(top, trusted_dirs=[str(trusted)])
     assert info.backing_chain == ((base, 'raw'),)
     assert [cmd[4] for cmd, _kw in qemu_img.calls] == ['qcow2', 'raw']
-    assert all(isinstance(kw['preexec_fn'], utils.ResourceLimits)
+    assert all(isinstance(kw['preexec_fn'].limits, utils.ResourceLimits)
                for _cmd, kw in qemu_img.calls)
     assert not any('--backing-chain' in cmd or '-U' in cmd
                    for cmd, _kw in qemu_img.calls)
@@ -512,7 +520,7 @@ def test_held_image_and_layers_are_handed_to_tools_by_descriptor(
         assert (os.readlink(info.source), os.readlink(layer_source)) == (
             top, base)
         assert layer_format == 'raw'
-        assert qemu_img.paths == [info.source, layer_source]
+        assert qemu_img.paths == [top, base]
         fds = [int(src.rsplit('/', 1)[1]) for src in (info.source,
                                                        layer_source)]
     assert (info.path, info.backing_chain) == (top, ((base, 'raw'),))
