@@ -11,12 +11,22 @@ in:
 * a device whose ``pid`` names a dead process is stale: once locked, it is
   disconnected and reused;
 * the device list is read from sysfs, never a hard-coded count;
-* ``qemu-nbd --connect`` always gets ``--format``; the device is used only
-  once sysfs shows it connected with a size, bounded by ``timeout_nbd``;
+* ``qemu-nbd --connect`` gets the whole backing chain spelled out with
+  ``--image-opts`` (:func:`image_opts`): every layer's driver stated, a
+  ``backing`` for every qcow2 layer (none below the last), and each file
+  by descriptor, so qemu neither probes a format nor resolves a backing
+  name (relative names resolve against a different directory for
+  ``/proc/PID/fd/N`` than for the path inspection checked);
+* the device is used only once sysfs shows it connected with a size,
+  bounded by ``timeout_nbd``;
 * partitions are the kernel's ``nbdNpM`` (needs ``max_part``);
 * the device is disconnected on every path out (journal kind ``nbd``).
+
+qemu-nbd itself runs as root (it drives /dev/nbdN), under the helper CPU
+and address-space limits; it is not sandboxed.
 """
 
+import contextlib
 import os
 import re
 import shutil
@@ -29,7 +39,9 @@ from oslo_log import log as logging
 from nova_ksm_inject import exception
 from nova_ksm_inject import procfs
 from nova_ksm_inject import utils
+from nova_ksm_inject.disk import export
 from nova_ksm_inject.disk import mount
+from nova_ksm_inject.disk import sandbox
 from nova_ksm_inject.disk.files import host
 from nova_ksm_inject.disk.handlers import base
 
@@ -43,6 +55,48 @@ POLL_INTERVAL = 0.05
 # succeeds twice, and closing either copy drops both.
 _claimed = set()
 _claimed_guard = threading.Lock()
+
+
+def image_opts(image, fds):
+    """The ``qemu-nbd --image-opts`` string opening ``image`` and its
+    backing chain, the files being ``fds`` (top first, then each backing
+    layer) as the command inherits them (``/proc/self/fd/N``).
+
+    The tree is :func:`.export.layer_spec`'s, nested, in QemuOpts' dotted
+    keys. ``backing=`` (empty) is the dotted spelling of JSON null: the
+    bottom qcow2 layer opens no backing file (QEMU 7.2 warns it prefers
+    null, which the dotted syntax cannot spell; were that ever removed,
+    qemu-nbd would fail to open, never open a file named in a header).
+    """
+    files = ['/proc/self/fd/%d' % fd for fd in fds]
+    formats = [image.format] + [fmt for _src, fmt in image.layer_paths()]
+    spec = None
+    # Bottom up, each layer holding the one below as its backing.
+    for depth in reversed(range(len(files))):
+        spec = export.layer_spec('backing%d' % depth if depth else 'top',
+                                 files[depth], formats[depth], spec,
+                                 read_only=depth > 0)
+    return ','.join(_dotted(spec))
+
+
+def _dotted(spec, prefix=''):
+    for key, value in spec.items():
+        if isinstance(value, dict):
+            yield from _dotted(value, prefix + key + '.')
+        elif value is None:
+            yield prefix + key + '='
+        elif isinstance(value, bool):
+            yield '%s%s=%s' % (prefix, key, 'on' if value else 'off')
+        else:
+            yield '%s%s=%s' % (prefix, key, str(value).replace(',', ',,'))
+
+
+def _open_layers(image, stack):
+    """Each layer of ``image`` opened read-only (top first), closed with
+    ``stack``: qemu-nbd inherits them and reopens each with the access it
+    needs (``/proc/self/fd/N``), no host path resolved again."""
+    return [stack.enter_context(sandbox.opened(source)) for source in
+            [image.tool_path] + [s for s, _f in image.layer_paths()]]
 
 
 class NbdHandler(base.ImageHandler):
@@ -195,30 +249,34 @@ class NbdHandler(base.ImageHandler):
 
     def _connect(self, image, name, journal):
         device = os.path.join(self.dev, name)
+        # The work dir names this connection in qemu-nbd's command line
+        # (the export description), for _record_if_ours.
+        marker = journal.work_dir
         try:
-            utils.execute('qemu-nbd', '--connect', device, '--format',
-                          image.format, image.tool_path,
-                          preexec_fn=utils.ResourceLimits(
-                              cpu_time=self.conf.inject.helper_cpu_time,
-                              address_space=(
-                                  self.conf.inject.helper_address_space)),
-                          action='connecting %s to %s' % (image.path, device))
+            with contextlib.ExitStack() as stack:
+                fds = _open_layers(image, stack)
+                utils.execute(
+                    'qemu-nbd', '--connect', device, '--description', marker,
+                    '--image-opts', image_opts(image, fds), pass_fds=fds,
+                    preexec_fn=utils.ResourceLimits(
+                        cpu_time=self.conf.inject.helper_cpu_time,
+                        address_space=self.conf.inject.helper_address_space),
+                    action='connecting %s to %s' % (image.path, device))
         except exception.CommandFailed as err:
-            self._record_if_ours(image, name, device, journal)
+            self._record_if_ours(marker, name, device, journal)
             raise exception.HandlerFailed(
                 reason='qemu-nbd could not connect %s to %s: %s'
                        % (image.path, device, err)) from err
-        self._record_if_ours(image, name, device, journal)
+        self._record_if_ours(marker, name, device, journal)
         self._wait_connected(image, name, device)
         LOG.info('Connected %s (%s) to %s', image.path, image.format, device)
         return device
 
-    def _record_if_ours(self, image, name, device, journal):
+    def _record_if_ours(self, marker, name, device, journal):
         # A failed qemu-nbd may still have connected the device; disconnect
         # it unless its server is somebody else's.
         pid = self.connected_pid(name)
-        if pid is not None and not procfs.process_matches(
-                pid, image.tool_path):
+        if pid is not None and not procfs.process_matches(pid, marker):
             return
         journal.push('nbd', undo_now=lambda: self._disconnect(device, name),
                      device=device)
