@@ -98,8 +98,10 @@ def export_image(conf, image, workdir, ids, journal, share=False):
     export = os.path.join(workdir, 'export.raw')
     with open(export, 'x'):
         pass
-    fuse_fd = fuse.mount(export, 'qsd', share=share)
+    # Recorded first: a caller killed right after the mount leaves it to
+    # the sweep (unmounting what is not mounted is a no-op).
     journal.push('fuse', path=export)
+    fuse_fd = fuse.mount(export, 'qsd', share=share)
     monitor, theirs = socket.socketpair()
     box = sandbox.Sandbox(conf, workdir, *ids)
     try:

@@ -23,9 +23,11 @@ through the ``_FUSE_COMMFD`` protocol it already speaks, and does nothing
 on unmount (the caller unmounts).
 """
 
+import ctypes
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -61,6 +63,23 @@ _BASE = ('--unshare-all', '--die-with-parent', '--new-session',
          '--tmpfs', '/tmp', '--chdir', '/')
 
 
+_libc = ctypes.CDLL(None, use_errno=True)
+_PR_SET_PDEATHSIG = 1
+
+
+def work_dir(journal, name):
+    """A work directory on ``journal`` whose sandboxes all die with it.
+
+    Sandboxes name it in their command line. Its record stops any left
+    (a caller killed while bubblewrap was still setting up can leave
+    one orphaned), and it is pushed before any starts, so the sweep finds
+    them whatever instant the caller died at.
+    """
+    path = journal.make_dir(name)
+    journal.push('process', marker=path, sandbox=True)
+    return path
+
+
 def check_available():
     """Raise HandlerUnavailable unless bubblewrap can build a sandbox."""
     if not shutil.which(BWRAP):
@@ -80,7 +99,9 @@ def check_fuse():
 
 
 class _DropTo:
-    """preexec_fn: limits, then (root only) become ``uid``:``gid``."""
+    """preexec_fn: limits, then (root only) become ``uid``:``gid``, then
+    die with the caller (bwrap's --die-with-parent covers the helper, not
+    bwrap itself)."""
 
     def __init__(self, limits, uid, gid):
         self.limits = limits
@@ -93,6 +114,8 @@ class _DropTo:
             os.setgroups([])
             os.setresgid(self.gid, self.gid, self.gid)
             os.setresuid(self.uid, self.uid, self.uid)
+        # After the uid change, which clears it.
+        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 class Sandbox:

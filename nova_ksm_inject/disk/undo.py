@@ -16,6 +16,7 @@ from oslo_log import log as logging
 from nova_ksm_inject import exception
 from nova_ksm_inject import procfs
 from nova_ksm_inject import utils
+from nova_ksm_inject.disk import fuse
 
 LOG = logging.getLogger(__name__)
 
@@ -114,8 +115,6 @@ def _undo_nbd(step):
 
 
 def _undo_fuse(step):
-    from nova_ksm_inject.disk import fuse  # noqa: imported when needed
-
     fuse.unmount(step['path'], lazy=True)
 
 
@@ -130,8 +129,19 @@ def _undo_guestmount(step):
 
 
 def _undo_process(step):
-    stop_process(step['pid'], step.get('marker'),
-                 timeout=step.get('timeout', 10), start=step.get('start'))
+    if step.get('pid'):
+        stop_process(step['pid'], step.get('marker'),
+                     timeout=step.get('timeout', 10),
+                     start=step.get('start'))
+    if step.get('sandbox') and step.get('marker'):
+        # A sandbox whose caller was killed while bubblewrap was still
+        # setting up can outlive it, orphaned; its command line names the
+        # injection's work directory, which nothing else does.
+        for pid in procfs.pids():
+            if pid != os.getpid() and \
+                    procfs.process_matches(pid, step['marker']):
+                stop_process(pid, step['marker'],
+                             timeout=step.get('timeout', 10))
 
 
 UNDO = {

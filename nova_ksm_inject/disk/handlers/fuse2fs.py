@@ -84,7 +84,7 @@ class Fuse2fsHandler(base.ImageHandler):
                           'partition; give the partition number', image.path)
         ids = sandbox.helper_ids(image.tool_path, self.conf,
                                  name=image.path)
-        workdir = journal.make_dir('fuse2fs')
+        workdir = sandbox.work_dir(journal, 'fuse2fs')
         if image.format == 'qcow2':
             disk = export.export_image(self.conf, image, workdir, ids,
                                        journal, share=os.geteuid() == 0)
@@ -126,6 +126,7 @@ class Fuse2fsHandler(base.ImageHandler):
 
     def _serve(self, disk_fd, offset, image, workdir, ids, journal):
         root = journal.make_dir('root')
+        journal.push('fuse', path=root)  # before the mount, as in export
         fuse_fd = fuse.mount(root, 'fuse2fs')
         box = sandbox.Sandbox(self.conf, workdir, *ids)
         try:
@@ -136,8 +137,9 @@ class Fuse2fsHandler(base.ImageHandler):
                              '-o', 'offset=%d,fakeroot' % offset)
         finally:
             os.close(fuse_fd)
-        journal.push('fuse', undo_now=functools.partial(
-            _stop_fuse2fs, proc, root, image.path), path=root)
+        journal.push('process', undo_now=functools.partial(
+            _stop_fuse2fs, proc, root, image.path), pid=proc.pid,
+            marker=workdir, timeout=STOP_TIMEOUT)
         served = sandbox.wait_until(lambda: os.stat(root) is not None,
                                     proc, self.conf.inject.device_timeout)
         if not served:

@@ -51,7 +51,7 @@ class QsdHandler(base.ImageHandler):
                        'the partition number' % image.path)
         ids = sandbox.helper_ids(image.tool_path, self.conf,
                                  name=image.path)
-        workdir = journal.make_dir('qsd')
+        workdir = sandbox.work_dir(journal, 'qsd')
         path = export.export_image(self.conf, image, workdir, ids, journal,
                                    share=True)
         return mount.mount_raw_file(path, partition, journal)
