@@ -14,7 +14,8 @@ address space are capped (``[inject] helper_cpu_time``,
 (``--die-with-parent``).
 
 A helper never runs as root: when the caller is root it runs as the uid
-given (the image's owner), dropped before bubblewrap starts.
+given (the image's owner), dropped by ``setpriv`` before bubblewrap
+starts.
 
 A FUSE server cannot mount from inside (see :mod:`.fuse`): the caller
 mounts and the sandbox's ``fusermount3`` is replaced by
@@ -98,24 +99,26 @@ def check_fuse():
             reason='fusermount3 not found; install the Debian package fuse3')
 
 
-class _DropTo:
-    """preexec_fn: limits, then (root only) become ``uid``:``gid``, then
-    die with the caller (bwrap's --die-with-parent covers the helper, not
-    bwrap itself)."""
+class _Limits:
+    """preexec_fn: resource limits, and death with the caller (bwrap's
+    --die-with-parent covers the helper, not bwrap itself)."""
 
-    def __init__(self, limits, uid, gid):
+    def __init__(self, limits):
         self.limits = limits
-        self.uid = uid
-        self.gid = gid
 
     def __call__(self):
         self.limits()
-        if os.geteuid() == 0:
-            os.setgroups([])
-            os.setresgid(self.gid, self.gid, self.gid)
-            os.setresuid(self.uid, self.uid, self.uid)
-        # After the uid change, which clears it.
         _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def drop_to(uid, gid):
+    """The command prefix that runs the rest as ``uid``:``gid``, with no
+    supplementary groups (root only). ``setpriv`` is started by uid 0
+    with root's full set even from the privsep daemon, whose own reduced
+    set could not change uid; it sets the death signal again after the
+    change, which clears it."""
+    return ['setpriv', '--reuid', str(uid), '--regid', str(gid),
+            '--clear-groups', '--pdeathsig', 'KILL', '--']
 
 
 class Sandbox:
@@ -132,10 +135,11 @@ class Sandbox:
         self.marker = marker
         self._args = ['--setenv', MARKER_ENV, marker]
         self._fds = []
-        self._preexec = _DropTo(utils.ResourceLimits(
+        self._preexec = _Limits(utils.ResourceLimits(
             cpu_time=conf.inject.helper_cpu_time,
-            address_space=conf.inject.helper_address_space),
-            uid, gid if gid is not None else uid)
+            address_space=conf.inject.helper_address_space))
+        self._prefix = (drop_to(uid, gid if gid is not None else uid)
+                        if os.geteuid() == 0 else [])
 
     def _keep(self, fd):
         self._fds.append(fd)
@@ -169,7 +173,7 @@ class Sandbox:
         self.data_file(FUSERMOUNT_SHIM, '/usr/bin/fusermount3', 0o755)
 
     def command(self, *cmd):
-        return [BWRAP, *_BASE, *self._args, '--', *cmd]
+        return [*self._prefix, BWRAP, *_BASE, *self._args, '--', *cmd]
 
     def close(self):
         """Close our copies of the descriptors handed over."""

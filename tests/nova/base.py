@@ -44,6 +44,28 @@ class DriverTestCase(PytestCompatible, test.NoDBTestCase):
         self.flags(instances_path=os.path.join(self.tmp, 'instances'))
 
 
+def disks_owned_by_nova(testcase, user='nobody'):
+    """Hand each disk to an unprivileged user before it is injected.
+
+    On a compute node nova-compute runs as ``nova`` and its instance disks
+    are nova's; here nova-compute is this (root) process. The sandboxed
+    helpers of the default handlers run as a disk's owner and never write
+    root's files, so the disks are given away as nova's would be.
+    """
+    import pwd
+
+    from nova_ksm_inject.disk import api
+
+    owner = pwd.getpwnam(user)
+    real = api.inject_data
+
+    def inject_data(path, *args, **kwargs):
+        os.chown(path, owner.pw_uid, owner.pw_gid)
+        return real(path, *args, **kwargs)
+    testcase.useFixture(fixtures.MonkeyPatch(
+        'nova_ksm_inject.disk.api.inject_data', inject_data))
+
+
 def require_root(testcase):
     if os.geteuid() != 0:
         testcase.skipTest('needs root for loop devices and mounts')

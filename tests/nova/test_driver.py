@@ -94,7 +94,7 @@ class TestLoader(base.DriverTestCase):
               '--namespace', 'nova_ksm_inject.nova'])
         generator.generate(conf, output_file=out)
         sample = out.getvalue()
-        expected = ('[ksm]', '[inject]', '#img_handlers = loop,nbd,guestfs',
+        expected = ('[ksm]', '[inject]', '#img_handlers = fuse2fs,guestfs',
                     '#policy = adaptive', '#launch_timeout = 120')
         self.assertEqual([], [line for line in expected
                               if line not in sample.splitlines()])

@@ -90,7 +90,8 @@ class TestCopyOnWrite(test_spawn.SpawnTestCase):
     def setUp(self):
         super().setUp()
         # nova's default: qcow2 overlays on a raw cached base image.
-        self.flags(use_cow_images=True, img_handlers=['loop', 'qsd'])
+        self.flags(use_cow_images=True, img_handlers=['loop', 'fuse2fs'])
+        base.disks_owned_by_nova(self)
         # The image backend is chosen when the driver is built.
         self.drvr = driver.LibvirtDriver(fake.FakeVirtAPI(), False)
 
@@ -116,7 +117,7 @@ class TestCopyOnWrite(test_spawn.SpawnTestCase):
                       base.debugfs_cat(flat, '/root/.ssh/authorized_keys'))
         log = self.logged()
         self.assertIn('Skipping image handler loop', log)
-        self.assertIn('with handler qsd', log)
+        self.assertIn('with handler fuse2fs', log)
         self.assert_nothing_left(disk)
 
 

@@ -45,8 +45,9 @@ class UnprivilegedSpawn(test_spawn.SpawnTestCase):
             'oslo_privsep.daemon.RootwrapClientChannel', REAL_CHANNEL))
         self.flags(instances_path=INSTANCES)
         self.flags(state_dir=STATE, group='inject')
-        helper = 'sudo %s/privsep-helper --config-file %s' % (
-            sys.argv[4], CONF_FILE)
+        # Our helper, which reads root's fixed list of configuration files
+        # (the test's Site.write_conf pointed it at CONF_FILE).
+        helper = 'sudo %s/nova-ksm-inject-privsep-helper' % sys.argv[4]
         self.flags(helper_command=helper, group='privsep_inject')
 
     def disk_of(self, instance):

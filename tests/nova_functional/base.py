@@ -111,9 +111,11 @@ class ApiTestCase(nova_base.PytestCompatible, libvirt_base.ServersTestBase):
         # cached base (use_cow_images, force_raw_images).
         self.flags(use_cow_images=True, force_raw_images=True)
         # loop cannot do copy-on-write, so the chain passes it over for
-        # qsd. (nbd is left out: this kernel has none, and nova's harness
-        # forbids reading /sys, where nbd looks for its devices.)
-        self.flags(img_handlers=['loop', 'qsd'])
+        # fuse2fs (the default's first). (nbd is left out: this kernel has
+        # none, and nova's harness forbids reading /sys, where nbd looks
+        # for its devices.) The disks are nova's, as on a compute node.
+        self.flags(img_handlers=['loop', 'fuse2fs'])
+        nova_base.disks_owned_by_nova(self)
         self.flags(state_dir=os.path.join(self.tmp, 'inject-state'),
                    group='inject')
         self.flags(inject_partition=1, inject_key=True, inject_password=True,

@@ -36,7 +36,7 @@ class InjectTestCase(base.ApiTestCase):
         disk = self.disk_path(server)
         self.assertIn('Skipping image handler loop for %s: cannot do '
                       'copy-on-write' % disk, log)
-        self.assertIn('into %s with handler qsd' % disk, log)
+        self.assertIn('into %s with handler fuse2fs' % disk, log)
         self.assert_nothing_left(server)
 
     def assert_base_untouched(self):
@@ -131,7 +131,7 @@ class TestBoot(InjectTestCase):
         self.assertEqual('Lab 2\n', disk.cat('/etc/motd'))
         self.assertIn(KEY, disk.cat('/root/.ssh/authorized_keys'))
         self.assertEqual(2, self.logged().count(
-            'into %s with handler qsd' % self.disk_path(server)))
+            'into %s with handler fuse2fs' % self.disk_path(server)))
         self.assert_nothing_left(server)
 
 
@@ -149,7 +149,7 @@ class TestNoHandlerCanMount(InjectTestCase):
                     if 'WARNING' in line and 'Ignoring error injecting data '
                     'into image %s' % self.blank in line]
         self.assertEqual(1, len(warnings), self.logged())
-        self.assertIn('qsd', warnings[0])
+        self.assertIn('fuse2fs', warnings[0])
         # Nothing was written: the guest's disk reads as the image.
         disk = self.guest_disk(server)
         [cached] = self.base_images()
