@@ -41,8 +41,8 @@ def inject_fuse2fs(image, request, partition, trusted=(), **kwargs):
 
 
 def helpers():
-    out = subprocess.run(['ps', '-eww', '-o', 'stat,args'], capture_output=True,
-                         text=True).stdout
+    out = subprocess.run(['ps', '-eww', '-o', 'stat,args'],
+                         capture_output=True, text=True).stdout
     return [line for line in out.splitlines()
             if ('fuse2fs' in line or 'qemu-storage-daemon' in line)
             and 'bwrap' in line and not line.startswith('Z')]
