@@ -56,7 +56,7 @@ class FakeQemuImg:
         self.layers[os.path.realpath(path)] = data
 
     def __call__(self, *cmd, **kwargs):
-        assert cmd[0] == sandbox.BWRAP
+        cmd = cmd[cmd.index(sandbox.BWRAP):]  # after setpriv, for root
         cmd = cmd[cmd.index('--') + 1:]
         self.calls.append((cmd, kwargs))
         # The sandbox's /proc/self/fd/N is ours, with the same number.

@@ -29,14 +29,19 @@ class Runs:
         self.failure = failure
 
     def __call__(self, *argv, **kwargs):
-        assert argv[0] == sandbox.BWRAP
+        # Root drops to the helper's ids with setpriv, before bwrap.
+        prefix, argv = argv[:argv.index(sandbox.BWRAP)], \
+            argv[argv.index(sandbox.BWRAP):]
+        ids = (None, None)
+        if prefix:
+            assert prefix == tuple(sandbox.drop_to(prefix[2], prefix[4]))
+            ids = (int(prefix[2]), int(prefix[4]))
         cmd = argv[argv.index('--') + 1:]
         fd = int(re.fullmatch(r'/proc/self/fd/([0-9]+)', cmd[-1]).group(1))
         assert kwargs['pass_fds'] == [fd]
-        drop = kwargs['preexec_fn']
         self.runs.append(types.SimpleNamespace(
             argv=argv, cmd=cmd, target=os.readlink('/proc/self/fd/%d' % fd),
-            uid=drop.uid, gid=drop.gid, limits=drop.limits))
+            uid=ids[0], gid=ids[1], limits=kwargs['preexec_fn'].limits))
         if self.failure:
             raise self.failure
         return ANSWER, ''
@@ -103,13 +108,13 @@ def test_held_layer_is_handed_as_a_descriptor_under_qemu_img_limits(
     assert run.argv[run.argv.index(layer) - 1] == sandbox.MARKER_ENV
     assert '--unshare-all' in run.argv
     assert (run.limits.cpu_time, run.limits.address_space) == (7, 128 << 20)
-    assert (run.uid, run.gid) == (1000, 1001)
+    assert (run.uid, run.gid) == (None, None)  # the caller itself
 
 
 def test_unprivileged_caller_runs_it_as_itself(runs, layer, monkeypatch):
     as_caller(monkeypatch, 1000, owner=2000)
     qemuimg.info(layer, None, 'raw')
-    assert (runs.runs[0].uid, runs.runs[0].gid) == (1000, 1001)
+    assert (runs.runs[0].uid, runs.runs[0].gid) == (None, None)
 
 
 def test_root_runs_it_as_the_files_owner(runs, layer, monkeypatch):
