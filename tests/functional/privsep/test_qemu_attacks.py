@@ -21,7 +21,10 @@ the overlay on the first write.
 cannot run here (no nbd driver): tests/unit/disk/handlers/test_nbd.py.
 
 A try counts as reaching the daemon when the injection gets past
-inspection; each test needs many of those, and stops at the first harm.
+inspection; each test needs at least 5 of those, and stops at the first
+harm. NOT YET VERIFIED: that each test fails with the fixes reverted (the
+claims above about the old code are the attack reports of issue 18, not
+runs of these tests).
 """
 
 import hashlib
