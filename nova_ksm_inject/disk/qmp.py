@@ -78,6 +78,9 @@ class QmpClient:
 
     def close(self):
         if self._sock is not None:
+            # The reader holds the descriptor too: close both.
+            if getattr(self, '_reader', None) is not None:
+                self._reader.close()
             self._sock.close()
             self._sock = None
 

@@ -28,7 +28,6 @@ TIMEOUT_HINT = ('on hosts whose KVM the appliance cannot use set [guestfs] '
                 'launch_timeout')
 
 
-
 def read_pid(path):
     """The pid in guestmount's pid file ``path``, or None when it is
     missing or empty."""
@@ -38,6 +37,7 @@ def read_pid(path):
     except FileNotFoundError:
         return None
     return int(text) if text.isdigit() else None
+
 
 def kill_appliances(parent, image_path):
     """SIGKILL the qemu children of ``parent`` that opened ``image_path``.

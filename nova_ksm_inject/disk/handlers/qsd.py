@@ -55,6 +55,3 @@ class QsdHandler(base.ImageHandler):
         path = export.export_image(self.conf, image, workdir, ids, journal,
                                    share=True)
         return mount.mount_raw_file(path, partition, journal)
-
-# Kept while handlers/nbd.py imports it from here.
-layer_spec = export.layer_spec

@@ -226,10 +226,6 @@ def test_a_daemon_killed_for_want_of_a_quit_is_a_warning(
             in caplog.text)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'qmp.QmpClient.close() closes its socket but not the makefile reader; '
-    'while the QmpError traceback lives (a log record holds it) '
-    'socket.close() only marks the monitor closed, its descriptor stays'))
 def test_a_killed_daemons_monitor_descriptor_is_closed(helpers, tmp_path,
                                                        monkeypatch, caplog):
     monkeypatch.setattr(export, 'STOP_TIMEOUT', 0.2)

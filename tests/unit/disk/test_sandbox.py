@@ -189,9 +189,11 @@ def test_shim_does_nothing_on_unmount(tmp_path):
 
 def test_shim_runs_the_sandboxs_python_isolated():
     # Only /usr is in the sandbox; -I ignores PYTHON* variables and the
-    # user's site directory.
+    # user's site directory, -S skips site. The kernel hands everything
+    # after the interpreter on a #! line over as ONE argument, so the
+    # flags must be one word.
     interpreter, *flags = sandbox.FUSERMOUNT_SHIM.split(b'\n')[0].split()
-    assert interpreter == b'#!/usr/bin/python3' and b'-I' in flags
+    assert interpreter == b'#!/usr/bin/python3' and flags == [b'-IS']
 
 
 # -- running it ---------------------------------------------------------------
