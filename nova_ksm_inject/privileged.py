@@ -19,6 +19,9 @@ HELPER_LOGGER = 'oslo.privsep.daemon'
 #: False keeps that output out of the log (the commands' default): it is
 #: in the error message anyway.
 LOG_HELPER_OUTPUT = True
+#: True (the commands run by a user) sets privsep's root helper up at the
+#: first privileged call; nova-compute has nova's set up already.
+INIT_PRIVSEP = False
 
 
 def is_root():
@@ -82,7 +85,13 @@ class _HelperOutput(logging.Handler):
 
 
 def _through(what, section, entrypoint, *args):
+    global INIT_PRIVSEP
     from oslo_privsep import daemon
+
+    if INIT_PRIVSEP:
+        from nova_ksm_inject import privsep
+        privsep.init()
+        INIT_PRIVSEP = False
 
     output = _HelperOutput()
     helper_log = logging.getLogger(HELPER_LOGGER)

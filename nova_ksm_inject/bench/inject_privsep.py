@@ -80,14 +80,18 @@ class Worker:
              fmt], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
             cwd='/')
         self.warm = False
+        #: The handler's own seconds per injection (the chain's record:
+        #: mount, writes, unmount; not the image inspection).
+        self.handler_seconds = []
 
     def inject(self, image):
         self.proc.stdin.write(image + '\n')
         self.proc.stdin.flush()
-        answer = self.proc.stdout.readline().strip()
-        if answer != 'ok':
+        answer = self.proc.stdout.readline().split()
+        if answer[:1] != ['ok']:
             sys.exit('bench: the unprivileged worker failed on %s: %s'
-                     % (image, answer or 'it exited (see above)'))
+                     % (image, ' '.join(answer) or 'it exited (see above)'))
+        self.handler_seconds.append(float(answer[1]))
 
     def close(self):
         self.proc.stdin.close()
@@ -113,9 +117,11 @@ def cases(case_class, user, workdir, loop_copy, overlay, workers, trusted):
         def prepare(make=make, worker=worker):
             if not worker.warm:  # a daemon's start is not timed
                 worker.inject(make())
+                worker.handler_seconds.clear()
                 worker.warm = True
             return make()
         found[name] = case_class(name, kind, prepare, worker.inject, fmt)
+        found[name].worker = worker
     return found
 
 
@@ -128,13 +134,13 @@ def worker_main(conf, handler, fmt):
     common.init_privsep()
     for line in sys.stdin:
         try:
-            api.inject_data(line.strip(), bench.request(), fmt=fmt,
-                            partition=0, handler_names=[handler],
-                            use_cow=handler != 'loop')
+            result = api.inject_data(line.strip(), bench.request(), fmt=fmt,
+                                     partition=0, handler_names=[handler],
+                                     use_cow=handler != 'loop')
         except Exception as err:  # reported to the bench, which stops
             print('error: %s' % ' '.join(str(err).split()), flush=True)
             return 1
-        print('ok', flush=True)
+        print('ok %.6f' % result.attempts[-1].seconds, flush=True)
     return 0
 
 

@@ -24,23 +24,27 @@ def apply_ksm_config(connection, conf=None):
     """Bring this hypervisor's KSM to ``[ksm]``; log and return what was done.
 
     As root (and in tests) the knobs libvirt covers go through nova's
-    connection; an unprivileged nova-compute goes through the
-    ``[privsep_ksm]`` daemon, which writes sysfs. The sysfs and procfs
-    roots are the KSM modules' defaults, read at call time, so tests point
-    them at fake trees.
+    connection. An unprivileged nova-compute changes nothing and needs no
+    sudo rule for KSM: the knobs belong to the root-side services, the
+    libvirt hook (at every guest start and stop) and ``nova-ksm-tuner``;
+    it says so once and returns None. The sysfs and procfs roots are the
+    KSM modules' defaults, read at call time, so tests point them at fake
+    trees.
 
     :param connection: nova's open libvirt connection (never closed here:
         it is nova's), or None for sysfs only.
-    :returns: the result dict of :func:`nova_ksm_inject.ksm.apply.apply`.
+    :returns: the result dict of :func:`nova_ksm_inject.ksm.apply.apply`,
+        or None when not root.
     :raises KsmUnavailable: this kernel (or container) has no KSM.
     :raises KsmNotWritable, KsmBusy: nothing was changed.
     """
     conf = conf or CONF
-    if privileged.is_root():
-        result = ksm_apply.apply(conf, connection=connection)
-    else:
-        connection = None  # it cannot cross to the privileged daemon
-        result = privileged.ksm_apply(conf)
+    if not privileged.is_root():
+        LOG.info('KSM is left to the libvirt hook and nova-ksm-tuner, which '
+                 'run as root and apply [ksm]; nova-compute decides only '
+                 'which guests may share (domain XML)')
+        return None
+    result = ksm_apply.apply(conf, connection=connection)
     via_libvirt, via_sysfs = split_by_channel(result['knobs'], connection)
     LOG.info('Applied [ksm] to this hypervisor: ksmd %(state)s '
              '(enabled=%(enabled)s, policy=%(policy)s, %(guests)d mergeable '
