@@ -22,9 +22,10 @@ cannot run here (no nbd driver): tests/unit/disk/handlers/test_nbd.py.
 
 A try counts as reaching the daemon when the injection gets past
 inspection; each test needs at least 5 of those, and stops at the first
-harm. NOT YET VERIFIED: that each test fails with the fixes reverted (the
-claims above about the old code are the attack reports of issue 18, not
-runs of these tests).
+harm. Verified against the code of 0b42410 (qemu-img and
+qemu-storage-daemon as root, this file copied in): (a) wrote into the
+victim at the first try; (b) exported the victim at the first try in two
+runs of three (once not within the 50 s); both pass at 259c194 + b119109.
 """
 
 import hashlib
