@@ -90,15 +90,17 @@ class UnwindFailed(NovaKsmInjectError):
 class StateDirUnsafe(NovaKsmInjectError):
     msg_fmt = ("State directory %(path)s refused: %(reason)s. It holds the "
                "mounts and journals of injections and must be a directory "
-               "only root can enter; remove it or fix [inject] state_dir.")
+               "only its user (root, or nova-compute's) can enter; remove "
+               "it or fix [inject] state_dir (root) or user_state_dir.")
 
 
 class PrivilegeError(NovaKsmInjectError):
     msg_fmt = ("Cannot start the privileged helper for %(what)s: %(reason)s. "
-               "Allow this user to run privsep-helper through sudo (or "
-               "nova-rootwrap with the shipped filters) as the README's "
-               "deployment section shows, or set [%(section)s] "
-               "helper_command.")
+               "Allow this user to run nova-ksm-inject-privsep-helper "
+               "through sudo (or nova-rootwrap with the shipped filters) "
+               "as the install guide shows and set [%(section)s] "
+               "helper_command, or use the default img_handlers "
+               "(fuse2fs, guestfs), which need no privilege.")
 
 
 class GuestPathRefused(NovaKsmInjectError):

@@ -12,7 +12,7 @@ descriptor). A missing binary becomes ToolMissing and a non-zero exit
 becomes CommandFailed, each naming what was being done. Commands run with
 the caller's privileges: privileged ones only ever run inside a privsep
 daemon (or a root caller), never through a root helper, so the rootwrap
-filters list nothing but ``privsep-helper``.
+filters list nothing but ``nova-ksm-inject-privsep-helper``.
 """
 
 import os

@@ -178,12 +178,15 @@ Related options:
     cfg.StrOpt('root_helper',
                default='sudo nova-rootwrap /etc/nova/rootwrap.conf',
                help="""
-Command prefix that starts ``privsep-helper`` as root when the command
-line runs as another user.
+Command prefix that starts ``nova-ksm-inject-privsep-helper`` as root
+when the command line runs as another user and needs a privileged
+handler (``loop``, ``qsd``, ``nbd``) or changes KSM.
 
-nova-compute uses its own (``[DEFAULT] rootwrap_config``). A context's
+The default handlers (``fuse2fs``, ``guestfs``) never use it. nova-compute
+uses its own (``[DEFAULT] rootwrap_config``). A context's
 ``helper_command`` (``[privsep_inject]``, ``[privsep_ksm]``), when set,
-replaces the whole command. Ignored when the process is already root.
+replaces the whole command, e.g. ``sudo nova-ksm-inject-privsep-helper``.
+Ignored when the process is already root.
 """),
     cfg.IntOpt('qemu_img_cpu_time',
                default=30,

@@ -40,9 +40,17 @@ def private_dir(path):
     :raises StateDirUnsafe: a symlink, not a directory, or owned by
         another user: someone else could read or plant what it holds.
     """
-    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(path, 0o700)
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(path, 0o700)
+    except PermissionError as err:
+        raise exception.StateDirUnsafe(
+            path=path, reason='this user (uid %d) cannot create it (%s); '
+                              'set [inject] %s to a directory it may '
+                              'create' % (os.geteuid(), err.strerror,
+                                          'state_dir' if os.geteuid() == 0
+                                          else 'user_state_dir')) from err
     info = os.lstat(path)
     if not stat.S_ISDIR(info.st_mode):
         raise exception.StateDirUnsafe(
