@@ -8,6 +8,7 @@ from oslo_config import cfg
 import pytest
 
 from nova_ksm_inject import conf as nki_conf
+from nova_ksm_inject.conf import inject
 from nova_ksm_inject.conf import opts
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
@@ -52,6 +53,40 @@ def test_nova_registered_first_then_ours_coexist(tmp_path):
     assert conf.libvirt.inject_partition == 1
     assert conf.libvirt.inject_key is True
     assert conf.guestfs.backend_settings == ['force_tcg']
+
+
+def test_nova_registered_after_ours_takes_over(tmp_path):
+    # Anything importing nova_ksm_inject.conf before nova.conf (a plugin,
+    # a test collected first): nova's registration must not raise
+    # DuplicateOptError over its help texts, and nova's definitions win.
+    conf = cfg.ConfigOpts()
+    nki_conf.register_opts(conf)
+    conf.register_opts(NOVA_DEFAULT)
+    conf.register_opts(NOVA_LIBVIRT, group='libvirt')
+    conf.register_opts(NOVA_GUESTFS, group='guestfs')
+    conffile = tmp_path / 'nova.conf'
+    conffile.write_text('[DEFAULT]\nuse_cow_images = False\n'
+                        '[libvirt]\ninject_partition = 1\n')
+    conf([], default_config_files=[str(conffile)])
+    assert conf.injected_network_template == '/nova/template'
+    assert conf.instances_path == '/nova/instances'
+    assert conf.use_cow_images is False
+    assert conf.libvirt.inject_partition == 1
+    assert conf.libvirt.inject_key is False
+    assert conf.img_handlers == ['fuse2fs', 'guestfs']
+    held = conf._opts['injected_network_template']['opt']
+    assert held.help == 'nova help text'
+    # Our module's own definition is untouched (the sample shows it).
+    ours = {opt.name: opt for opt in inject.nova_default_opts}
+    assert ours['injected_network_template'].help != 'nova help text'
+    assert ours['injected_network_template'].default is None
+
+
+def test_nova_name_of_another_type_still_conflicts():
+    conf = cfg.ConfigOpts()
+    nki_conf.register_opts(conf)
+    with pytest.raises(cfg.DuplicateOptError):
+        conf.register_opt(cfg.StrOpt('use_cow_images', help='not a bool'))
 
 
 def test_registering_twice_is_harmless():
