@@ -100,10 +100,12 @@ def test_loop_skipped_for_cow_and_qcow2(images, no_leaks):
                         handler_names=['loop'], use_cow=True)
     assert 'loop: cannot do copy-on-write' in str(err.value)
     overlay = images.qcow2_overlay(base)
-    with pytest.raises(exception.NoHandlerMounted):
+    with pytest.raises(exception.NoHandlerMounted) as err:
         api.inject_data(overlay, full_request(), partition=0,
                         handler_names=['loop'], use_cow=False,
                         fmt='qcow2', trusted_dirs=[images.base])
+    assert 'loop: cannot do copy-on-write (the image is qcow2)' in str(
+        err.value)
 
 
 def test_nbd_falls_through_for_real(images, no_leaks):

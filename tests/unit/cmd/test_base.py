@@ -145,9 +145,29 @@ def test_the_console_script_is_console():
                 in f.read())
 
 
+def _blocked_reading(pid, path):
+    """Whether ``pid`` sleeps in a system call on its descriptor of
+    ``path`` (a read: nothing else it does takes that descriptor and
+    blocks). /proc/PID/syscall names the call only while the task is
+    blocked in it, "running" otherwise."""
+    try:
+        with open('/proc/%d/syscall' % pid) as f:
+            fields = f.read().split()
+        if len(fields) < 2 or not fields[0].isdigit():
+            return False
+        return os.readlink('/proc/%d/fd/%d' % (pid, int(fields[1], 16))) \
+            == path
+    except (OSError, ValueError):
+        return False
+
+
 def test_sigterm_stops_the_command_like_ctrl_c(tmp_path):
     # The real command, blocked reading its --key-file (a FIFO): SIGTERM
     # ends it as Ctrl-C does, with one line and exit status 130.
+    # The signal is sent only once the command sleeps in read(): one
+    # arriving between its open() and its read() only sets Python's flag,
+    # and the read then blocks for ever (the handler runs between
+    # bytecodes, and the read has no data to return).
     conf = tmp_path / 'nova.conf'
     conf.write_text('[inject]\nstate_dir = %s\n' % (tmp_path / 'state'))
     fifo = tmp_path / 'key.pub'
@@ -165,6 +185,9 @@ def test_sigterm_stops_the_command_like_ctrl_c(tmp_path):
             except OSError:
                 assert time.monotonic() < deadline and proc.poll() is None
                 time.sleep(0.01)
+        while not _blocked_reading(proc.pid, os.path.realpath(fifo)):
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.01)
         proc.send_signal(signal.SIGTERM)
         _out, err = proc.communicate(timeout=30)
         os.close(writer)

@@ -135,12 +135,16 @@ def test_use_cow_defaults_to_use_cow_images(chain, conf):
 
 def test_qcow2_needs_cow_even_when_use_cow_is_off(chain, conf):
     chain['image'] = QCOW2
-    chain['handlers'] = [FakeHandler('loop'),
+    # The first handler opens qcow2 but cannot do copy-on-write: skipped
+    # for that reason alone.
+    chain['handlers'] = [FakeHandler('loop', formats=('raw', 'qcow2')),
                          FakeHandler('qsd', cow=True,
                                      formats=('raw', 'qcow2'))]
     result = run(chain, conf, path='/images/disk.qcow2', use_cow=False)
     assert result['handler'] == 'qsd'
-    assert result['attempts'][0]['outcome'] == 'skipped'
+    skipped = result['attempts'][0]
+    assert (skipped['handler'], skipped['outcome'], skipped['reason']) == (
+        'loop', 'skipped', 'cannot do copy-on-write (the image is qcow2)')
 
 
 def test_inspect_skips_handlers_that_cannot(chain, conf):

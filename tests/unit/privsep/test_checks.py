@@ -40,15 +40,71 @@ def test_a_file_only_root_could_write_is_pinned():
         os.close(pinned.fd)
 
 
-def test_a_file_under_a_world_writable_directory_is_refused(tmp_path):
+class _Owners:
+    """``os`` as :mod:`checks` sees it, with every descriptor root's and
+    not writable by group or others (``/tmp`` is 1777), except the paths
+    given other owners or modes: the rules, whoever runs the tests."""
+
+    def __init__(self, **by_path):
+        self.by_path = by_path
+
+    def __getattr__(self, name):
+        return getattr(os, name)
+
+    def fstat(self, fd):
+        real = os.fstat(fd)
+        uid, mode = self.by_path.get(
+            os.readlink('/proc/self/fd/%d' % fd),
+            (0, real.st_mode & ~0o022))
+        fields = list(real[:10])
+        fields[0], fields[4] = mode, uid
+        return os.stat_result(fields)
+
+
+def _refused(monkeypatch, config, **by_path):
+    monkeypatch.setattr(checks, 'os', _Owners(**by_path))
+    with pytest.raises(checks.Unsafe) as err:
+        checks.open_pinned(str(config))
+    return str(err.value)
+
+
+def test_a_file_owned_by_another_user_is_refused(tmp_path, monkeypatch):
     config = tmp_path / 'nova.conf'
     config.write_text('[DEFAULT]\n')
-    with pytest.raises(exception.ConfigError) as err:
-        checks.open_pinned(str(config))
-    assert str(config) in str(err.value)
-    assert 'writable by group or others' in str(err.value) or \
-        'belongs to uid' in str(err.value)
-    assert 'not writable by group or others' in str(err.value)  # the fix
+    error = _refused(monkeypatch, config,
+                     **{str(config): (1000, 0o100644)})
+    assert error == (
+        'configuration file %s refused: the file belongs to uid 1000; '
+        'keep it and every directory above it owned by root and not '
+        'writable by group or others, with no symlink on the way (name '
+        'the real file)' % config)
+
+
+def test_a_directory_owned_by_another_user_is_refused(tmp_path,
+                                                      monkeypatch):
+    (tmp_path / 'etc').mkdir()
+    config = tmp_path / 'etc' / 'nova.conf'
+    config.write_text('[DEFAULT]\n')
+    error = _refused(monkeypatch, config,
+                     **{str(tmp_path / 'etc'): (1000, 0o040755)})
+    assert ': %s belongs to uid 1000;' % (tmp_path / 'etc') in error
+
+
+def test_a_file_under_a_world_writable_directory_is_refused(tmp_path,
+                                                            monkeypatch):
+    config = tmp_path / 'nova.conf'
+    config.write_text('[DEFAULT]\n')
+    error = _refused(monkeypatch, config, **{str(tmp_path): (0, 0o041777)})
+    assert ': %s is writable by group or others (mode 1777);' % tmp_path \
+        in error
+    assert 'not writable by group or others' in error  # the fix
+
+
+def test_the_fake_owners_pass_a_root_file(tmp_path, monkeypatch):
+    config = tmp_path / 'nova.conf'
+    config.write_text('[DEFAULT]\n')
+    monkeypatch.setattr(checks, 'os', _Owners())
+    os.close(checks.open_pinned(str(config)).fd)
 
 
 @pytest.mark.parametrize('mode,uid,why', [

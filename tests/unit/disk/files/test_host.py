@@ -11,6 +11,7 @@ name the stand-in ``host`` directory by its absolute path, which is the same
 trap for an implementation that resolves on the host.
 """
 
+import errno
 import os
 
 import pytest
@@ -189,6 +190,24 @@ def test_append_checks_the_file_it_opened(tmp_path, monkeypatch):
         with pytest.raises(Refused, match='hard link'):
             files.write('/keys', b'key\n', append=True)
     assert (guest / 'shadow').read_bytes() == b'secret\n'
+
+
+@pytest.mark.parametrize('use_openat2', [True, False])
+def test_append_never_follows_a_symlink_swapped_in(tmp_path, host,
+                                                   monkeypatch, use_openat2):
+    """A guest process (or a second writer) turns the file into a symlink
+    between lstat and the append: the open itself must refuse it."""
+    guest = tmp_path / 'guest'
+    guest.mkdir()
+    os.symlink(str(host / 'passwd'), guest / 'keys')
+    seen = base.Node(base.FILE, 0o600, 0, 0, nlink=1, size=0)
+    monkeypatch.setattr(HostRootFiles, '_lstat', lambda *a: seen)
+    before = snapshot(host)
+    with HostRootFiles(str(guest), use_openat2=use_openat2) as files:
+        with pytest.raises(OSError) as err:
+            files.write('/keys', b'key\n', append=True)
+    assert err.value.errno == errno.ELOOP
+    assert snapshot(host) == before
 
 
 def test_no_openat2_falls_back_to_walk(monkeypatch, root):
