@@ -14,6 +14,7 @@ from oslo_config import fixture as config_fixture
 import pytest
 
 from nova_ksm_inject.conf import CONF
+from tests import host_check
 
 MIB = 1024 * 1024
 #: Who owns the images root's tests inject with sandboxed helpers.
@@ -23,6 +24,17 @@ PASSWD = ('root:x:0:0:root:/root:/bin/bash\n'
           'user:x:1000:1000::/home/user:/bin/sh\n')
 SHADOW = ('root:*:19000:0:99999:7:::\n'
           'user:!:19000:0:99999:7:::\n')
+
+
+#: What the functional tests run (tools/install-packages installs them).
+TOOLS = ('losetup', 'partx', 'sfdisk', 'parted', 'mkfs.ext4', 'debugfs',
+         'mkfs.xfs', 'mkfs.btrfs', 'qemu-img', 'qemu-storage-daemon',
+         'fuse2fs', 'fusermount3', 'bwrap', 'guestfish', 'sudo', 'openssl')
+
+
+def pytest_sessionstart(session):
+    if os.geteuid() == 0:
+        host_check.require('functional', TOOLS, libvirtd=True)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -12,3 +12,12 @@ os.environ.setdefault('OS_NOVA_DISABLE_EVENTLET_PATCHING', '1')
 
 import nova.tests.unit  # noqa: E402,F401,I001
 import nova.conf  # noqa: E402,F401
+
+from tests import host_check  # noqa: E402
+
+
+def pytest_sessionstart(session):
+    # Real images, the handlers, and the deployed privsep helper (sudo).
+    host_check.require('nova', ('qemu-img', 'mkfs.ext4', 'debugfs',
+                                'losetup', 'qemu-storage-daemon', 'fuse2fs',
+                                'bwrap', 'guestfish', 'sudo', 'runuser'))

@@ -15,4 +15,13 @@ import nova.tests.functional  # noqa: E402,F401,I001
 from nova import objects  # noqa: E402
 import nova.conf  # noqa: E402,F401
 
+from tests import host_check  # noqa: E402
+
 objects.register_all()
+
+
+def pytest_sessionstart(session):
+    # nova's qcow2 backend, the default handlers, config drives.
+    host_check.require('nova-functional', ('qemu-img', 'qemu-storage-daemon',
+                                           'fuse2fs', 'bwrap', 'guestfish',
+                                           'isoinfo'))

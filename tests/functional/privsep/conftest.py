@@ -21,6 +21,7 @@ configuration a user could write) with ``nova.conf``, ``instances/``
 state directory, and checks afterwards that nothing leaked.
 """
 
+import grp
 import os
 import pwd
 import shutil
@@ -68,16 +69,19 @@ def _build_venv():
     _run(os.path.join(ROOT, 'tools', 'link-guestfs'), site.strip())
 
 
-def _ensure_user():
+def ensure_user(name):
+    """A system user ``name`` in a group of its own name: the group is
+    reused when an earlier user left it (``useradd -U`` refuses then)."""
     try:
-        pwd.getpwnam(USER)
+        pwd.getpwnam(name)
     except KeyError:
-        group = []
-        with open('/etc/group') as f:  # a group left by an earlier user
-            if any(line.split(':')[0] == USER for line in f):
-                group = ['-g', USER]
+        try:
+            grp.getgrnam(name)
+            group = ['-g', name]
+        except KeyError:
+            group = ['-U']
         _run('useradd', '--system', '--no-create-home', '--shell',
-             '/usr/sbin/nologin', *group, USER)
+             '/usr/sbin/nologin', *group, name)
 
 
 def _write_rootwrap_conf():
@@ -114,7 +118,7 @@ def deployed():
         os.makedirs(path, mode=0o755, exist_ok=True)
         os.chmod(path, 0o755)
     _build_venv()
-    _ensure_user()
+    ensure_user(USER)
     _write_rootwrap_conf()
     helper = os.path.join(VENV, 'bin', HELPER)
     rootwrap = os.path.join(VENV, 'bin', 'oslo-rootwrap')

@@ -30,11 +30,7 @@ def venv():
     os.makedirs(privsep.VAR, mode=0o755, exist_ok=True)
     os.chmod(privsep.VAR, 0o755)
     privsep._build_venv()
-    try:
-        pwd.getpwnam(NOSUDO)
-    except KeyError:
-        privsep._run('useradd', '--system', '--no-create-home', '--shell',
-                     '/usr/sbin/nologin', '-U', NOSUDO)
+    privsep.ensure_user(NOSUDO)
     out = subprocess.run(['sudo', '-n', '-l', '-U', NOSUDO],
                          capture_output=True, text=True)
     assert 'may run' not in out.stdout, 'the test user has sudo rules'
