@@ -113,7 +113,7 @@ def export_image(conf, image, workdir, ids, journal, share=False):
         os.close(fuse_fd)
         theirs.close()
     journal.push('process', undo_now=functools.partial(
-        stop_daemon, proc, monitor), pid=proc.pid, marker=workdir,
+        stop_daemon, proc, monitor, export), pid=proc.pid, marker=workdir,
         timeout=STOP_TIMEOUT)
 
     def ready():
@@ -127,8 +127,17 @@ def export_image(conf, image, workdir, ids, journal, share=False):
     return export
 
 
-def stop_daemon(proc, monitor):
-    """QMP ``quit`` (qemu flushes and closes every image), then reap."""
+def stop_daemon(proc, monitor, export=None):
+    """Unmount the export, then QMP ``quit`` (qemu flushes and closes
+    every image) and reap.
+
+    Unmounted first, libfuse finds the connection gone when qemu closes
+    the export and does not run fusermount3 (in the sandbox, the stand-in:
+    a Python start, 10 ms) to unmount it; the guest data is in qemu, which
+    flushes it on quit.
+    """
+    if export is not None:
+        fuse.unmount(export)
     if proc.poll() is None:
         try:
             with qmp.QmpClient('qemu-storage-daemon %d' % proc.pid,

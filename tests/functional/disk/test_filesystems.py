@@ -93,8 +93,9 @@ def kernel_read(images, overlay, fstype, guest_path):
 def test_two_clones_of_one_base_injected_while_overlapping(
         images, tmp_path, no_leaks, fstype):
     base = build_base(images, fstype)
-    first = images.qcow2_overlay(base, 'a.qcow2', 'raw')
-    second = images.qcow2_overlay(base, 'b.qcow2', 'raw')
+    # nova's disks are nova's: qemu-storage-daemon runs as their owner.
+    first = images.give(images.qcow2_overlay(base, 'a.qcow2', 'raw'))
+    second = images.give(images.qcow2_overlay(base, 'b.qcow2', 'raw'))
     conf = tmp_path / 'nova.conf'
     conf.write_text('[inject]\nstate_dir = %s\n' % (tmp_path / 'state'))
     release = tmp_path / 'release'

@@ -196,7 +196,7 @@ def test_appliance_that_does_not_come_up_in_time_falls_through(
     state_conf.config(group='guestfs', interface='binding', launch_timeout=5)
     os.makedirs(images.path('_base'))
     base = images.raw_fs('_base/base.raw')
-    overlay = images.qcow2_overlay(base, 'disk.qcow2', 'raw')
+    overlay = images.give(images.qcow2_overlay(base, 'disk.qcow2', 'raw'))
     started = time.monotonic()
     result = api.inject_data(overlay, inject.InjectionRequest(key=KEY),
                              partition=0, handler_names=['guestfs', 'qsd'],

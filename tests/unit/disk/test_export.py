@@ -206,6 +206,19 @@ def test_stop_daemon_quits_through_qmp_and_reaps(helpers, tmp_path, caplog):
     assert 'did not quit' not in caplog.text
 
 
+def test_stop_daemon_unmounts_the_export_before_quit(helpers, tmp_path,
+                                                     monkeypatch):
+    """Unmounted first, libfuse in the daemon finds the connection gone
+    and does not start the fusermount3 stand-in on quit."""
+    proc, monitor, log = daemon(helpers, tmp_path, 'obey')
+    order = []
+    monkeypatch.setattr(export.fuse, 'unmount', lambda path: order.append(
+        (path, log.read_text().split())))
+    export.stop_daemon(proc, monitor, '/work/export.raw')
+    assert order == [('/work/export.raw', ['up'])]
+    assert log.read_text().split() == ['up', 'qmp_capabilities', 'quit']
+
+
 @pytest.mark.parametrize('mode', ['ignore', 'mute'])
 def test_stop_daemon_kills_a_daemon_that_does_not_quit(helpers, tmp_path,
                                                        monkeypatch, mode):
@@ -282,8 +295,9 @@ class Export:
             helpers.started.append(proc)
             return proc
 
-        def stop(proc, monitor):
+        def stop(proc, monitor, path=None):
             self.stopped.append((proc, monitor.recv(5)))
+            self.unmounted_first = path
             sandbox.kill(proc)
             monitor.close()
         monkeypatch.setattr(export.fuse, 'mount', mount)
