@@ -251,6 +251,18 @@ def summary(name, kind, times, reference):
             'speedup': reference / median if reference else None}
 
 
+def _versus(row, reference):
+    speedup = row['speedup']
+    if not speedup:
+        return 'n/a'
+    if row['handler'] == reference:
+        return '1x'
+    if speedup < 1:
+        return '%.1fx slower' % (1 / speedup)
+    return '%.0fx faster' % speedup if speedup >= 10 else \
+        '%.1fx faster' % speedup
+
+
 def print_table(rows, reference):
     header = ('handler', 'image', 'runs', 'median', 'IQR', 'min - max',
               'vs %s' % reference)
@@ -259,9 +271,7 @@ def print_table(rows, reference):
         lines.append((r['handler'], r['image'], str(r['runs']),
                       '%.3f s' % r['median'], '%.3f s' % r['iqr'],
                       '%.3f - %.3f s' % (r['min'], r['max']),
-                      '%.0fx faster' % r['speedup'] if r['speedup'] and
-                      r['handler'] != reference else '1x'
-                      if r['speedup'] else 'n/a'))
+                      _versus(r, reference)))
     widths = [max(len(line[i]) for line in lines) for i in range(7)]
     rule = '  '.join('=' * w for w in widths)
     print(rule)
@@ -277,10 +287,14 @@ def check_targets(rows, reference):
     by_name = {r['handler']: r for r in rows}
     for name, limit in TARGETS.items():
         if name in by_name:
-            ok = by_name[name]['median'] < limit
-            print('target %s median < %.1f s: %s' % (name, limit,
-                                                     'met' if ok else
-                                                     'MISSED'))
+            # An unprivileged worker's row also has the handler's own
+            # time, which the target is about (issue 18).
+            row = by_name[name]
+            what, median = (('handler', row['handler_median'])
+                            if 'handler_median' in row
+                            else ('median', row['median']))
+            print('target %s %s <= %.2f s: %s' % (
+                name, what, limit, 'met' if median <= limit else 'MISSED'))
     for name, factor in MIN_SPEEDUP.items():
         speedup = by_name.get(name, {}).get('speedup')
         if speedup:
