@@ -162,3 +162,22 @@ def test_default_chain_starts_with_fuse2fs(images, no_leaks, conf):
                              inject.InjectionRequest(key=KEY), partition=0,
                              use_cow=False)
     assert result.handler == 'fuse2fs'
+
+
+def test_default_chain_takes_xfs_to_guestfs(images, no_leaks, conf):
+    """The default order: an XFS qcow2 overlay (RHEL-family images) passes
+    fuse2fs, which names the type, and libguestfs injects it; read back
+    by the kernel in a read-only mount of a flattened copy."""
+    from tests.functional.disk.test_filesystems import build_base
+    from tests.functional.disk.test_filesystems import kernel_read
+
+    base = build_base(images, 'xfs')
+    overlay = images.give(images.qcow2_overlay(base, 'disk.qcow2', 'raw'))
+    result = api.inject_data(overlay, inject.InjectionRequest(key=KEY),
+                             fmt='qcow2', partition=0, use_cow=True,
+                             trusted_dirs=[images.path('_base')])
+    assert [(a.handler, a.outcome) for a in result.attempts] == [
+        ('fuse2fs', 'failed'), ('guestfs', 'used')]
+    assert 'holds xfs' in result.attempts[0].reason
+    keys = kernel_read(images, overlay, 'xfs', '/root/.ssh/authorized_keys')
+    assert KEY in keys
