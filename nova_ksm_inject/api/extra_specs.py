@@ -4,17 +4,17 @@ nova-api loads every module of the entry point namespace
 ``nova.api.extra_spec_validators`` and calls its ``register()``; with this
 package installed next to nova-api, ``ksm:merge=maybe`` (or a typo such as
 ``ksm:merg``) is refused with a 400 as nova's own namespaces are, from
-microversion 2.86 on. See :mod:`nova_ksm_inject.virt.libvirt.ksm_policy`
+microversion 2.86 on. See :mod:`nova_ksm_inject.ksm.sharing`
 for what the value does.
 """
 
 from nova.api.validation.extra_specs import base
 
-from nova_ksm_inject.virt.libvirt import ksm_policy
+from nova_ksm_inject.ksm import sharing
 
 EXTRA_SPEC_VALIDATORS = [
     base.ExtraSpecValidator(
-        name=ksm_policy.FLAVOR_EXTRA_SPEC,
+        name=sharing.FLAVOR_EXTRA_SPEC,
         description=(
             'Whether KSM may merge the memory of guests of this flavor '
             '(nova-ksm-inject). ``false`` gives them '

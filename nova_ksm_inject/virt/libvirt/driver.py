@@ -22,8 +22,9 @@ else is nova's: only three things change.
   libguestfs path, files mandatory and the rest best-effort, as in nova.
 * ``_get_guest_config``: a guest whose memory must not be merged
   (``[ksm] mergeable_projects``, flavor ``ksm:merge``, image ``ksm_merge``;
-  see :mod:`ksm_policy`) gets ``<memoryBacking><nosharepages/>`` in the
-  domain XML nova generates, so QEMU never offers its memory to KSM.
+  see :mod:`nova_ksm_inject.ksm.sharing`) gets
+  ``<memoryBacking><nosharepages/>`` in the domain XML nova generates, so
+  QEMU never offers its memory to KSM.
 """
 
 try:
@@ -49,8 +50,8 @@ from nova_ksm_inject import exception
 import nova_ksm_inject.conf  # noqa: F401
 from nova_ksm_inject.disk import api as disk_api
 from nova_ksm_inject.disk import inject
+from nova_ksm_inject.ksm import sharing
 from nova_ksm_inject.virt.libvirt import injection
-from nova_ksm_inject.virt.libvirt import ksm_policy
 from nova_ksm_inject.virt.libvirt import ksm_startup
 
 LOG = logging.getLogger(__name__)
@@ -88,12 +89,12 @@ class LibvirtDriver(libvirt_driver.LibvirtDriver):
                         'nova-compute continues without them', err)
 
     def _get_guest_config(self, instance, *args, **kwargs):
-        """nova's guest config, without page sharing where the KSM policy
-        says so."""
+        """nova's guest config, without page sharing where
+        :func:`sharing.decide` forbids merging."""
         guest = super()._get_guest_config(instance, *args, **kwargs)
-        decision = ksm_policy.decide(
+        decision = sharing.decide(
             instance.project_id, instance.flavor.extra_specs,
-            ksm_policy.image_properties(instance.system_metadata),
+            sharing.image_properties(instance.system_metadata),
             CONF.ksm.mergeable_projects)
         if not decision.mergeable:
             if guest.membacking is None:

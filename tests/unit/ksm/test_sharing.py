@@ -2,7 +2,7 @@
 
 import pytest
 
-from nova_ksm_inject.virt.libvirt import ksm_policy
+from nova_ksm_inject.ksm import sharing
 
 LAB, OTHER = 'aa11' * 8, 'bb22' * 8
 
@@ -25,7 +25,7 @@ LAB, OTHER = 'aa11' * 8, 'bb22' * 8
     ([], None, 'sometimes', False, 'ksm_merge=sometimes'),
 ])
 def test_decide(projects, flavor, image, mergeable, reason):
-    decision = ksm_policy.decide(
+    decision = sharing.decide(
         LAB, {} if flavor is None else {'ksm:merge': flavor},
         {} if image is None else {'ksm_merge': image}, projects)
     assert decision.mergeable is mergeable
@@ -36,6 +36,6 @@ def test_decide(projects, flavor, image, mergeable, reason):
 def test_image_properties_from_system_metadata():
     sysmeta = {'image_ksm_merge': 'false', 'image_disk_format': 'raw',
                'owner_user_name': 'x'}
-    assert ksm_policy.image_properties(sysmeta) == {
+    assert sharing.image_properties(sysmeta) == {
         'ksm_merge': 'false', 'disk_format': 'raw'}
-    assert ksm_policy.image_properties(None) == {}
+    assert sharing.image_properties(None) == {}
