@@ -51,11 +51,6 @@ class ImageInfo:
     backing_sources: tuple = ()
 
     @property
-    def is_cow(self):
-        """True when writes can go to a copy-on-write layer (qcow2)."""
-        return self.format == 'qcow2'
-
-    @property
     def tool_path(self):
         """The path to give tools that open the image itself."""
         return self.source or self.path
@@ -86,16 +81,6 @@ class _Unheld:
         self.path = path
         self.fd = None
         self.source = None
-
-
-def detect_format(path):
-    """Format of ``path`` judged from its header, as qemu would probe it.
-
-    :returns: ``'raw'``, ``'qcow2'`` or the name of a format that is
-        refused (``'vmdk'``, ``'qcow'``, ``'luks'``...).
-    :raises ImageNotFound: missing or not a regular file.
-    """
-    return header.format_of(_read_header(_Unheld(_regular_file(path))))
 
 
 def inspect_image(path, fmt=None, trusted_dirs=None, holder=None,

@@ -159,10 +159,3 @@ def resolve_operator_dir(path):
             current = '/'
         pending = [p for p in target.split('/') if p] + pending
     return current if os.path.isdir(current) else None
-
-
-def is_within(path, directories):
-    """True when ``path`` lies inside one of ``directories`` (real paths)."""
-    real = os.path.realpath(path)
-    return any(os.path.commonpath([real, os.path.realpath(d)]) ==
-               os.path.realpath(d) for d in directories if d)

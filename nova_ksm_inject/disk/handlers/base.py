@@ -5,7 +5,7 @@ and undoes that afterwards. Handlers are stevedore plugins in the namespace
 ``nova_ksm_inject.image_handlers``; another package adds one with an entry
 point and a subclass of :class:`ImageHandler`.
 
-The chain (``disk/api.py``) asks each handler, in the configured order:
+The chain (``disk/chain.py``) asks each handler, in the configured order:
 
 1. :meth:`ImageHandler.skip_reason` -- can it serve this image at all
    (copy-on-write, format, partition inspection)? Cheap, no side effects.

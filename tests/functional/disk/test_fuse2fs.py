@@ -1,4 +1,4 @@
-"""The fuse2fs handler on real images, called by root (issue 18).
+"""The fuse2fs handler on real images, called by root.
 
 Root runs the sandboxed helpers as the image's owner (``nobody`` here),
 never as root. Images are built with mkfs/sfdisk/qemu-img and read back

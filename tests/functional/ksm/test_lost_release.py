@@ -1,4 +1,4 @@
-"""Guest records that outlive their guests (issue 12, section 6).
+"""Guest records that outlive their guests.
 
 Real TCG guests under a private libvirtd with the hook installed, on the
 real kernel KSM, with nova-ksm-tuner running. Then the hook's release

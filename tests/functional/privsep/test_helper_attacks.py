@@ -1,4 +1,4 @@
-"""Issue 18: what the nova user can do with the one command it may run as
+"""What the nova user can do with the one command it may run as
 root, played for real as the unprivileged user through sudo.
 
 (a) Arguments of its choosing: a logging configuration (oslo.log

@@ -1,4 +1,4 @@
-"""Issue 18: the nova user racing the qemu tools the privileged side runs,
+"""The nova user racing the qemu tools the privileged side runs,
 played for real as the unprivileged user through sudo and privsep.
 
 (a) Header rewrite: the user owns its overlay, so after inspection it can

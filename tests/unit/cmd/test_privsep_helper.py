@@ -114,8 +114,8 @@ def test_refusal_is_one_line_and_exit_2(monkeypatch, capsys):
 
 
 def test_a_logging_config_is_never_evaluated(tmp_path):
-    """The attack of issue 18, in a fresh interpreter: refused before
-    oslo.log could read the file."""
+    """A logging configuration that would run code as root, passed in
+    a fresh interpreter: refused before oslo.log could read the file."""
     marker = tmp_path / 'marker'
     evil = tmp_path / 'evil.conf'
     evil.write_text(

@@ -1,6 +1,6 @@
-"""Image headers read by our own code: the qcow2 fields that make qemu
-open other host files. Format detection from the magic bytes is tested
-through ``image.detect_format`` in test_image.py."""
+"""Image headers read by our own code: the format qemu would probe from
+the magic bytes, and the qcow2 fields that make qemu open other host
+files."""
 
 import os
 import struct
@@ -76,3 +76,36 @@ def test_read_by_path_and_by_descriptor(tmp_path):
         assert header.read(fd=fd) == by_path
     finally:
         os.close(fd)
+
+
+# --- format detection -------------------------------------------------
+
+@pytest.mark.parametrize('head, expected', [
+    (b'\0' * 512, 'raw'),
+    (b'', 'raw'),
+    (b'\0' * 510 + b'\x55\xaa', 'raw'),         # an MBR disk is raw
+    (b'QFI\xfb\0\0\0\2', 'qcow2'),
+    (b'QFI\xfb\0\0\0\3', 'qcow2'),
+    (b'QFI\xfb\0\0\0\1', 'qcow'),
+    (b'QED\0', 'qed'),
+    (b'KDMV\1\0\0\0', 'vmdk'),
+    (b'COWD\1\0\0\0', 'vmdk'),
+    (b'# Disk DescriptorFile\nversion=1\n', 'vmdk'),
+    (b'# comment\n  \nversion=2\r\nCID=fffffffe\n', 'vmdk'),
+    (b'version=3\n', 'vmdk'),
+    (b'version=4\n', 'raw'),
+    (b'hello\nversion=1\n', 'raw'),
+    (b'vhdxfile', 'vhdx'),
+    (b'conectix', 'vpc'),
+    (b'<<< Oracle VM VirtualBox Disk Image >>>\n'.ljust(64, b'\0')
+     + b'\x7f\x10\xda\xbe', 'vdi'),
+    (b'LUKS\xba\xbe\0\1', 'luks'),
+    (b'WithoutFreeSpace', 'parallels'),
+    (b'WithouFreSpacExt', 'parallels'),
+    (b'Bochs Virtual HD Image\0', 'bochs'),
+    (b'#!/bin/sh\n#V2.0 Format\nmodprobe cloop file=$IMAGE\n', 'cloop'),
+])
+def test_format_of(tmp_path, head, expected):
+    path = tmp_path / 'disk'
+    path.write_bytes(head)
+    assert header.format_of(header.read(path=str(path))) == expected

@@ -90,51 +90,10 @@ def refusal(fake_call_count, qemu_img, *args, **kwargs):
     return str(err.value)
 
 
-# --- header detection -------------------------------------------------
-
-@pytest.mark.parametrize('header, expected', [
-    (RAW, 'raw'),
-    (b'', 'raw'),
-    (b'\0' * 510 + b'\x55\xaa', 'raw'),         # an MBR disk is raw
-    (b'QFI\xfb\0\0\0\2', 'qcow2'),
-    (QCOW2, 'qcow2'),
-    (b'QFI\xfb\0\0\0\1', 'qcow'),
-    (b'QED\0', 'qed'),
-    (b'KDMV\1\0\0\0', 'vmdk'),
-    (b'COWD\1\0\0\0', 'vmdk'),
-    (b'# Disk DescriptorFile\nversion=1\n', 'vmdk'),
-    (b'# comment\n  \nversion=2\r\nCID=fffffffe\n', 'vmdk'),
-    (b'version=3\n', 'vmdk'),
-    (b'version=4\n', 'raw'),
-    (b'hello\nversion=1\n', 'raw'),
-    (b'vhdxfile', 'vhdx'),
-    (b'conectix', 'vpc'),
-    (b'<<< Oracle VM VirtualBox Disk Image >>>\n'.ljust(64, b'\0')
-     + b'\x7f\x10\xda\xbe', 'vdi'),
-    (b'LUKS\xba\xbe\0\1', 'luks'),
-    (b'WithoutFreeSpace', 'parallels'),
-    (b'WithouFreSpacExt', 'parallels'),
-    (b'Bochs Virtual HD Image\0', 'bochs'),
-    (b'#!/bin/sh\n#V2.0 Format\nmodprobe cloop file=$IMAGE\n', 'cloop'),
-])
-def test_detect_format(tmp_path, header, expected):
-    path = tmp_path / 'disk'
-    path.write_bytes(header)
-    assert image.detect_format(str(path)) == expected
-
-
-def test_detect_format_follows_symlink(tmp_path):
-    write(tmp_path / 'real', QCOW2)
-    os.symlink('real', tmp_path / 'link')
-    assert image.detect_format(str(tmp_path / 'link')) == 'qcow2'
-
-
 @pytest.mark.parametrize('name', ['missing', 'dir', 'dangling'])
 def test_not_a_regular_file(tmp_path, qemu_img, name):
     (tmp_path / 'dir').mkdir()
     os.symlink('nowhere', tmp_path / 'dangling')
-    with pytest.raises(exception.ImageNotFound):
-        image.detect_format(str(tmp_path / name))
     with pytest.raises(exception.ImageNotFound):
         image.inspect_image(str(tmp_path / name))
     assert qemu_img.calls == []
@@ -149,7 +108,6 @@ def test_raw_image(tmp_path, qemu_img, conf):
     qemu_img.add(path, 'raw')
     info = image.inspect_image(path)
     assert info == image.ImageInfo(path, 'raw', 1 << 20, ())
-    assert not info.is_cow
     [(cmd, kwargs)] = qemu_img.calls
     assert cmd[:-1] == ('qemu-img', 'info', '--output=json', '-f', 'raw')
     assert qemu_img.paths == [path]
@@ -158,11 +116,11 @@ def test_raw_image(tmp_path, qemu_img, conf):
     assert (limits.cpu_time, limits.address_space) == (7, 128 << 20)
 
 
-def test_info_is_frozen_and_qcow2_is_cow(tmp_path, qemu_img):
+def test_info_is_frozen(tmp_path, qemu_img):
     path = write(tmp_path / 'disk.qcow2', QCOW2)
     qemu_img.add(path, 'qcow2')
     info = image.inspect_image(path, fmt='qcow2')
-    assert info.is_cow and info.format == 'qcow2'
+    assert info.format == 'qcow2'
     with pytest.raises(dataclasses.FrozenInstanceError):
         info.format = 'raw'
 

@@ -138,16 +138,6 @@ def test_root_caller_names_its_own_file_through_symlinks(inst, tmp_path):
         assert os.read(opened.fd, 5) == b'guest'
 
 
-def test_is_within(inst, tmp_path):
-    os.symlink(tmp_path, inst / 'up')
-    assert imagefile.is_within(str(inst / 'uuid'), [str(inst)])
-    assert imagefile.is_within(str(inst), [str(inst)])
-    assert not imagefile.is_within(str(inst / 'up'), [str(inst)])
-    assert not imagefile.is_within(str(tmp_path / 'inst-other'),
-                                   [str(inst)])
-    assert not imagefile.is_within(str(inst), ['', str(tmp_path / 'x')])
-
-
 # --- directories the operator configured -------------------------------
 
 def test_operator_dir_through_roots_own_symlink_resolves(tmp_path):

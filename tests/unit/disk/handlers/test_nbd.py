@@ -260,7 +260,7 @@ def test_no_path_and_no_header_name_reaches_qemu_nbd(image, kernel, conf):
                                   'json:{"driver":"raw"}'])
 def test_relative_backing_name_is_never_resolved_by_qemu_nbd(
         tmp_path, kernel, conf, name):
-    """Attack (issue 18): given ``/proc/<pid>/fd/N`` with ``-f qcow2``,
+    """Attack: given ``/proc/<pid>/fd/N`` with ``-f qcow2``,
     qemu-nbd resolves the header's relative backing name against
     ``/proc/<pid>/fd/`` (``7`` is the daemon's own descriptor 7), not
     against the directory inspection checked. Now every qcow2 layer's
