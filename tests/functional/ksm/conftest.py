@@ -25,7 +25,7 @@ import tempfile
 
 import pytest
 
-from nova_ksm_inject.bench import libvirtd as libvirtd_mod
+from tests.lib import libvirtd as libvirtd_mod
 
 KSM = '/sys/kernel/mm/ksm'
 LOCK = '/run/lock/nova-ksm-inject-ksm-tests.lock'

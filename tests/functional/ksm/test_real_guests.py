@@ -11,9 +11,9 @@ qcow2 overlay, under TCG. The kernel's own counters are the verifier:
 
 import os
 
-from nova_ksm_inject.bench import guest_image
 from nova_ksm_inject.ksm import processes
 from tests.functional.ksm import conftest
+from tests.lib import guest_image
 
 GUEST_MIB = 384
 MERGED_MIB = 16  # each guest: at least this much of its memory merged

@@ -18,8 +18,8 @@ import time
 
 import pytest
 
-from nova_ksm_inject.bench import zeropages
 from tests.functional.ksm import conftest
+from tests.lib import zeropages
 
 MADV_MERGEABLE, MADV_HUGEPAGE = 12, 14
 HUGE = 2 << 20

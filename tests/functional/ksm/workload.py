@@ -1,8 +1,8 @@
 """Synthetic mergeable guests for the KSM tests (test-only code).
 
 ``count`` processes of the benchmark's synthetic guest
-(:mod:`nova_ksm_inject.bench.ksm_guest`, which operators run with
-``nova-ksm-bench``), without volatile pages: page ``i`` of the identical
+(:mod:`tests.lib.ksm_guest`, which the KSM benchmark runs with
+``tox -e bench-ksm``), without volatile pages: page ``i`` of the identical
 part is the same in every guest and differs from every other page of the
 same guest, so once merged exactly ``identical_pages`` KSM pages are
 shared and ``(count - 1) * identical_pages`` pages are saved.
@@ -11,7 +11,7 @@ shared and ``(count - 1) * identical_pages`` pages are saved.
 import subprocess
 import sys
 
-from nova_ksm_inject.bench import ksm_guest
+from tests.lib import ksm_guest
 
 PAGE_SIZE = ksm_guest.PAGE_SIZE
 

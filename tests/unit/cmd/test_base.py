@@ -12,7 +12,6 @@ import time
 import pytest
 
 from nova_ksm_inject.cmd import base
-from nova_ksm_inject.cmd import bench as cmd_bench
 from nova_ksm_inject.cmd import ksm as cmd_ksm
 from nova_ksm_inject.cmd import main
 from nova_ksm_inject.cmd import tuner as cmd_tuner
@@ -26,8 +25,8 @@ def _options(parser):
 
 
 @pytest.mark.parametrize('parser', [
-    main.build_parser(), cmd_tuner.build_parser(), cmd_bench.build_parser()],
-    ids=['nova-ksm-inject', 'nova-ksm-tuner', 'nova-ksm-bench'])
+    main.build_parser(), cmd_tuner.build_parser()],
+    ids=['nova-ksm-inject', 'nova-ksm-tuner'])
 def test_every_command_takes_the_shared_options(parser):
     assert set(SHARED) <= _options(parser)
 
