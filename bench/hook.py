@@ -31,7 +31,7 @@ import tempfile
 import time
 
 from nova_ksm_inject.cmd import ksm as cmd_ksm
-from nova_ksm_inject.ksm import hookconf
+from nova_ksm_inject.ksm.hook import settings_cache
 
 KSM = '/sys/kernel/mm/ksm'
 MARKER = 'nova-ksm-inject-bench'
@@ -107,7 +107,7 @@ def measure(workdir, guests):
     with open(conf, 'w') as f:
         f.write(CONF % {'dir': workdir})
     cache = os.path.join(workdir, 'hook-cache.json')
-    env = {'PATH': SYSTEM_PATH, hookconf.CACHE_ENV: cache}
+    env = {'PATH': SYSTEM_PATH, settings_cache.CACHE_ENV: cache}
     shim = os.path.join(workdir, 'qemu-hook')
     with open(shim, 'w') as f:
         f.write(cmd_ksm.hook_shim(hook_command(), [conf]))

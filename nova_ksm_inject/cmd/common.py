@@ -11,10 +11,10 @@ from nova_ksm_inject import exception
 from nova_ksm_inject import privileged
 from nova_ksm_inject.cmd import base
 from nova_ksm_inject.conf import CONF
-from nova_ksm_inject.ksm import hookconf
+from nova_ksm_inject.ksm.hook import settings_cache
 
-DEFAULT_CONFIG_FILE = hookconf.DEFAULT_CONFIG_FILE
-CONFIG_ENV = hookconf.CONFIG_ENV
+DEFAULT_CONFIG_FILE = settings_cache.DEFAULT_CONFIG_FILE
+CONFIG_ENV = settings_cache.CONFIG_ENV
 PROG = base.PROG
 # Loggers held to warnings unless --verbose: ours, and privsep's (which
 # logs the start of every daemon at INFO).
@@ -33,7 +33,7 @@ def config_files(explicit=None):
     if explicit:
         return list(explicit)
     # The rule the hook applies before it imports anything of oslo.
-    return hookconf.config_files()
+    return settings_cache.config_files()
 
 
 def load_config(config_files_=None, debug=False, prog=PROG, quiet=False):

@@ -8,8 +8,8 @@ the shim ``nova-ksm-inject ksm install-hook`` writes).
 libvirt waits for the hook at each of the five lifecycle events of every
 guest, so it starts fast: events it ignores return before any import, and
 when the config files have not changed since the last run the ``[ksm]``
-values come from a cache (:mod:`nova_ksm_inject.ksm.hookconf`) and
-nothing of oslo.config or oslo.log is imported. Otherwise nova.conf is
+values come from a cache (:mod:`nova_ksm_inject.ksm.hook.settings_cache`)
+and nothing of oslo.config or oslo.log is imported. Otherwise nova.conf is
 read and validated with oslo.config, as every other command does, and the
 cache written for the next run.
 
@@ -72,14 +72,14 @@ def _setup_logging(settings, debug):
 
 def _setup_cached_logging(settings, debug):
     """The cached path: the same lines without the logging module."""
-    from nova_ksm_inject.ksm import hookstart
+    from nova_ksm_inject.ksm.hook import fast_start
     path, syslog = _log_target(settings)
-    sink = hookstart.Sink(path, syslog, prog=PROG,
+    sink = fast_start.Sink(path, syslog, prog=PROG,
                           level='DEBUG' if debug else 'INFO')
-    if not hookstart.install_logging(sink):
+    if not fast_start.install_logging(sink):
         # oslo.log is loaded already (tests run the hook in-process).
         return _setup_logging(settings, debug)
-    return hookstart.Logger(PROG, sink)
+    return fast_start.Logger(PROG, sink)
 
 
 def _cached_settings(key):
@@ -87,9 +87,9 @@ def _cached_settings(key):
     None when the cache is missing, stale or from another version."""
     import dataclasses
 
-    from nova_ksm_inject.ksm import hookconf
     from nova_ksm_inject.ksm import settings as ksm_settings
-    cached = hookconf.load(key)
+    from nova_ksm_inject.ksm.hook import settings_cache
+    cached = settings_cache.load(key)
     if not isinstance(cached, dict) or not isinstance(cached.get('ksm'),
                                                       dict):
         return None
@@ -110,8 +110,8 @@ def _load_full(key):
 
     from nova_ksm_inject.cmd import common
     from nova_ksm_inject.conf import CONF
-    from nova_ksm_inject.ksm import hookconf
     from nova_ksm_inject.ksm import settings as ksm_settings
+    from nova_ksm_inject.ksm.hook import settings_cache
     root = logging.getLogger()
     before = list(root.handlers)
     common.load_config(None, prog=PROG)
@@ -122,35 +122,35 @@ def _load_full(key):
     settings = ksm_settings.KsmSettings.from_conf()
     log = _setup_logging(settings, CONF.debug)
     try:
-        hookconf.store(key, {'ksm': dataclasses.asdict(settings),
+        settings_cache.store(key, {'ksm': dataclasses.asdict(settings),
                              'debug': CONF.debug})
     except OSError as err:
-        log.debug('Settings not cached in %s: %s', hookconf.cache_path(),
-                  err)
+        log.debug('Settings not cached in %s: %s',
+                  settings_cache.cache_path(), err)
     return settings, log
 
 
 def _handle(argv, xml_text, settings):
     """Record the guest change and apply KSM; raises for the caller."""
-    from nova_ksm_inject.ksm import hook
     from nova_ksm_inject.ksm import host as ksm_host
     from nova_ksm_inject.ksm import statedir as ksm_statedir
+    from nova_ksm_inject.ksm.hook import handler
     # Never a libvirt connection here: it would deadlock libvirtd.
     host = ksm_host.KsmHost(connection=None)
     statedir = ksm_statedir.KsmStateDir(settings.state_dir)
-    hook.Hook(settings, host, statedir).handle(argv[0], argv[1], argv[2],
-                                               xml_text)
+    handler.Hook(settings, host, statedir).handle(argv[0], argv[1],
+                                                  argv[2], xml_text)
 
 
 def run_hook(argv, xml_text):
     """Load the settings (cached or full) and handle one event; returns
     the exit code."""
-    from nova_ksm_inject.ksm import hookconf
-    from nova_ksm_inject.ksm import hookstart
-    hookstart.defer_module('inspect')
+    from nova_ksm_inject.ksm.hook import fast_start
+    from nova_ksm_inject.ksm.hook import settings_cache
+    fast_start.defer_module('inspect')
     strict, log = False, None
     try:
-        key = hookconf.identity(hookconf.config_files())
+        key = settings_cache.identity(settings_cache.config_files())
         cached = _cached_settings(key)
         if cached is not None:
             settings, debug = cached
@@ -187,8 +187,8 @@ def main(argv=None):
         sys.stderr.write('usage: %s DOMAIN OP SUBOP [EXTRA] < domain.xml\n'
                          % PROG)
         return 0
-    from nova_ksm_inject.ksm import hookevents
-    if not hookevents.is_relevant(argv[1], argv[2]):
+    from nova_ksm_inject.ksm.hook import events as hook_events
+    if not hook_events.is_relevant(argv[1], argv[2]):
         return 0
     return run_hook(argv, xml_text)
 

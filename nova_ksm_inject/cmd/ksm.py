@@ -20,7 +20,7 @@ import time
 from nova_ksm_inject import exception
 from nova_ksm_inject import privileged
 from nova_ksm_inject.cmd import base
-from nova_ksm_inject.ksm import hookevents
+from nova_ksm_inject.ksm.hook import events as hook_events
 
 HOOKS_DIR = '/etc/libvirt/hooks'
 SHIM_NAME = 'nova-ksm-inject'
@@ -186,7 +186,7 @@ def hook_shim(command, config_files=()):
 def shim_event_filter():
     """Shell lines that finish the events the hook ignores without
     starting Python (libvirt waits for the hook at every event)."""
-    events = sorted(hookevents.START_EVENTS | hookevents.STOP_EVENTS)
+    events = sorted(hook_events.START_EVENTS | hook_events.STOP_EVENTS)
     return ['# Only these events concern KSM; read the XML of the others.',
             'case "$2 $3" in',
             '%s) ;;' % '|'.join('"%s %s"' % event for event in events),

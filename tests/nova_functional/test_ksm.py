@@ -14,11 +14,11 @@ from nova.tests.fixtures import libvirt as fakelibvirt
 from nova.tests.functional.api import client as api_client
 from oslo_utils.fixture import uuidsentinel as uuids
 
-from nova_ksm_inject.ksm import hook
 from nova_ksm_inject.ksm import host as ksm_host
 from nova_ksm_inject.ksm import settings as ksm_settings
 from nova_ksm_inject.ksm import statedir as ksm_statedir
 from nova_ksm_inject.ksm import status as ksm_status
+from nova_ksm_inject.ksm.hook import handler
 from tests.nova_functional import base
 from tests.unit.ksm import conftest as ksm_fakes
 
@@ -140,7 +140,7 @@ class TestWhoMayMerge(KsmTestCase):
         self.fake_ksm = ksm_fakes.FakeKsm(os.path.join(tmp, 'ksm'))
         self.fake_proc = ksm_fakes.FakeProc(os.path.join(tmp, 'proc'))
         self.statedir = ksm_statedir.KsmStateDir(os.path.join(tmp, 'state'))
-        runner = hook.Hook(
+        runner = handler.Hook(
             ksm_settings.KsmSettings(enabled='auto', policy='static'),
             ksm_host.KsmHost(self.fake_ksm.sysfs), self.statedir,
             proc_root=self.fake_proc.root, run_dir=os.path.join(tmp, 'run'))

@@ -7,7 +7,7 @@ import pytest
 
 from bench import ksm_launcher
 from bench import ksm_scenario
-from nova_ksm_inject.ksm import hook
+from nova_ksm_inject.ksm.hook import handler
 from tests.lib import ksm_guest
 
 
@@ -43,7 +43,7 @@ def test_wave_guests_have_unique_tags_and_stable_uuids():
 
 def test_domain_xml_reads_back_through_the_hook_parser():
     guest = ksm_scenario.Guest(name='bench-w1-g2', wave=1, tag=2, mib=256)
-    domain = hook.parse_domain(guest.xml())
+    domain = handler.parse_domain(guest.xml())
     assert (domain.name, domain.uuid) == ('bench-w1-g2', guest.uuid)
     assert domain.mergeable and domain.memory_kib == 256 * 1024
 

@@ -156,8 +156,8 @@ def test_untrusted_or_foreign_cache_is_ignored(env, monkeypatch, tmp_path):
 
 
 def _key():
-    from nova_ksm_inject.ksm import hookconf
-    return hookconf.identity(hookconf.config_files())
+    from nova_ksm_inject.ksm.hook import settings_cache
+    return settings_cache.identity(settings_cache.config_files())
 
 
 CACHED_RUN = """
@@ -168,7 +168,7 @@ hook._handle = lambda argv, xml, settings: seen.append(settings)
 rc = hook.main(['vm1', 'prepare', 'begin', '-'])
 if '--modules' in sys.argv:
     # What _handle imports, after the cached path set up its logging.
-    import nova_ksm_inject.ksm.hook, nova_ksm_inject.ksm.host
+    import nova_ksm_inject.ksm.hook.handler, nova_ksm_inject.ksm.host
     import nova_ksm_inject.ksm.statedir, nova_ksm_inject.ksm.control
 print(json.dumps({'rc': rc, 'pages': seen[0].pages_to_scan,
                   'logging': 'logging' in sys.modules,
@@ -210,8 +210,8 @@ def test_cached_run_does_not_import_tempfile(tmp_path):
     env = dict(os.environ,
                NOVA_KSM_INJECT_CONFIG_FILES=str(tmp_path / 'nova.conf'),
                NOVA_KSM_INJECT_HOOK_CACHE=str(tmp_path / 'cache.json'))
-    code = ("import sys; from nova_ksm_inject.ksm import hookstart; "
-            "hookstart.install_logging(hookstart.Sink()); "
+    code = ("import sys; from nova_ksm_inject.ksm.hook import fast_start; "
+            "fast_start.install_logging(fast_start.Sink()); "
             "from nova_ksm_inject.ksm import statedir; "
             "statedir.KsmStateDir(sys.argv[1])._write_json('x', {'a': 1}); "
             "print('tempfile' in sys.modules)")

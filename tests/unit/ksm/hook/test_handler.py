@@ -5,9 +5,8 @@ import dataclasses
 import pytest
 
 from nova_ksm_inject import exception
-from nova_ksm_inject.ksm import hook
-from nova_ksm_inject.ksm import hookevents
 from nova_ksm_inject.ksm import host as ksm_host
+from nova_ksm_inject.ksm.hook import handler
 
 XML = """<domain type='qemu'>
   <name>%(name)s</name>
@@ -23,8 +22,8 @@ def domain_xml(name='vm1', uuid='uuid-1', backing=''):
 
 
 def test_parse_mergeable_domain():
-    domain = hook.parse_domain(domain_xml())
-    assert domain == hook.Domain(name='vm1', uuid='uuid-1', mergeable=True,
+    domain = handler.parse_domain(domain_xml())
+    assert domain == handler.Domain(name='vm1', uuid='uuid-1', mergeable=True,
                                  reason='', memory_kib=65536)
 
 
@@ -33,7 +32,7 @@ def test_parse_mergeable_domain():
     ('<memoryBacking><hugepages/></memoryBacking>', 'huge pages'),
 ])
 def test_parse_unmergeable_domain(backing, reason):
-    domain = hook.parse_domain(domain_xml(backing=backing))
+    domain = handler.parse_domain(domain_xml(backing=backing))
     assert not domain.mergeable and reason in domain.reason
 
 
@@ -57,7 +56,7 @@ NOVA_XML = """<domain type='kvm'>
 
 @pytest.mark.parametrize('version', ['1.1', '1.0'])
 def test_parse_nova_owner(version):
-    domain = hook.parse_domain(NOVA_XML % version)
+    domain = handler.parse_domain(NOVA_XML % version)
     assert (domain.instance, domain.project, domain.project_name) == (
         '6f1e9a0c-0000-4000-8000-00000000000a',
         'aa11aa11aa11aa11aa11aa11aa11aa11', 'lab')
@@ -66,9 +65,9 @@ def test_parse_nova_owner(version):
 def test_parse_foreign_metadata_is_not_nova():
     xml = NOVA_XML.replace('openstack.org/xmlns/libvirt/nova/%s',
                            'example.org/other')
-    domain = hook.parse_domain(xml)
+    domain = handler.parse_domain(xml)
     assert (domain.instance, domain.project) == (None, None)
-    assert hook.parse_domain(domain_xml()).instance is None
+    assert handler.parse_domain(domain_xml()).instance is None
 
 
 def test_start_records_instance_and_project(run_hook, statedir, tmp_path):
@@ -80,28 +79,19 @@ def test_start_records_instance_and_project(run_hook, statedir, tmp_path):
 
 
 def test_parse_minimal_xml_uses_argv_name():
-    domain = hook.parse_domain('<domain/>', 'fromargv')
+    domain = handler.parse_domain('<domain/>', 'fromargv')
     assert (domain.name, domain.uuid, domain.mergeable) == (
         'fromargv', 'fromargv', True)
-
-
-@pytest.mark.parametrize('op,subop,relevant', [
-    ('prepare', 'begin', True), ('started', 'begin', True),
-    ('release', 'end', True), ('start', 'begin', False),
-    ('stopped', 'end', False), ('migrate', 'begin', False),
-])
-def test_relevant_events(op, subop, relevant):
-    assert hookevents.is_relevant(op, subop) is relevant
 
 
 @pytest.fixture
 def run_hook(settings, fake_ksm, fake_proc, statedir, tmp_path):
     def _run(op, subop, xml=None, **overrides):
         hook_settings = dataclasses.replace(settings, **overrides)
-        handler = hook.Hook(hook_settings, ksm_host.KsmHost(fake_ksm.sysfs),
+        hook = handler.Hook(hook_settings, ksm_host.KsmHost(fake_ksm.sysfs),
                             statedir, proc_root=fake_proc.root,
                             run_dir=str(tmp_path / 'run'))
-        return handler.handle('vm1', op, subop, xml or domain_xml())
+        return hook.handle('vm1', op, subop, xml or domain_xml())
     return _run
 
 

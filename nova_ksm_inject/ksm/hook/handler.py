@@ -14,7 +14,7 @@ from oslo_log import log as logging
 
 from nova_ksm_inject.ksm import control
 from nova_ksm_inject.ksm import domainxml
-from nova_ksm_inject.ksm import hookevents
+from nova_ksm_inject.ksm.hook import events
 
 LOG = logging.getLogger(__name__)
 
@@ -129,10 +129,10 @@ class Hook(object):
         :returns: the :class:`ApplyResult`, or None when nothing to do.
         :raises NovaKsmInjectError: for the caller to log (exit 0).
         """
-        if not hookevents.is_relevant(op, subop):
+        if not events.is_relevant(op, subop):
             return None
         domain = parse_domain(xml_text, domain_name)
-        starting = (op, subop) in hookevents.START_EVENTS
+        starting = (op, subop) in events.START_EVENTS
         with self.statedir.locked(timeout=LOCK_TIMEOUT):
             if starting:
                 self._record(domain, op)

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from nova_ksm_inject.cmd import hook as cmd_hook
-from nova_ksm_inject.ksm import hookstart
+from nova_ksm_inject.ksm.hook import fast_start
 
 
 def _stdlib_line(tmp_path, level, name, msg, *args):
@@ -21,23 +21,24 @@ def _stdlib_line(tmp_path, level, name, msg, *args):
 
 
 def test_lines_look_like_the_full_paths(tmp_path):
-    sink = hookstart.Sink(str(tmp_path / 'hook.log'))
-    hookstart.Logger('nova_ksm_inject.ksm.hook', sink).info(
+    sink = fast_start.Sink(str(tmp_path / 'hook.log'))
+    fast_start.Logger('nova_ksm_inject.ksm.hook.handler', sink).info(
         'libvirt %s %s of guest %s', 'prepare', 'begin', 'vm1')
     ours = (tmp_path / 'hook.log').read_text()
-    theirs = _stdlib_line(tmp_path, 'INFO', 'nova_ksm_inject.ksm.hook',
+    theirs = _stdlib_line(tmp_path, 'INFO',
+                          'nova_ksm_inject.ksm.hook.handler',
                           'libvirt %s %s of guest %s', 'prepare', 'begin',
                           'vm1')
     # Equal but for the timestamp's milliseconds.
     assert ours.split(' ', 2)[2] == theirs.split(' ', 2)[2]
     assert ours[:19] == theirs[:19] or ours[:16] == theirs[:16]
-    assert ' %d INFO nova_ksm_inject.ksm.hook libvirt prepare begin of ' \
-        'guest vm1\n' % os.getpid() in ours
+    assert ' %d INFO nova_ksm_inject.ksm.hook.handler libvirt prepare ' \
+        'begin of guest vm1\n' % os.getpid() in ours
 
 
 def test_levels_and_exceptions(tmp_path, capsys):
-    sink = hookstart.Sink(level='INFO')
-    log = hookstart.Logger('x', sink)
+    sink = fast_start.Sink(level='INFO')
+    log = fast_start.Logger('x', sink)
     log.debug('hidden')
     log.warning('shown %d', 1)
     try:
@@ -57,16 +58,16 @@ def test_syslog(tmp_path):
     path = str(tmp_path / 'log.sock')
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
         server.bind(path)
-        sink = hookstart.Sink(syslog_socket=path, prog='nova-ksm-hook')
-        hookstart.Logger('mod', sink).error('bad %s', 'thing')
+        sink = fast_start.Sink(syslog_socket=path, prog='nova-ksm-hook')
+        fast_start.Logger('mod', sink).error('bad %s', 'thing')
         assert server.recv(4096) == b'<11>nova-ksm-hook: mod bad thing'
 
 
 STAND_IN = """
 import sys
-from nova_ksm_inject.ksm import hookstart
-assert hookstart.install_logging(hookstart.Sink(level='DEBUG'))
-assert hookstart.defer_module('inspect')
+from nova_ksm_inject.ksm.hook import fast_start
+assert fast_start.install_logging(fast_start.Sink(level='DEBUG'))
+assert fast_start.defer_module('inspect')
 from oslo_log import log as logging
 logging.getLogger('m').debug('via %s', 'stand-in')
 import dataclasses
@@ -101,5 +102,5 @@ def test_stand_ins_in_a_fresh_process():
 
 def test_nothing_replaced_when_already_loaded():
     assert 'oslo_log' in sys.modules or __import__('oslo_log')
-    assert not hookstart.install_logging(hookstart.Sink())
-    assert not hookstart.defer_module('os')
+    assert not fast_start.install_logging(fast_start.Sink())
+    assert not fast_start.defer_module('os')

@@ -4,7 +4,7 @@ libvirt waits for the hook at each lifecycle event of every guest, and a
 Python process that imports oslo.log, oslo.config (0.15 s) or even only
 the standard logging module (10 ms) and ``inspect`` (10 ms, through
 ``dataclasses``) spends most of its life importing. On the cached path
-(:mod:`nova_ksm_inject.ksm.hookconf`):
+(:mod:`nova_ksm_inject.ksm.hook.settings_cache`):
 
 * :func:`install_logging` puts a stand-in for ``oslo_log.log`` in
   ``sys.modules`` whose loggers write the same lines the full path's
