@@ -31,6 +31,7 @@ from bench import ksm_report
 from bench import ksm_scenario
 from nova_ksm_inject.cmd import base
 from nova_ksm_inject.cmd import common
+from nova_ksm_inject.conf import CONF
 from nova_ksm_inject.ksm import settings as ksm_settings
 
 # Errors and logs are named for the tox env that runs it.
@@ -167,7 +168,7 @@ def run_scenario(kind, args, settings):
 
 def bench(args):
     common.load_config_for(args, prog=PROG)
-    settings = ksm_settings.KsmSettings.from_conf()
+    settings = ksm_settings.KsmSettings.from_conf(CONF)
     kinds = scenarios_from_args(args)
     results, checks = {}, []
     try:

@@ -119,11 +119,11 @@ def _load_full(key):
     for handler in list(root.handlers):
         if handler not in before:
             root.removeHandler(handler)
-    settings = ksm_settings.KsmSettings.from_conf()
+    settings = ksm_settings.KsmSettings.from_conf(CONF)
     log = _setup_logging(settings, CONF.debug)
     try:
         settings_cache.store(key, {'ksm': dataclasses.asdict(settings),
-                             'debug': CONF.debug})
+                                   'debug': CONF.debug})
     except OSError as err:
         log.debug('Settings not cached in %s: %s',
                   settings_cache.cache_path(), err)

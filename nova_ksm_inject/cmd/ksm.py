@@ -92,10 +92,11 @@ def add_parser(subparsers, parent=None):
 
 
 def _context():
+    from nova_ksm_inject.conf import CONF
     from nova_ksm_inject.ksm import settings as ksm_settings
     from nova_ksm_inject.ksm import statedir as ksm_statedir
 
-    settings = ksm_settings.KsmSettings.from_conf()
+    settings = ksm_settings.KsmSettings.from_conf(CONF)
     return settings, ksm_statedir.KsmStateDir(settings.state_dir)
 
 

@@ -11,6 +11,7 @@ import threading
 
 from nova_ksm_inject.cmd import base
 from nova_ksm_inject.cmd import common
+from nova_ksm_inject.conf import CONF
 from nova_ksm_inject.ksm import host as ksm_host
 from nova_ksm_inject.ksm import settings as ksm_settings
 from nova_ksm_inject.ksm import statedir as ksm_statedir
@@ -28,7 +29,7 @@ def build_parser():
 def serve(args, stop):
     """Load the config and run the tuner until ``stop`` is set."""
     common.load_config_for(args, prog=PROG, quiet=False)
-    settings = ksm_settings.KsmSettings.from_conf()
+    settings = ksm_settings.KsmSettings.from_conf(CONF)
     host = ksm_host.KsmHost.for_settings(settings)
     statedir = ksm_statedir.KsmStateDir(settings.state_dir)
     try:

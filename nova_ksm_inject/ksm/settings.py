@@ -1,7 +1,10 @@
 """The ``[ksm]`` options as one plain value object.
 
 The hook, the tuner and the commands take a :class:`KsmSettings` instead
-of reading CONF themselves, so unit tests build one directly.
+of reading CONF themselves, so unit tests build one directly. Only the
+top of the stack (the console scripts, the privsep entrypoints, the nova
+driver) knows the global CONF and passes it to
+:meth:`KsmSettings.from_conf`.
 """
 
 import dataclasses
@@ -33,10 +36,9 @@ class KsmSettings(object):
     unmerge_on_loss: bool = False
 
     @classmethod
-    def from_conf(cls, conf=None):
-        """Read ``[ksm]`` from ``conf`` (the global CONF by default)."""
-        if conf is None:
-            from nova_ksm_inject.conf import CONF as conf
+    def from_conf(cls, conf):
+        """Read ``[ksm]`` from ``conf``, a ``ConfigOpts`` with the options
+        of :mod:`nova_ksm_inject.conf.ksm` registered and loaded."""
         group = conf.ksm
         values = {f.name: getattr(group, f.name)
                   for f in dataclasses.fields(cls)}
