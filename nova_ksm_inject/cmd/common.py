@@ -8,10 +8,10 @@ from oslo_config import cfg
 from oslo_log import log as logging
 
 from nova_ksm_inject import exception
-from nova_ksm_inject import privileged
 from nova_ksm_inject.cmd import base
 from nova_ksm_inject.conf import CONF
 from nova_ksm_inject.ksm.hook import settings_cache
+from nova_ksm_inject.privsep import client
 
 DEFAULT_CONFIG_FILE = settings_cache.DEFAULT_CONFIG_FILE
 CONFIG_ENV = settings_cache.CONFIG_ENV
@@ -67,7 +67,7 @@ def load_config(config_files_=None, debug=False, prog=PROG, quiet=False):
             logging.getLogger(name).logger.setLevel(std_logging.WARNING)
         # What the privsep helper prints (sudo refusing, say) ends up in
         # the one-line error instead.
-        privileged.LOG_HELPER_OUTPUT = False
+        client.LOG_HELPER_OUTPUT = False
     return files
 
 
@@ -87,7 +87,7 @@ def init_privsep():
     on first use: oslo.privsep (and the eventlet it imports) costs about
     0.15 s, and the default handlers never need it."""
     if os.geteuid() != 0:
-        privileged.INIT_PRIVSEP = True
+        client.INIT_PRIVSEP = True
 
 
 def _validate_all():

@@ -18,9 +18,9 @@ import tempfile
 import time
 
 from nova_ksm_inject import exception
-from nova_ksm_inject import privileged
 from nova_ksm_inject.cmd import base
 from nova_ksm_inject.ksm.hook import events as hook_events
+from nova_ksm_inject.privsep import client
 
 HOOKS_DIR = '/etc/libvirt/hooks'
 SHIM_NAME = 'nova-ksm-inject'
@@ -134,8 +134,8 @@ def _write_atomic(path, text):
 def _apply(args, force_run=None):
     from nova_ksm_inject.conf import CONF
 
-    result = privileged.ksm_apply(CONF, force_run=force_run,
-                                  unmerge=args.unmerge)
+    result = client.ksm_apply(CONF, force_run=force_run,
+                              unmerge=args.unmerge)
     if result['unmerged']:
         print('KSM stopped and every page unmerged')
         return 0
@@ -162,7 +162,7 @@ def cmd_disable(args):
 def cmd_restore(args):
     from nova_ksm_inject.conf import CONF
 
-    result = privileged.ksm_restore(CONF)
+    result = client.ksm_restore(CONF)
     print('KSM settings restored: %s' % ', '.join(
         '%s=%s' % item for item in sorted(result['restored'].items())))
     for knob, reason in result['deferred']:

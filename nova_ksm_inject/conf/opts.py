@@ -17,15 +17,15 @@ def _privsep_opts():
     from oslo_privsep import capabilities
     from oslo_privsep import priv_context
 
-    from nova_ksm_inject import privsep
+    from nova_ksm_inject.privsep import contexts
 
     listed = {}
-    for context in privsep.CONTEXTS:
+    for context in contexts.CONTEXTS:
         opts = copy.deepcopy(priv_context.OPTS)
         defaults = {
             'capabilities': [capabilities.CAPS_BYVALUE[c] for c in
-                             privsep.CAPABILITIES[context.cfg_section]],
-            'logger_name': privsep.DAEMON_LOGGER}
+                             contexts.CAPABILITIES[context.cfg_section]],
+            'logger_name': contexts.DAEMON_LOGGER}
         for opt in opts:
             if opt.dest in defaults:
                 opt.default = defaults[opt.dest]

@@ -17,7 +17,6 @@ import dataclasses
 from oslo_log import log as logging
 
 from nova_ksm_inject import exception
-from nova_ksm_inject import privileged
 from nova_ksm_inject.conf import CONF
 from nova_ksm_inject.disk import chain
 from nova_ksm_inject.disk import image as disk_image
@@ -26,6 +25,7 @@ from nova_ksm_inject.disk import job as disk_job
 from nova_ksm_inject.disk import request as disk_request
 from nova_ksm_inject.disk import state
 from nova_ksm_inject.disk.handlers import loader
+from nova_ksm_inject.privsep import client
 
 LOG = logging.getLogger(__name__)
 
@@ -87,13 +87,13 @@ def inject_data(path, request, fmt=None, partition=0, handler_names=None,
     disk_request.check_limits(request, conf)
     job = disk_job.build(path, request, fmt, partition, names, use_cow,
                          trusted_dirs)
-    if privileged.is_root():
-        return InjectionResult.from_dict(privileged.inject_image(job, conf))
+    if client.is_root():
+        return InjectionResult.from_dict(client.inject_image(job, conf))
     attempts = []
     for needs_root, group in _groups(names, conf):
         part = dict(job, handlers=group)
         try:
-            data = (privileged.inject_image(part, conf) if needs_root else
+            data = (client.inject_image(part, conf) if needs_root else
                     chain.run(part, confined=False, conf=conf))
         except exception.NoHandlerMounted as err:
             attempts += err.attempts or [chain.Attempt(
@@ -125,14 +125,14 @@ def cleanup(conf=CONF):
     directory here, and ``[inject] state_dir`` through the privsep daemon
     only when ``img_handlers`` names a handler that needs it.
     """
-    if privileged.is_root():
-        return privileged.sweep_journals(conf)
+    if client.is_root():
+        return client.sweep_journals(conf)
     from nova_ksm_inject.disk import sweep
 
     results = [r.to_dict() for r in sweep.sweep(state.state_dir(conf))]
     if any(h.privileged for h in loader.load(list(conf.img_handlers),
                                              conf)):
-        results += privileged.sweep_journals(conf)
+        results += client.sweep_journals(conf)
     return results
 
 

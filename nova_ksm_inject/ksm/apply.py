@@ -2,7 +2,7 @@
 ``init_host``) as privileged jobs with plain-data results.
 
 They run as root: in the caller when it is root, else in the
-``[privsep_ksm]`` daemon (:mod:`nova_ksm_inject.privileged`), which reads
+``[privsep_ksm]`` daemon (:mod:`nova_ksm_inject.privsep.client`), which reads
 ``[ksm]`` from its own configuration.
 """
 

@@ -1,4 +1,4 @@
-"""Privilege separation: the oslo.privsep contexts of nova-ksm-inject.
+"""Privileged code: the one place that knows whether work runs in a daemon.
 
 nova-compute runs as an unprivileged user; the few privileged jobs run in
 oslo.privsep daemons started by our own helper,
@@ -9,101 +9,33 @@ by a context's ``helper_command`` (suggested: ``sudo
 nova-ksm-inject-privsep-helper``). Never by oslo.privsep's
 ``privsep-helper``, which takes configuration and logging files from its
 caller. Each context keeps the smallest capability set its entrypoints
-need; the README lists them with reasons.
+need; :doc:`/admin/privsep` lists them with reasons.
 
-* :data:`inject_pctxt` (``[privsep_inject]``): one call injects one image
-  (inspect, attach, mount, write, unmount, detach) and the cleanup sweep.
-  Entrypoints in :mod:`nova_ksm_inject.privsep.disk`.
-* :data:`ksm_pctxt` (``[privsep_ksm]``): KSM sysfs knobs and the KSM state
-  directory. Entrypoints in :mod:`nova_ksm_inject.privsep.ksm`.
+* :mod:`nova_ksm_inject.privsep.client`: what the rest of the package
+  calls. A root caller (the CLI run as root, the libvirt hook, the tuner)
+  runs the job in its own process; anyone else goes through a daemon.
+* :mod:`nova_ksm_inject.privsep.contexts`: the contexts,
+  ``inject_pctxt`` (``[privsep_inject]``: one call injects one image, and
+  the cleanup sweep; entrypoints in :mod:`nova_ksm_inject.privsep.disk`)
+  and ``ksm_pctxt`` (``[privsep_ksm]``: KSM sysfs knobs and the KSM state
+  directory; entrypoints in :mod:`nova_ksm_inject.privsep.ksm`).
+* :mod:`nova_ksm_inject.privsep.checks`: the daemon's pinned
+  configuration files.
 
-A root caller (the CLI run as root, the libvirt hook, the tuner) never
-starts a daemon: :func:`needed` is False and it calls the library
-directly. Importing this module imports oslo.privsep; callers import it
-only when :func:`needed` says so.
+Importing this package imports nothing: oslo.privsep (and the eventlet it
+imports) costs about 0.15 s, which the default handlers never need. The
+contexts keep their pypaths here (``nova_ksm_inject.privsep.inject_pctxt``,
+named in rootwrap filters and accepted by the helper) and are imported
+from :mod:`~nova_ksm_inject.privsep.contexts` on first use.
 """
 
-import os
-import shlex
-
-from oslo_privsep import capabilities as caps
-from oslo_privsep import priv_context
-
-from nova_ksm_inject.conf import CONF
-
-#: Logger the daemons' log records are replayed under in the caller, so
-#: that the CLI's verbosity settings apply to them too.
-DAEMON_LOGGER = 'nova_ksm_inject.privsep.daemon'
-
-#: Capabilities each context's own code keeps (measured: the smallest
-#: sets with which every functional test passes; the README explains each).
-#: The fixed tools a daemon runs (losetup, mount, qemu-storage-daemon...)
-#: are started by uid 0 and so run with root's full set, as under nova's
-#: own privsep contexts: what they may do is bounded by the arguments the
-#: daemon builds, never by the caller.
-CAPABILITIES = {
-    # DAC_OVERRIDE: write guest files and directories whatever their mode
-    # and owner; CHOWN: keep a replaced file's owner, give new ones theirs;
-    # FOWNER: set modes on guest files root does not own.
-    'privsep_inject': [caps.CAP_DAC_OVERRIDE, caps.CAP_CHOWN,
-                       caps.CAP_FOWNER],
-    # KSM's sysfs files and the state directory belong to uid 0, which the
-    # daemon keeps; DAC_READ_SEARCH reads the guests' /proc/<pid>/ksm_stat
-    # (mode 0400, owned by the qemu user) to count mergeable guests.
-    'privsep_ksm': [caps.CAP_DAC_READ_SEARCH],
-}
-
-#: The console script (:mod:`nova_ksm_inject.cmd.privsep_helper`) that
-#: starts our daemons, pinning root's configuration files.
-HELPER = 'nova-ksm-inject-privsep-helper'
+_CONTEXTS = ('inject_pctxt', 'ksm_pctxt')
 
 
-class HelperContext(priv_context.PrivContext):
-    """A context started by :data:`HELPER` unless its ``helper_command``
-    is set: the root helper prefix, then exactly the two arguments that
-    helper accepts (no ``--config-file``, which it would refuse)."""
-
-    def helper_command(self, sockpath):
-        if self.conf.helper_command:
-            return super().helper_command(sockpath)
-        # What priv_context.init() set (nova's rootwrap in nova-compute,
-        # ours from init() below); privsep keeps no public getter.
-        prefix = list(getattr(priv_context, '_HELPER_COMMAND_PREFIX',
-                              ['sudo']))
-        return prefix + [HELPER, '--privsep_context', self.pypath,
-                         '--privsep_sock_path', sockpath]
-
-
-inject_pctxt = HelperContext(
-    'nova_ksm_inject',
-    cfg_section='privsep_inject',
-    pypath=__name__ + '.inject_pctxt',
-    capabilities=CAPABILITIES['privsep_inject'],
-    logger_name=DAEMON_LOGGER,
-)
-
-ksm_pctxt = HelperContext(
-    'nova_ksm_inject',
-    cfg_section='privsep_ksm',
-    pypath=__name__ + '.ksm_pctxt',
-    capabilities=CAPABILITIES['privsep_ksm'],
-    logger_name=DAEMON_LOGGER,
-)
-
-CONTEXTS = (inject_pctxt, ksm_pctxt)
-
-
-def needed():
-    """True when privileged work must go through a privsep daemon."""
-    return os.geteuid() != 0
-
-
-def init(root_helper=None):
-    """Set the command prefix that starts :data:`HELPER` as root.
-
-    Console scripts call it once; inside nova-compute nova has already
-    called ``priv_context.init`` with its own root helper, and this is
-    not called. A context's ``helper_command`` option, when set, wins.
-    """
-    helper = root_helper or CONF.inject.root_helper
-    priv_context.init(root_helper=shlex.split(helper))
+def __getattr__(name):
+    # PEP 562: privsep's daemon finds a context by its pypath
+    # (importutils.import_class: import the package, then getattr).
+    if name in _CONTEXTS:
+        from nova_ksm_inject.privsep import contexts
+        return getattr(contexts, name)
+    raise AttributeError('module %r has no attribute %r' % (__name__, name))

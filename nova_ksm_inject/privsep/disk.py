@@ -6,12 +6,12 @@ what the caller sent are in :mod:`nova_ksm_inject.disk.job`.
 
 import os
 
-from nova_ksm_inject import privsep
 from nova_ksm_inject.conf import CONF
 from nova_ksm_inject.privsep import checks
+from nova_ksm_inject.privsep import contexts
 
 
-@privsep.inject_pctxt.entrypoint
+@contexts.inject_pctxt.entrypoint
 def inject_image(job):
     """Inspect, attach, mount, write, unmount and detach one image.
 
@@ -26,7 +26,7 @@ def inject_image(job):
     return chain.run(job, confined=True, conf=CONF)
 
 
-@privsep.inject_pctxt.entrypoint
+@contexts.inject_pctxt.entrypoint
 def sweep_journals():
     """Undo what killed injections left in ``[inject] state_dir``."""
     from nova_ksm_inject.disk import sweep

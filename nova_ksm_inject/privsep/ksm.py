@@ -7,12 +7,12 @@ cross the privsep channel.
 
 import os
 
-from nova_ksm_inject import privsep
 from nova_ksm_inject.conf import CONF
 from nova_ksm_inject.privsep import checks
+from nova_ksm_inject.privsep import contexts
 
 
-@privsep.ksm_pctxt.entrypoint
+@contexts.ksm_pctxt.entrypoint
 def apply_ksm(force_run=None, unmerge=False):
     """Apply ``[ksm]`` now (``force_run``: True enable, False disable)."""
     from nova_ksm_inject.ksm import apply as ksm_apply
@@ -26,7 +26,7 @@ def apply_ksm(force_run=None, unmerge=False):
     return ksm_apply.apply(CONF, force_run=force_run, unmerge=unmerge)
 
 
-@privsep.ksm_pctxt.entrypoint
+@contexts.ksm_pctxt.entrypoint
 def restore_ksm():
     """Restore the KSM settings saved before the first change."""
     from nova_ksm_inject.ksm import apply as ksm_apply

@@ -40,7 +40,7 @@ class UnprivilegedSpawn(test_spawn.SpawnTestCase):
         super().setUp()
         # After nova's options (as in nova-compute): registers
         # [privsep_inject].
-        from nova_ksm_inject import privsep  # noqa: F401
+        from nova_ksm_inject.privsep import contexts  # noqa: F401
         self.useFixture(fixtures.MonkeyPatch(
             'oslo_privsep.daemon.RootwrapClientChannel', REAL_CHANNEL))
         self.flags(instances_path=INSTANCES)

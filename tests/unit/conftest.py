@@ -3,10 +3,10 @@
 from oslo_config import fixture as config_fixture
 import pytest
 
-from nova_ksm_inject import privileged
-from nova_ksm_inject import privsep
 from nova_ksm_inject.conf import CONF
 from nova_ksm_inject.privsep import checks
+from nova_ksm_inject.privsep import client
+from nova_ksm_inject.privsep import contexts
 from tests.unit import fake_privsep
 
 
@@ -28,10 +28,10 @@ def privsep_wire(monkeypatch):
     :class:`~tests.unit.fake_privsep.Wire`; at the end every entrypoint
     called must have checked its configuration files."""
     wire = fake_privsep.Wire()
-    monkeypatch.setattr(privileged, 'is_root', lambda: False)
+    monkeypatch.setattr(client, 'is_root', lambda: False)
     monkeypatch.setattr(checks, 'check_config_files',
                         wire.check_config_files)
-    for context in privsep.CONTEXTS:
+    for context in contexts.CONTEXTS:
         monkeypatch.setattr(context, 'channel',
                             fake_privsep.InProcessChannel(context, wire))
     yield wire
@@ -46,7 +46,7 @@ def privsep_wire(monkeypatch):
 def as_root(monkeypatch):
     """Privileged calls made as a root caller makes them: in-process,
     without privsep, whatever uid runs the tests."""
-    monkeypatch.setattr(privileged, 'is_root', lambda: True)
+    monkeypatch.setattr(client, 'is_root', lambda: True)
 
 
 @pytest.fixture(autouse=True)

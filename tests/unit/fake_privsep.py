@@ -1,7 +1,7 @@
 """A privsep channel that runs entrypoints in the test process.
 
 Unit tests have no root and start no daemon, yet the unprivileged path
-(``nova_ksm_inject.privileged`` -> privsep entrypoint -> library) must run
+(``nova_ksm_inject.privsep.client`` -> privsep entrypoint -> library) must run
 as it does in nova-compute. This channel stands in for the socket to the
 daemon: the call, its answer and any error are packed and unpacked as
 oslo.privsep packs them (msgpack, lists come back as tuples), the

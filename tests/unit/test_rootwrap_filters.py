@@ -132,11 +132,11 @@ def test_filters_admit_the_sockets_the_helper_admits(filters):
 
 
 def test_filters_name_the_contexts_that_exist():
-    from nova_ksm_inject import privsep
+    from nova_ksm_inject.privsep import contexts
 
     named = {entry.args[entry.args.index('--privsep_context') + 1]
              .replace('\\.', '.')
              for entry in ours(wrapper.load_filters([FILTERS_DIR]))}
     assert named == set(CONTEXTS)
-    for context in privsep.CONTEXTS:
+    for context in contexts.CONTEXTS:
         assert context.pypath in named

@@ -12,10 +12,10 @@ imports nova.
 
 from oslo_log import log as logging
 
-from nova_ksm_inject import privileged
 from nova_ksm_inject.conf import CONF
 from nova_ksm_inject.ksm import apply as ksm_apply
 from nova_ksm_inject.ksm import host as ksm_host
+from nova_ksm_inject.privsep import client
 
 LOG = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def apply_ksm_config(connection, conf=None):
     :raises KsmNotWritable, KsmBusy: nothing was changed.
     """
     conf = conf or CONF
-    if not privileged.is_root():
+    if not client.is_root():
         LOG.info('KSM is left to the libvirt hook and nova-ksm-tuner, which '
                  'run as root and apply [ksm]; nova-compute decides only '
                  'which guests may share (domain XML)')

@@ -10,13 +10,13 @@ import os
 import pytest
 
 from nova_ksm_inject import exception
-from nova_ksm_inject import privileged
 from nova_ksm_inject import utils
 from nova_ksm_inject.disk import api
 from nova_ksm_inject.disk import inject
 from nova_ksm_inject.disk.files import appliance
 from nova_ksm_inject.disk.handlers import base
 from nova_ksm_inject.disk.handlers import loader
+from nova_ksm_inject.privsep import client
 from tests.unit import fake_privsep
 from tests.unit.disk.fake_guestfs import FakeGuestFS
 
@@ -46,7 +46,7 @@ def sent(monkeypatch, conf):
         fake_privsep.over_the_wire(job)  # plain data only
         jobs.append(job)
         return fake_privsep.over_the_wire(RESULT)
-    monkeypatch.setattr(privileged, 'inject_image', inject_image)
+    monkeypatch.setattr(client, 'inject_image', inject_image)
     return jobs
 
 
@@ -115,7 +115,7 @@ def test_best_effort_item_over_its_limit_is_left_to_the_job(sent, conf):
 
 
 def test_cleanup_returns_the_sweep_results(monkeypatch, conf):
-    monkeypatch.setattr(privileged, 'sweep_journals',
+    monkeypatch.setattr(client, 'sweep_journals',
                         lambda conf: [{'record': 'r'}])
     assert api.cleanup() == [{'record': 'r'}]
 

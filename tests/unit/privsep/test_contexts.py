@@ -2,10 +2,11 @@
 arguments it accepts, behind whatever root helper prefix was set."""
 
 from oslo_privsep import priv_context
+from oslo_utils import importutils
 import pytest
 
-from nova_ksm_inject import privsep
 from nova_ksm_inject.cmd import privsep_helper
+from nova_ksm_inject.privsep import contexts
 
 SOCK = '/tmp/tmpab_12xyz/privsep.sock'
 
@@ -20,11 +21,11 @@ def prefix(monkeypatch):
 
 def test_the_helper_knows_our_contexts():
     assert privsep_helper.CONTEXTS == tuple(c.pypath
-                                            for c in privsep.CONTEXTS)
-    assert privsep_helper.PROG == privsep.HELPER
+                                            for c in contexts.CONTEXTS)
+    assert privsep_helper.PROG == contexts.HELPER
 
 
-@pytest.mark.parametrize('context', privsep.CONTEXTS,
+@pytest.mark.parametrize('context', contexts.CONTEXTS,
                          ids=lambda c: c.cfg_section)
 def test_our_helper_behind_the_root_helper(conf, prefix, context):
     prefix(['sudo', 'nova-rootwrap', '/etc/nova/rootwrap.conf'])
@@ -36,8 +37,8 @@ def test_our_helper_behind_the_root_helper(conf, prefix, context):
 
 def test_init_sets_the_prefix_from_root_helper(conf, prefix):
     prefix(['sudo'])
-    privsep.init('sudo -n')
-    assert privsep.inject_pctxt.helper_command(SOCK)[:3] == [
+    contexts.init('sudo -n')
+    assert contexts.inject_pctxt.helper_command(SOCK)[:3] == [
         'sudo', '-n', 'nova-ksm-inject-privsep-helper']
 
 
@@ -46,7 +47,14 @@ def test_helper_command_wins(conf, prefix):
     conf.config(group='privsep_ksm',
                 helper_command='sudo /opt/venv/bin/'
                                'nova-ksm-inject-privsep-helper')
-    assert privsep.ksm_pctxt.helper_command(SOCK) == [
+    assert contexts.ksm_pctxt.helper_command(SOCK) == [
         'sudo', '/opt/venv/bin/nova-ksm-inject-privsep-helper',
-        '--privsep_context', privsep.ksm_pctxt.pypath,
+        '--privsep_context', contexts.ksm_pctxt.pypath,
         '--privsep_sock_path', SOCK]
+
+
+@pytest.mark.parametrize('context', contexts.CONTEXTS,
+                         ids=lambda c: c.cfg_section)
+def test_a_pypath_names_its_context(context):
+    # How privsep's daemon finds the context it was started for.
+    assert importutils.import_class(context.pypath) is context

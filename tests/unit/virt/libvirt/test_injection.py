@@ -9,10 +9,10 @@ real per-item injector into an in-memory guest (no nova, no root).
 import pytest
 
 from nova_ksm_inject import exception
-from nova_ksm_inject import privileged
 from nova_ksm_inject.disk import api
 from nova_ksm_inject.disk import inject
 from nova_ksm_inject.disk.files import appliance
+from nova_ksm_inject.privsep import client
 from nova_ksm_inject.virt.libvirt import injection
 from tests.unit.disk.fake_guestfs import FakeGuestFS
 
@@ -139,7 +139,7 @@ def privileged_side(monkeypatch, conf):
                           'virtual_size': 1, 'backing_chain': []},
                 'handler': 'loop', 'attempts': [],
                 'items': [i.to_dict() for i in items.items]}
-    monkeypatch.setattr(privileged, 'inject_image', inject_image)
+    monkeypatch.setattr(client, 'inject_image', inject_image)
     return jobs
 
 

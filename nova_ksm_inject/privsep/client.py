@@ -1,11 +1,15 @@
 """Privileged work, in this process when it is root, else through privsep.
 
-Each function here is one privileged job taking and returning plain data.
-A root caller (the command run as root, the hook, the tuner) runs it
-directly: no daemon, no sudo, no rootwrap. Anyone else goes through the
-oslo.privsep daemon of :mod:`nova_ksm_inject.privsep`, which checks what
-it receives itself (``confined``). Failing to start the daemon becomes a
+What the rest of the package calls: each function here is one privileged
+job taking and returning plain data. A root caller (the command run as
+root, the hook, the tuner) runs it directly: no daemon, no sudo, no
+rootwrap. Anyone else goes through the oslo.privsep daemons of
+:mod:`nova_ksm_inject.privsep.contexts`, whose entrypoints check what they
+receive themselves (``confined``). Failing to start a daemon becomes a
 :class:`~nova_ksm_inject.exception.PrivilegeError` naming the fix.
+
+Importing this module does not import oslo.privsep: only the daemon path
+does, on first use.
 """
 
 import logging
@@ -25,6 +29,7 @@ INIT_PRIVSEP = False
 
 
 def is_root():
+    """True when this process does privileged work itself."""
     return os.geteuid() == 0
 
 
@@ -89,8 +94,8 @@ def _through(what, section, entrypoint, *args):
     from oslo_privsep import daemon
 
     if INIT_PRIVSEP:
-        from nova_ksm_inject import privsep
-        privsep.init()
+        from nova_ksm_inject.privsep import contexts
+        contexts.init()
         INIT_PRIVSEP = False
 
     output = _HelperOutput()
