@@ -18,12 +18,12 @@ from nova_ksm_inject import exception
 from nova_ksm_inject import utils
 from nova_ksm_inject.conf import CONF
 from nova_ksm_inject.disk import fstype as fstype_mod
+from nova_ksm_inject.disk import partitions
 from nova_ksm_inject.disk.files import host
 
 LOG = logging.getLogger(__name__)
 
 MOUNT_OPTIONS = 'nosuid,nodev,noexec'
-SECTOR = 512
 
 
 def check_loop_available():
@@ -43,23 +43,9 @@ def partition_extent(path, partition):
     :raises HandlerFailed: no partition table or no partition N.
     """
     out, _err = utils.execute(
-        'partx', '--show', '--noheadings', '--output',
-        'NR,START,SECTORS', path, check_exit_code=False,
+        *partitions.COMMAND, path, check_exit_code=False,
         action='reading the partition table of %s' % path)
-    table = {}
-    for line in out.splitlines():
-        fields = line.split()
-        if len(fields) == 3 and all(f.isdigit() for f in fields):
-            table[int(fields[0])] = (int(fields[1]) * SECTOR,
-                                     int(fields[2]) * SECTOR)
-    if partition not in table:
-        found = ', '.join(str(n) for n in sorted(table)) or 'none'
-        raise exception.HandlerFailed(
-            reason='partition %d not found in %s (partitions: %s); set '
-                   '--partition or [libvirt] inject_partition to one of '
-                   'them, or 0 for a whole-disk filesystem'
-                   % (partition, path, found))
-    return table[partition]
+    return partitions.extent(partitions.table(out), partition, path)
 
 
 def attach_loop(path, journal, partition=0, real_path=None):

@@ -39,6 +39,7 @@ from nova_ksm_inject import exception
 from nova_ksm_inject.disk import export
 from nova_ksm_inject.disk import fstype as fstype_mod
 from nova_ksm_inject.disk import fuse
+from nova_ksm_inject.disk import partitions
 from nova_ksm_inject.disk import sandbox
 from nova_ksm_inject.disk.files import host
 from nova_ksm_inject.disk.handlers import base
@@ -46,7 +47,6 @@ from nova_ksm_inject.disk.handlers import base
 LOG = logging.getLogger(__name__)
 
 EXT_TYPES = ('ext2', 'ext3', 'ext4')
-SECTOR = 512
 #: s_feature_incompat: RECOVER (the journal needs replaying) and
 #: JOURNAL_DEV (an external journal device).
 _INCOMPAT_AT = 1024 + 0x60
@@ -107,20 +107,15 @@ class Fuse2fsHandler(base.ImageHandler):
         box = sandbox.Sandbox(self.conf, workdir, *ids)
         try:
             out, _err = box.run(
-                'partx', '--show', '--noheadings', '--output',
-                'NR,START,SECTORS', box.pass_fd(disk_fd),
+                *partitions.COMMAND, box.pass_fd(disk_fd),
                 action='reading the partition table of %s' % image.path)
         except exception.CommandFailed as err:
             raise _failed('no partition table readable in %s (%s); set '
                           '--partition 0 for a whole-disk filesystem',
                           image.path, err) from err
-        table = _partition_table(out)
-        if partition not in table:
-            raise _failed('partition %d not found in %s (partitions: %s); '
-                          'set --partition or [libvirt] inject_partition to '
-                          'one of them', partition, image.path,
-                          ', '.join(str(n) for n in sorted(table)) or 'none')
-        return table[partition]
+        offset, _size = partitions.extent(partitions.table(out), partition,
+                                          image.path)
+        return offset
 
     # -- fuse2fs --------------------------------------------------------------
 
@@ -148,16 +143,6 @@ class Fuse2fsHandler(base.ImageHandler):
         LOG.info('fuse2fs %d serves %s (offset %d) at %s', proc.pid,
                  image.path, offset, root)
         return root
-
-
-def _partition_table(out):
-    """``{number: offset in bytes}`` from ``partx --show`` output."""
-    table = {}
-    for line in out.splitlines():
-        fields = line.split()
-        if len(fields) == 3 and all(f.isdigit() for f in fields):
-            table[int(fields[0])] = int(fields[1]) * SECTOR
-    return table
 
 
 def _check_filesystem(disk, offset, image_path):

@@ -24,30 +24,6 @@ HAS_JOURNAL = 0x4
 RAW = disk_image.ImageInfo('/inst/disk', 'raw', 2 ** 30)
 
 
-# -- the partition table ------------------------------------------------------
-
-def test_partition_table_is_number_to_byte_offset():
-    out = ('   1    2048  204800\n'
-           '   2  206848 1050624\n'
-           '  15     34     2014\n')
-    assert fuse2fs._partition_table(out) == {1: 2048 * 512,
-                                             2: 206848 * 512, 15: 34 * 512}
-
-
-def test_partition_table_skips_what_is_not_three_numbers():
-    out = ('NR START SECTORS\n'
-           '\n'
-           '   1 2048\n'
-           '   2 2048 x\n'
-           '   3 2048 10 extra\n'
-           '   4 4096 10\n')
-    assert fuse2fs._partition_table(out) == {4: 4096 * 512}
-
-
-def test_no_partitions_is_an_empty_table():
-    assert fuse2fs._partition_table('') == {}
-
-
 # -- the filesystem -----------------------------------------------------------
 
 def write_ext(path, offset=0, compat=HAS_JOURNAL, incompat=EXTENTS,
