@@ -13,7 +13,10 @@ Scenarios (``--scenario``, several with commas, or ``all``):
 * ``share-nothing``: guests with nothing in common;
 * ``pressure``: waves on a host short of memory (ballast);
 * ``scale`` (``--scale``): the tuner at 1 to 16 GiB, with a model
-  projected to 256 GiB and 1 TiB.
+  projected to 256 GiB and 1 TiB;
+* ``grid`` (``--seed N``, ``--grid-cases K``): K waves workloads drawn
+  at random (:mod:`ksm_grid`), static-max and the tuner on each, every
+  case held to the targets.
 
 Each scenario ends with a ``met``/``MISSED`` line per target. Needs root;
 holds the KSM test lock; restores the KSM settings it found, also on
@@ -37,7 +40,8 @@ from nova_ksm_inject.ksm import settings as ksm_settings
 # Errors and logs are named for the tox env that runs it.
 PROG = 'bench-ksm'
 SCALE = 'scale'
-SCENARIOS = ksm_scenario.KINDS + (SCALE,)
+GRID = 'grid'
+SCENARIOS = ksm_scenario.KINDS + (SCALE, GRID)
 # --long: bigger guests, longer runs, and a host short of memory.
 LONG = {'guest_mib': 1024, 'duration': 600.0}
 OVERRIDES = ('guests', 'waves', 'guest_mib', 'identical', 'duration')
@@ -107,6 +111,10 @@ def build_parser():
                         help='seconds per policy')
     parser.add_argument('--scale-sizes', default='1,2,4,8,16',
                         help='GiB of mergeable memory for --scale')
+    parser.add_argument('--seed', type=_bounded(int, 0), default=1,
+                        help='grid: the seed its cases are drawn from')
+    parser.add_argument('--grid-cases', type=_bounded(int, 1),
+                        default=5, help='grid: how many cases')
     parser.add_argument('--long', action='store_true',
                         help='waves: bigger guests, longer runs, and '
                              'ballast memory so the host is short of memory')
@@ -160,6 +168,13 @@ def run_scenario(kind, args, settings):
         sizes = [int(v) for v in args.scale_sizes.split(',') if v.strip()]
         result = ksm_scale.run_locked(sizes, settings, progress=progress)
         return result, ksm_scale_report.format_text(result)
+    if kind == GRID:
+        from bench import ksm_grid
+        from bench import ksm_grid_report
+        result = ksm_grid.run(args.seed, args.grid_cases, settings,
+                              progress=progress, on_case=lambda partial:
+                              _write_json(args, partial))
+        return result, ksm_grid_report.format_text(result)
     scenario = scenario_from_args(args, kind)
     policies = args.policies or list(ksm_scenario.PRESETS[kind][1])
     result = ksm.run(scenario, policies, settings, progress=progress)
@@ -189,17 +204,24 @@ def bench(args):
 
 def _write_outputs(args, kinds, results, kind):
     """The JSON so far and ``kind``'s plot."""
-    if args.json:
-        ksm_report.write_json(results if len(kinds) > 1
-                              else results[kinds[0]], args.json)
-        progress('Wrote %s' % args.json)
+    _write_json(args, results if len(kinds) > 1 else results[kinds[0]])
     if not args.plot:
         return
+    from bench import ksm_grid_report
     from bench import ksm_scale_report
     path = plot_path(args.plot, kind, len(kinds) > 1)
-    draw = ksm_scale_report.plot if kind == SCALE else ksm_report.plot
+    draw = {SCALE: ksm_scale_report.plot,
+            GRID: lambda result, path: ksm_grid_report.plot([result],
+                                                            path),
+            }.get(kind, ksm_report.plot)
     why_not = draw(results[kind], path)
     progress(why_not or 'Wrote %s' % path)
+
+
+def _write_json(args, results):
+    if args.json:
+        ksm_report.write_json(results, args.json)
+        progress('Wrote %s' % args.json)
 
 
 def main(argv=None):

@@ -63,8 +63,9 @@ class Scenario(object):
     kind: str = WAVES
     arrive_every: float = 10.0
     lifetime: float = 60.0
-
-    ARRIVALS_SHARE = 0.75
+    # The share of ``duration`` over which waves arrive; the rest is for
+    # leaving.
+    arrivals_share: float = 0.75
 
     @property
     def pages_per_guest(self):
@@ -82,11 +83,11 @@ class Scenario(object):
         """Every :class:`Event`, in time order."""
         if self.kind == CHURN:
             return self._churn_schedule()
-        arrive_step = self.ARRIVALS_SHARE * self.duration / self.waves
-        leave_step = (1 - self.ARRIVALS_SHARE) * self.duration / self.waves
+        arrive_step = self.arrivals_share * self.duration / self.waves
+        leave_step = (1 - self.arrivals_share) * self.duration / self.waves
         events = [Event(i * arrive_step, ARRIVE, i + 1)
                   for i in range(self.waves)]
-        events += [Event(self.ARRIVALS_SHARE * self.duration
+        events += [Event(self.arrivals_share * self.duration
                          + i * leave_step, LEAVE, i + 1)
                    for i in range(self.waves)]
         return events

@@ -1,0 +1,145 @@
+"""The grid's results as a table (every case, worst first) and a plot of
+t95 ratio against CPU ratio per case (``python -m bench.ksm_grid_report
+--plot FILE RESULT.json...`` draws one plot from several seeds)."""
+
+import argparse
+import json
+import sys
+
+from bench import ksm_grid_targets as targets
+from bench import ksm_report
+
+COLUMNS = ('case', 'workload', 'static t95 (s)', 't95 ratio',
+           'floor (s)', 'CPU (s)', 'x floor', 'allowed (s)',
+           'vs static', '5 min', 'settled (s/min)', 'met')
+
+
+def _ratio(value, digits=2):
+    return 'never' if value is None else '%.*fx' % (digits, value)
+
+
+def _percent(value):
+    return 'n/a' if value is None else '%.1f%%' % (100 * value)
+
+
+def case_row(case, seed=None):
+    n = case['numbers']
+    static = '/'.join('-' if w['static_t95'] is None
+                      else '%.1f' % w['static_t95'] for w in n['waves'])
+    met = all(c['met'] for c in case['checks'])
+    label = str(case['case']) if seed is None else '%s#%d' % (seed,
+                                                              case['case'])
+    return (label, case['describe'], static, _ratio(n['t95_ratio']),
+            '%.1f' % n['floor_cpu'], '%.1f' % n['adaptive_cpu'],
+            _ratio(n['cpu_vs_floor'], 1), '%.1f' % n['allowed_cpu'],
+            _percent(n['static_share']), _percent(n['projected_share']),
+            'n/a' if n['settled_cpu_per_min'] is None
+            else '%.2f' % n['settled_cpu_per_min'],
+            'met' if met else 'MISSED')
+
+
+def worst_first(cases):
+    return sorted(cases, key=lambda c: -c['numbers']['badness'])
+
+
+def table(result):
+    return ksm_report.rst_table(
+        COLUMNS, [case_row(c) for c in worst_first(result['cases'])])
+
+
+def format_text(result):
+    missed = [c for c in result['targets'] if c['met'] is not True]
+    lines = [
+        'Grid, seed %d: %d waves workloads, static-max and the tuner on '
+        'each; every case, worst first. t95 ratio: the worst wave\'s t95 '
+        'over static-max\'s (target <= %gx); floor: static-max\'s ksmd CPU '
+        'until each wave\'s t95; allowed: %gx the floor + the settled '
+        'ceiling x time; 5 min: ksmd CPU vs static-max\'s projected to '
+        '%.0f s (target <= %d%%).' % (
+            result['seed'], len(result['cases']), targets.MAX_T95_RATIO,
+            targets.MAX_FLOOR_MULTIPLE, targets.LONG_RUN_SECONDS,
+            round(100 * targets.MAX_STATIC_SHARE)),
+        '', table(result), '']
+    for case in worst_first(result['cases']):
+        for entry in case['checks']:
+            lines.append('[%s] #%d %s: %s' % (
+                'met' if entry['met'] else 'MISSED', case['case'],
+                entry['target'], entry['measured']))
+    lines.append('')
+    lines.append('%d of %d checks met%s' % (
+        len(result['targets']) - len(missed), len(result['targets']),
+        '' if not missed else '; MISSED: ' + ', '.join(
+            '%s %s' % (c['scenario'], c['target'].split(' <=')[0])
+            for c in missed)))
+    return '\n'.join(lines)
+
+
+def points(results):
+    """[(seed, case, t95 ratio, CPU / allowed)] of every case."""
+    found = []
+    for result in results:
+        for case in result['cases']:
+            n = case['numbers']
+            found.append((result['seed'], case['case'], n['t95_ratio'],
+                          n['adaptive_cpu'] / n['allowed_cpu']
+                          if n['allowed_cpu'] else None))
+    return found
+
+
+def plot(results, path):
+    """t95 ratio against CPU ratio (of the allowed CPU), one point per
+    case, one colour per seed. None, or why no plot was written."""
+    pyplot = ksm_report.load_pyplot()
+    if isinstance(pyplot, str):
+        return pyplot
+    figure, axes = pyplot.subplots(figsize=(7, 5))
+    seeds = sorted({p[0] for p in points(results)})
+    for seed in seeds:
+        mine = [p for p in points(results) if p[0] == seed
+                and None not in p]
+        axes.scatter([p[2] for p in mine], [p[3] for p in mine],
+                     label='seed %d' % seed, s=30)
+        for p in mine:
+            axes.annotate(str(p[1]), (p[2], p[3]), fontsize=7,
+                          xytext=(3, 3), textcoords='offset points')
+    axes.axvline(targets.MAX_T95_RATIO, color='grey', linestyle='--',
+                 linewidth=0.8)
+    axes.axhline(1.0, color='grey', linestyle='--', linewidth=0.8)
+    axes.set_xlabel('t95 ratio: worst wave, tuner / static-max '
+                    '(target <= %g)' % targets.MAX_T95_RATIO)
+    axes.set_ylabel('ksmd CPU / allowed (%gx floor + settled x time; '
+                    'target <= 1)' % targets.MAX_FLOOR_MULTIPLE,
+                    fontsize=8)
+    axes.set_xlim(left=0)
+    axes.set_ylim(bottom=0)
+    axes.legend(fontsize=8)
+    axes.grid(True, linewidth=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=80)
+    pyplot.close(figure)
+    return None
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog='ksm_grid_report', description='One plot (and the tables) '
+        'from the JSON of grid runs (bench-ksm --scenario grid --json).')
+    parser.add_argument('results', nargs='+', metavar='RESULT.json')
+    parser.add_argument('--plot', metavar='FILE')
+    args = parser.parse_args(argv)
+    results = []
+    for name in args.results:
+        with open(name) as f:
+            data = json.load(f)
+        results.append(data.get('grid', data))
+    for result in results:
+        print(format_text(result) + '\n')
+    if args.plot:
+        why_not = plot(results, args.plot)
+        print(why_not or 'Wrote %s' % args.plot, file=sys.stderr)
+        return 1 if why_not else 0
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

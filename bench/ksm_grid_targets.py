@@ -1,0 +1,186 @@
+"""The grid's targets, which must hold in every case (no averages).
+
+* **Time**: each wave's t95 (:func:`ksm_metrics.wave_times`) at most
+  :data:`MAX_T95_RATIO` x static-max's for the same wave, plus one
+  sample: so a wave's t95 does not grow with the memory merged before
+  it, since static-max's barely does.
+* **The merge-work floor**: per wave, static-max's ksmd CPU from the
+  wave's arrival until its t95 (the CPU the kernel needed to merge it at
+  full speed). The tuner's ksmd CPU over the run must stay within
+  :data:`MAX_FLOOR_MULTIPLE` x the floor plus the settled ceiling
+  (``settled_cpu_percent`` of a core) x the run's duration.
+* **Against static-max**: at most :data:`MAX_STATIC_SHARE` of its ksmd
+  CPU wherever static-max runs longer than a few minutes. Grid cases
+  run a minute or two, so both policies are projected to
+  :data:`LONG_RUN_SECONDS` at the rates each measured after its merging
+  (static-max's scan of every page, the tuner's settled cost).
+"""
+
+from bench import ksm_metrics
+
+MAX_T95_RATIO = 1.5
+MAX_FLOOR_MULTIPLE = 1.5
+MAX_STATIC_SHARE = 0.10
+LONG_RUN_SECONDS = 300.0
+RESOLUTION = 0.5  # seconds between samples
+MIN_RATE_WINDOW = 2.0
+SETTLED = 'settled'
+
+
+def cpu_between(samples, start, end):
+    """ksmd CPU seconds sampled between ``start`` and ``end``."""
+    times, cpu = samples['t'], samples['ksmd_cpu']
+    return max(0.0, ksm_metrics.value_at(times, cpu, end)
+               - ksm_metrics.value_at(times, cpu, start))
+
+
+def wave_numbers(static, adaptive):
+    """Per wave: both t95s, their ratio, the merge-work floor."""
+    waves = []
+    for ours, theirs in zip(adaptive['summary']['waves'],
+                            static['summary']['waves'], strict=False):
+        t95 = theirs['t95']
+        floor = None if t95 is None else cpu_between(
+            static['samples'], theirs['start'], theirs['start'] + t95)
+        ratio = score = None
+        if ours['t95'] is not None and t95 is not None:
+            ratio = ours['t95'] / max(t95, RESOLUTION)
+            # 1 at the limit (a sample more than the ratio).
+            score = ours['t95'] / (MAX_T95_RATIO * t95 + RESOLUTION)
+        waves.append({
+            'wave': theirs['wave'], 'static_t95': t95,
+            'adaptive_t95': ours['t95'], 'ratio': ratio, 'score': score,
+            'met': score is not None and score <= 1.0,
+            'floor_cpu': None if floor is None else round(floor, 2)})
+    return waves
+
+
+def settled_per_minute(samples):
+    """The tuner's ksmd CPU seconds per minute while it was settled."""
+    states, times, cpu = samples['state'], samples['t'], samples['ksmd_cpu']
+    used = spent = 0.0
+    for i in range(1, len(times)):
+        if states[i] == SETTLED and states[i - 1] == SETTLED:
+            used += cpu[i] - cpu[i - 1]
+            spent += times[i] - times[i - 1]
+    return None if spent < MIN_RATE_WINDOW else 60.0 * used / spent
+
+
+def static_steady_rate(static):
+    """static-max's ksmd CPU seconds per second once the last wave merged
+    (until the first guest left), or over its whole run."""
+    waves = static['summary']['waves']
+    samples = static['samples']
+    last = waves[-1] if waves else None
+    if last and last['t95'] is not None:
+        start = last['start'] + last['t95']
+        end = last['start'] + last['phase_seconds']
+        if end - start >= MIN_RATE_WINDOW:
+            return cpu_between(samples, start, end) / (end - start)
+    span = samples['t'][-1] if samples['t'] else 0.0
+    return static['summary']['ksmd_cpu_seconds'] / span if span else 0.0
+
+
+def case_numbers(scenario, policies, settings):
+    """Every number the grid reports for one case (from the raw runs)."""
+    static = policies[ksm_metrics.STATIC]
+    adaptive = policies[ksm_metrics.ADAPTIVE]
+    waves = wave_numbers(static, adaptive)
+    floor = sum(w['floor_cpu'] or 0.0 for w in waves)
+    ours = adaptive['summary']['ksmd_cpu_seconds']
+    theirs = static['summary']['ksmd_cpu_seconds']
+    settled_cost = settled_per_minute(adaptive['samples'])
+    ceiling = settled_cpu_seconds(settings, scenario.duration)
+    allowed = MAX_FLOOR_MULTIPLE * floor + ceiling
+    projected = project_share(ours, theirs, scenario.duration,
+                              (settled_cost or 0.0) / 60.0,
+                              static_steady_rate(static))
+    ratios = [w['ratio'] for w in waves if w['ratio'] is not None]
+    numbers = {
+        'waves': waves,
+        't95_ratio': None if len(ratios) < len(waves) else max(
+            ratios, default=0.0),
+        't95_met': all(w['met'] for w in waves),
+        'floor_cpu': round(floor, 2),
+        'adaptive_cpu': ours, 'static_cpu': theirs,
+        'allowed_cpu': round(allowed, 2),
+        'cpu_vs_floor': round(ours / floor, 2) if floor else None,
+        'cpu_met': ours <= allowed,
+        'static_share': round(ours / theirs, 4) if theirs else None,
+        'projected_share': projected,
+        'projected_met': projected is not None
+        and projected <= MAX_STATIC_SHARE,
+        'settled_cpu_per_min': None if settled_cost is None
+        else round(settled_cost, 3),
+        'duration': scenario.duration,
+    }
+    numbers['badness'] = badness(numbers)
+    return numbers
+
+
+def settled_cpu_seconds(settings, seconds):
+    """What the settled ceiling allows over ``seconds``."""
+    return settings.settled_cpu_percent / 100.0 * seconds
+
+
+def project_share(ours, theirs, duration, our_rate, their_rate,
+                  horizon=LONG_RUN_SECONDS):
+    """The tuner's share of static-max's ksmd CPU had both run for
+    ``horizon`` seconds, each at the rate it measured after merging."""
+    extra = max(0.0, horizon - duration)
+    total = theirs + their_rate * extra
+    if total <= 0:
+        return None
+    return round((ours + our_rate * extra) / total, 4)
+
+
+def badness(numbers):
+    """How far the case is from missing, the worst target: 1 = at the
+    limit (cases are listed worst first)."""
+    t95 = [w['score'] for w in numbers['waves']]
+    scores = [float('inf') if None in t95 else max(t95, default=0.0),
+              numbers['adaptive_cpu'] / numbers['allowed_cpu']
+              if numbers['allowed_cpu'] else float('inf'),
+              (numbers['projected_share'] or 0.0) / MAX_STATIC_SHARE]
+    return round(max(scores), 3)
+
+
+def _check(case, target, measured, met):
+    return {'scenario': 'grid #%d' % case, 'target': target,
+            'measured': measured, 'met': met}
+
+
+def case_checks(case, numbers):
+    """The three checks of one case, ``met`` True or False."""
+    waves = numbers['waves']
+    per_wave = ', '.join(
+        '%s/%s' % (_seconds(w['adaptive_t95']), _seconds(w['static_t95']))
+        for w in waves)
+    floor = numbers['floor_cpu']
+    return [
+        _check(case, 'every wave\'s t95 <= %gx static-max\'s (+%g s)'
+               % (MAX_T95_RATIO, RESOLUTION),
+               'worst %s; per wave %s s' % (
+                   'never' if numbers['t95_ratio'] is None
+                   else '%.2fx' % numbers['t95_ratio'], per_wave),
+               numbers['t95_met']),
+        _check(case, 'ksmd CPU <= %gx merge-work floor + settled ceiling '
+               'x time' % MAX_FLOOR_MULTIPLE,
+               '%.1f s vs %.1f s allowed (floor %.1f s%s)' % (
+                   numbers['adaptive_cpu'], numbers['allowed_cpu'], floor,
+                   '' if not floor else ', %.2fx it'
+                   % numbers['cpu_vs_floor']),
+               numbers['cpu_met']),
+        _check(case, 'ksmd CPU <= %d%% of static-max\'s over %.0f s'
+               % (round(100 * MAX_STATIC_SHARE), LONG_RUN_SECONDS),
+               'n/a' if numbers['projected_share'] is None else
+               '%.1f%% projected (%.1f%% over the %.0f s run)' % (
+                   100 * numbers['projected_share'],
+                   100 * (numbers['static_share'] or 0.0),
+                   numbers['duration']),
+               numbers['projected_met']),
+    ]
+
+
+def _seconds(value):
+    return 'never' if value is None else '%.1f' % value

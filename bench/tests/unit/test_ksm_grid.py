@@ -1,0 +1,192 @@
+"""The grid's drawing, its merge-work floor and its targets, from
+hand-made samples: met and MISSED."""
+
+import dataclasses
+
+import pytest
+
+from bench import ksm_grid
+from bench import ksm_grid_report
+from bench import ksm_grid_targets as targets
+from bench import ksm_scenario
+from nova_ksm_inject.ksm import settings as ksm_settings
+
+SETTINGS = ksm_settings.KsmSettings()
+
+
+def test_a_seed_draws_the_same_cases_every_time():
+    assert ksm_grid.draw(7, 6) == ksm_grid.draw(7, 6)
+    assert ksm_grid.draw(7, 6) != ksm_grid.draw(8, 6)
+    # More cases extend the list; they do not change the first ones.
+    assert ksm_grid.draw(7, 9)[:6] == ksm_grid.draw(7, 6)
+
+
+@pytest.mark.parametrize('bounds', [ksm_grid.Bounds(), ksm_grid.SMOKE])
+def test_every_case_is_within_the_bounds_and_the_memory(bounds):
+    cases = [c for seed in range(40) for c in ksm_grid.draw(seed, 5,
+                                                            bounds)]
+    for case in cases:
+        assert case.kind == ksm_scenario.WAVES
+        assert bounds.guest_mib[0] <= case.guest_mib <= bounds.guest_mib[1]
+        assert bounds.identical[0] <= case.identical <= bounds.identical[1]
+        assert bounds.guests[0] <= case.guests <= bounds.guests[1]
+        assert bounds.waves[0] <= case.waves <= bounds.waves[1]
+        assert bounds.volatile[0] <= case.volatile <= bounds.volatile[1]
+        assert case.peak_guests * case.guest_mib <= bounds.memory_mib
+        # Something to merge: two guests at least.
+        assert case.total_guests >= 2
+        assert case.arrivals_share == bounds.arrivals_share
+        phase = case.phases()[0]
+        assert phase[2] - phase[1] >= bounds.min_phase
+    # The draws cover the ranges, not one corner of them.
+    assert {c.waves for c in cases} == set(range(bounds.waves[0],
+                                                 bounds.waves[1] + 1))
+    sizes = sorted(c.guest_mib for c in cases)
+    assert sizes[0] < 2 * bounds.guest_mib[0]
+    assert sizes[-1] > bounds.guest_mib[1] / 2
+
+
+def test_bigger_waves_get_longer_phases():
+    bounds = ksm_grid.Bounds()
+    assert ksm_grid.duration(1, 4096, bounds) > ksm_grid.duration(
+        1, 512, bounds) > bounds.min_phase / bounds.arrivals_share
+    # Later waves also scan what earlier waves left.
+    assert ksm_grid.duration(2, 1024, bounds) > 2 * ksm_grid.duration(
+        1, 1024, bounds)
+
+
+def test_the_cli_runs_the_grid_by_name_with_its_seed():
+    from bench import ksm_cli
+    args = ksm_cli.build_parser().parse_args(
+        ['--scenario', 'grid', '--seed', '3', '--grid-cases', '2'])
+    assert ksm_cli.scenarios_from_args(args) == ['grid']
+    assert (args.seed, args.grid_cases) == (3, 2)
+
+
+# -- the floor and the targets -------------------------------------------
+
+def run(cpu, waves, states=None, seconds=40.0, step=0.5):
+    """A policy's raw run: ksmd CPU ``cpu(t)``; ``waves`` its summary's
+    waves as (start, t95)."""
+    times = [i * step for i in range(int(seconds / step) + 1)]
+    samples = {'t': times, 'ksmd_cpu': [round(cpu(t), 3) for t in times],
+               'state': [states(t) if states else None for t in times]}
+    summary = {'waves': [{'wave': i + 1, 'start': start, 't95': t95,
+                          'phase_seconds': 20.0}
+                         for i, (start, t95) in enumerate(waves)],
+               'ksmd_cpu_seconds': round(cpu(times[-1]), 3)}
+    return {'samples': samples, 'summary': summary}
+
+
+def full_speed(t):
+    return t  # a core, all the time (static-max)
+
+
+def test_the_floor_is_static_max_cpu_until_each_wave_t95():
+    static = run(full_speed, [(0.0, 3.0), (20.0, 4.5)])
+    adaptive = run(lambda t: 0.0, [(0.0, 3.5), (20.0, 5.0)])
+    waves = targets.wave_numbers(static, adaptive)
+    assert [w['floor_cpu'] for w in waves] == [3.0, 4.5]
+    assert [w['ratio'] for w in waves] == pytest.approx([3.5 / 3, 5 / 4.5])
+    assert all(w['met'] for w in waves)
+
+
+def tuner(boost_seconds, wave_starts=(0.0, 20.0), settled_rate=0.001):
+    """The tuner: a boost at 70% of a core at each wave, then settled."""
+    def cpu(t):
+        used = 0.0
+        for start in wave_starts:
+            used += 0.7 * min(max(0.0, t - start), boost_seconds)
+        return used + settled_rate * t
+
+    def state(t):
+        return 'boost' if any(0 <= t - s < boost_seconds
+                              for s in wave_starts) else 'settled'
+    return cpu, state
+
+
+def numbers(static_waves, adaptive_waves, boost_seconds):
+    scenario = ksm_scenario.Scenario(waves=2, duration=40.0)
+    cpu, state = tuner(boost_seconds)
+    policies = {'static-max': run(full_speed, static_waves),
+                'adaptive': run(cpu, adaptive_waves, state)}
+    return targets.case_numbers(scenario, policies, SETTINGS)
+
+
+def test_a_tuner_within_every_target_meets_them():
+    found = numbers([(0.0, 3.0), (20.0, 4.0)], [(0.0, 4.0), (20.0, 5.5)],
+                    boost_seconds=5.0)
+    assert found['floor_cpu'] == 7.0
+    # 2 boosts x 5 s x 70% + 0.1% of a core for 40 s.
+    assert found['adaptive_cpu'] == pytest.approx(7.04)
+    assert found['allowed_cpu'] == pytest.approx(1.5 * 7.0 + 0.4)
+    assert found['cpu_vs_floor'] == pytest.approx(7.04 / 7.0, abs=0.01)
+    assert found['settled_cpu_per_min'] == pytest.approx(0.06, abs=0.005)
+    assert found['t95_ratio'] == pytest.approx(5.5 / 4.0)
+    checks = targets.case_checks(1, found)
+    assert [c['met'] for c in checks] == [True, True, True]
+    assert found['badness'] < 1
+
+
+@pytest.mark.parametrize('adaptive_t95,met', [(5.0, True), (6.5, True),
+                                              (6.6, False), (None, False)])
+def test_any_wave_over_one_and_a_half_static_max_misses(adaptive_t95,
+                                                        met):
+    found = numbers([(0.0, 3.0), (20.0, 4.0)],
+                    [(0.0, 3.0), (20.0, adaptive_t95)], boost_seconds=5.0)
+    assert found['t95_met'] is met
+    assert targets.case_checks(1, found)[0]['met'] is met
+    assert (found['badness'] > 1) is not met
+
+
+def test_a_tuner_spending_more_than_the_floor_allows_misses():
+    # 12 s boosts at 70%: 16.8 s against 1.5 x 7 s + 0.4 s allowed.
+    found = numbers([(0.0, 3.0), (20.0, 4.0)], [(0.0, 4.0), (20.0, 5.0)],
+                    boost_seconds=12.0)
+    assert found['cpu_met'] is False
+    assert [c['met'] for c in targets.case_checks(2, found)][1] is False
+    assert found['badness'] > 1
+
+
+def test_the_share_of_static_max_is_projected_to_five_minutes():
+    # 10 s of ours over a 40 s run vs 40 s of static-max: 25% now; at
+    # 300 s, static-max adds a core (260 s), we add 0.06 s a minute.
+    share = targets.project_share(10.0, 40.0, 40.0, 0.001, 1.0)
+    assert share == pytest.approx((10.0 + 0.26) / 300.0, abs=1e-4)
+    assert share <= targets.MAX_STATIC_SHARE
+    # Runs longer than the horizon are not projected.
+    assert targets.project_share(10.0, 40.0, 400.0, 0.5, 1.0) == 0.25
+    assert targets.project_share(0.0, 0.0, 40.0, 0.0, 0.0) is None
+
+
+def test_a_tuner_that_never_settles_misses_the_share():
+    found = numbers([(0.0, 3.0), (20.0, 4.0)], [(0.0, 4.0), (20.0, 5.0)],
+                    boost_seconds=5.0)
+    assert found['projected_met'] is True
+    costly = dataclasses.replace(SETTINGS)
+    scenario = ksm_scenario.Scenario(waves=2, duration=40.0)
+    policies = {'static-max': run(full_speed, [(0.0, 3.0), (20.0, 4.0)]),
+                'adaptive': run(lambda t: 0.3 * t, [(0.0, 4.0),
+                                                    (20.0, 5.0)],
+                                lambda t: 'settled')}
+    found = targets.case_numbers(scenario, policies, costly)
+    assert found['settled_cpu_per_min'] == pytest.approx(18.0)
+    assert found['projected_met'] is False
+
+
+def test_the_report_lists_every_case_worst_first():
+    good = numbers([(0.0, 3.0), (20.0, 4.0)], [(0.0, 4.0), (20.0, 5.5)],
+                   boost_seconds=5.0)
+    bad = numbers([(0.0, 3.0), (20.0, 4.0)], [(0.0, 4.0), (20.0, 9.0)],
+                  boost_seconds=5.0)
+    cases = [{'case': i, 'describe': 'case %d' % i, 'numbers': n,
+              'checks': targets.case_checks(i, n)}
+             for i, n in ((1, good), (2, bad))]
+    result = ksm_grid.finish({'seed': 4, 'count': 2, 'cases': cases})
+    assert result['worst_first'] == [2, 1]
+    text = ksm_grid_report.format_text(result)
+    rows = [line for line in text.splitlines()
+            if line.startswith(('1 ', '2 '))]
+    assert [row.split()[0] for row in rows] == ['2', '1']
+    assert rows[0].endswith('MISSED') and rows[1].endswith('met')
+    assert 'seed 4' in text and '5 of 6 checks met' in text
