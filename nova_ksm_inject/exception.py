@@ -122,6 +122,13 @@ class NoShadowEntry(NovaKsmInjectError):
                "cloud-init or a config drive instead.")
 
 
+class KsmMergeInvalid(NovaKsmInjectError):
+    """A ``ksm:merge``/``ksm_merge`` value that is not a boolean."""
+
+    msg_fmt = ("%(key)s=%(value)r in %(where)s is not a boolean; use "
+               "%(accepted)s")
+
+
 class KsmUnavailable(NovaKsmInjectError):
     msg_fmt = ("KSM is not available: %(reason)s. Build the kernel with "
                "CONFIG_KSM or run on the host, not in a container.")

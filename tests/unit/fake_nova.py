@@ -24,6 +24,31 @@ class ValidationError(Exception):
     pass
 
 
+class NovaException(Exception):
+    """nova's exceptions: a message template filled from keywords."""
+
+    msg_fmt = '%(reason)s'
+
+    def __init__(self, **kwargs):
+        self.kwargs = kwargs
+        super().__init__(self.msg_fmt % kwargs)
+
+
+class BuildAbortException(NovaException):
+    msg_fmt = 'Build of instance %(instance_uuid)s aborted: %(reason)s'
+
+
+class ResizeError(NovaException):
+    msg_fmt = 'Resize error: %(reason)s'
+
+
+class InstanceFaultRollback(Exception):
+    def __init__(self, inner_exception=None):
+        self.inner_exception = inner_exception
+        super().__init__('Instance rollback performed due to: %s'
+                         % inner_exception)
+
+
 @dataclasses.dataclass
 class ExtraSpecValidator:
     """nova.api.validation.extra_specs.base.ExtraSpecValidator, for the
@@ -54,12 +79,25 @@ class LibvirtConfigGuestMemoryBacking:
 
 
 class LibvirtDriver:
-    """nova's libvirt driver: ``guest`` is what its guest config returns."""
+    """nova's libvirt driver: ``guest`` is what its guest config returns;
+    ``calls`` lists the methods of nova's that ran (name, instance)."""
 
     guest = None
 
     def __init__(self, *args, **kwargs):
-        pass
+        self.calls = []
+
+    def spawn(self, context, instance, *args, **kwargs):
+        self.calls.append(('spawn', instance))
+
+    def rebuild(self, context, instance, *args, **kwargs):
+        self.calls.append(('rebuild', instance))
+        raise NotImplementedError()  # nova's: the manager's default
+
+    def migrate_disk_and_power_off(self, context, instance, *args,
+                                   **kwargs):
+        self.calls.append(('migrate_disk_and_power_off', instance))
+        return 'disk info'
 
     def _get_guest_config(self, instance, *args, **kwargs):
         return self.guest
@@ -70,7 +108,10 @@ def _modules():
     return {
         'nova': {},
         'nova.exception': {'InvalidConfiguration': InvalidConfiguration,
-                           'ValidationError': ValidationError},
+                           'ValidationError': ValidationError,
+                           'BuildAbortException': BuildAbortException,
+                           'InstanceFaultRollback': InstanceFaultRollback,
+                           'ResizeError': ResizeError},
         'nova.conf': {'CONF': cfg.CONF},
         'nova.api': {},
         'nova.api.validation': {},

@@ -8,7 +8,7 @@ Enable it on a compute node with one line of nova.conf::
 
 (nova prefixes ``compute_driver`` with ``nova.virt.``; the package ships
 the ``nova.virt.ksm_inject`` shim that re-exports this class.) Everything
-else is nova's: only three things change.
+else is nova's: only four things change.
 
 * ``init_host``: ``img_handlers`` is checked before nova starts (a typo
   stops nova-compute with a message naming the valid handlers), and the
@@ -25,6 +25,13 @@ else is nova's: only three things change.
   see :mod:`nova_ksm_inject.ksm.sharing`) gets
   ``<memoryBacking><nosharepages/>`` in the domain XML nova generates, so
   QEMU never offers its memory to KSM.
+* ``spawn``, ``rebuild`` and ``migrate_disk_and_power_off``: a
+  ``ksm:merge`` or ``ksm_merge`` value that is not a boolean (nova-api
+  stores any below microversion 2.86 and never checks image properties)
+  aborts a build or rebuild before anything is created or destroyed, with
+  no reschedule (the server goes to ERROR, the value in its fault), and
+  refuses a resize to such a flavor, the guest left as it was. A guest
+  that has one already is not mergeable, with a warning.
 """
 
 try:
@@ -88,6 +95,44 @@ class LibvirtDriver(libvirt_driver.LibvirtDriver):
             LOG.warning('KSM settings from [ksm] were not applied: %s; '
                         'nova-compute continues without them', err)
 
+    def spawn(self, context, instance, *args, **kwargs):
+        self._refuse_bad_ksm_values(instance)
+        super().spawn(context, instance, *args, **kwargs)
+
+    def rebuild(self, context, instance, *args, **kwargs):
+        # Before nova's own rebuild (NotImplementedError from the base
+        # class) destroys the guest to spawn it again.
+        self._refuse_bad_ksm_values(instance)
+        super().rebuild(context, instance, *args, **kwargs)
+
+    def migrate_disk_and_power_off(self, context, instance, dest, flavor,
+                                   *args, **kwargs):
+        if flavor.flavorid != instance.flavor.flavorid:  # a resize
+            try:
+                sharing.check(flavor.extra_specs, {}, flavor=flavor.name)
+            except exception.KsmMergeInvalid as err:
+                LOG.error('Refusing the resize: %s', err, instance=instance)
+                raise nova_exception.InstanceFaultRollback(
+                    nova_exception.ResizeError(reason=str(err))) from err
+        return super().migrate_disk_and_power_off(
+            context, instance, dest, flavor, *args, **kwargs)
+
+    @staticmethod
+    def _refuse_bad_ksm_values(instance):
+        """Abort the build, without a reschedule (any host would refuse),
+        if the flavor or image gives ``ksm:merge``/``ksm_merge`` a value
+        that is not a boolean."""
+        try:
+            sharing.check(instance.flavor.extra_specs,
+                          sharing.image_properties(instance.system_metadata),
+                          flavor=instance.flavor.name,
+                          image=instance.image_ref)
+        except exception.KsmMergeInvalid as err:
+            LOG.error('Refusing to build the guest: %s', err,
+                      instance=instance)
+            raise nova_exception.BuildAbortException(
+                instance_uuid=instance.uuid, reason=str(err)) from err
+
     def _get_guest_config(self, instance, *args, **kwargs):
         """nova's guest config, without page sharing where
         :func:`sharing.decide` forbids merging."""
@@ -95,13 +140,16 @@ class LibvirtDriver(libvirt_driver.LibvirtDriver):
         decision = sharing.decide(
             instance.project_id, instance.flavor.extra_specs,
             sharing.image_properties(instance.system_metadata),
-            CONF.ksm.mergeable_projects)
+            CONF.ksm.mergeable_projects, flavor=instance.flavor.name,
+            image=instance.image_ref)
         if not decision.mergeable:
             if guest.membacking is None:
                 guest.membacking = vconfig.LibvirtConfigGuestMemoryBacking()
             guest.membacking.sharedpages = False
-            LOG.debug('Guest memory not mergeable by KSM (%s): '
-                      '<nosharepages/>', decision.reason, instance=instance)
+            # A bad value stored before spawn refused them: closed, said.
+            log = LOG.warning if decision.invalid else LOG.debug
+            log('Guest memory not mergeable by KSM (%s): <nosharepages/>',
+                decision.reason, instance=instance)
         return guest
 
     def _inject_data(self, disk, instance, injection_info):

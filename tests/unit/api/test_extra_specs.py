@@ -6,6 +6,7 @@ import importlib.metadata
 
 import pytest
 
+from nova_ksm_inject.ksm import sharing
 from tests.unit import fake_nova
 
 
@@ -20,6 +21,8 @@ def test_register_gives_nova_the_ksm_merge_validator(extra_specs):
     assert [v.name for v in validators] == ['ksm:merge']
     assert validators[0].value['type'] is bool
     assert 'nosharepages' in validators[0].description
+    # nova's API reference lists what the driver accepts.
+    assert sharing.ACCEPTED_TEXT in validators[0].value['description']
 
 
 @pytest.mark.parametrize('value', ['true', 'false', 'True', 'no', '1'])
@@ -33,6 +36,21 @@ def test_other_values_are_refused(extra_specs, value):
     validator, = extra_specs.register()
     with pytest.raises(fake_nova.ValidationError):
         validator.validate('ksm:merge', value)
+
+
+def test_accepted_values_are_the_drivers():
+    # The stand-in validates as nova's bool type does (the nova tier
+    # compares nova's own, tests/nova/test_ksm_values.py).
+    validator = fake_nova.ExtraSpecValidator('ksm:merge', '', {'type': bool})
+    values = [s for pair in sharing.ACCEPTED for s in pair]
+    values += [v.upper() for v in values] + ['maybe', '', ' no ', 'nope']
+    for value in values:
+        try:
+            validator.validate('ksm:merge', value)
+            accepted = True
+        except fake_nova.ValidationError:
+            accepted = False
+        assert accepted is (sharing.parse(value) is not None), value
 
 
 def test_nova_api_finds_it_through_its_entry_point():
