@@ -9,6 +9,7 @@ import gc
 import sys
 
 from nova_ksm_inject.cmd import base
+from nova_ksm_inject.cmd import check
 from nova_ksm_inject.cmd import disk
 from nova_ksm_inject.cmd import ksm
 
@@ -32,12 +33,18 @@ def build_parser():
     sub.required = True
     disk.add_parsers(sub, parent)
     ksm.add_parser(sub, parent)
+    check.add_parser(sub, parent)
     return parser
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
     base.on_sigterm()
+    # A command that must import something before our options are
+    # registered (check nova: nova's, as in nova-compute).
+    before_config = getattr(args, 'before_config', None)
+    if before_config is not None:
+        before_config(args)
     # Only now the heavy imports (oslo.config, oslo.log): --help and
     # usage errors answer without them.
     from nova_ksm_inject.cmd import common
