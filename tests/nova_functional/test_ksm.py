@@ -2,7 +2,9 @@
 (validated by nova-api through our entry point), the image property and
 ``[ksm] mergeable_projects`` decide which domain XML gets
 ``<nosharepages/>``; the hook, fed the XML nova handed to libvirt, counts
-the others and records whose they are; ``ksm status`` shows it."""
+the others and records whose they are; ``ksm status`` shows it. A value
+that is not a boolean, which nova-api stores below 2.86 (and never checks
+on images), fails the build on the compute node."""
 
 import os
 import xml.etree.ElementTree as ElementTree
@@ -96,6 +98,119 @@ class TestExtraSpecValidator(KsmTestCase):
             'nova.api.validation.extra_specs.validators.NAMESPACES',
             validators.NAMESPACES - {'ksm'}))
         self.assertEqual((200, ''), self.set_extra_spec('maybe'))
+
+
+ACCEPTED = ('is not a boolean; use true or false (also accepted, in any '
+            'case: 1/0, t/f, on/off, y/n, yes/no)')
+
+
+class TestBadValuesRefused(KsmTestCase):
+    """The API client's default microversion (no header: 2.1), where
+    nova-api validates no extra spec: the driver refuses, the build ends
+    on the first host (ERROR, no reschedule), nothing is left behind."""
+
+    microversion = None
+
+    def setUp(self):
+        super().setUp()
+        # Injection as by default: the refusal comes before it.
+        self.flags(inject_partition=1, group='libvirt')
+        self.lab1 = self.guest_image(uuids.lab1)
+
+    def boot_at_default_microversion(self, image_id, flavor_id='1',
+                                     expected_state='ERROR'):
+        self.assertIsNone(self.api.microversion)
+        return self.boot(image_id, flavorRef=flavor_id, networks=None,
+                         expected_state=expected_state)
+
+    def assert_build_aborted(self, server, message):
+        # Aborted, not re-scheduled: nova's fault for a retried build says
+        # "Exceeded maximum number of retries".
+        self.assertEqual('Build of instance %s aborted: %s'
+                         % (server['id'], message),
+                         server['fault']['message'])
+        self.assertNotIn('re-scheduled', self.logged())
+        self.assertEqual(1, self.logged().count('Refusing to build'))
+
+    def assert_nothing_created(self, server):
+        self.assertNotIn(server['id'], self.defined)
+        self.assertFalse(os.path.exists(os.path.dirname(
+            self.disk_path(server))))
+        self.assertEqual([], _files_under(os.path.join(self.instances_path,
+                                                       '_base')))
+        self.assertEqual([], _files_under(os.path.join(self.tmp,
+                                                       'inject-state')))
+        self.assertNotIn('Injecting ', self.logged())
+        self.assert_nothing_left(server)
+
+    def test_flavor_stored_below_2_86_fails_the_build(self):
+        flavor = self.flavor('lab.maybe', {'ksm:merge': 'maybe'})
+        self.assertEqual({'ksm:merge': 'maybe'},
+                         self.admin_api.get_extra_specs(flavor))
+        server = self.boot_at_default_microversion(self.lab1, flavor)
+        self.assert_build_aborted(
+            server, "ksm:merge='maybe' in flavor lab.maybe " + ACCEPTED)
+        self.assert_nothing_created(server)
+
+    def test_image_property_fails_the_build(self):
+        maybe = self.guest_image(uuids.maybe, name='maybe',
+                                 properties={'ksm_merge': 'maybe'})
+        server = self.boot_at_default_microversion(maybe)
+        self.assert_build_aborted(
+            server, "ksm_merge='maybe' in image %s %s" % (maybe, ACCEPTED))
+        self.assert_nothing_created(server)
+
+    def test_rebuild_refused_before_the_guest_is_destroyed(self):
+        server = self.boot_at_default_microversion(
+            self.lab1, expected_state='ACTIVE')
+        disk = os.stat(self.disk_path(server))
+        maybe = self.guest_image(uuids.maybe, name='maybe',
+                                 properties={'ksm_merge': 'maybe'})
+        # nova's harness turns RPC casts into calls: the compute's failure
+        # reaches the API request (a real nova-api has answered 202).
+        self.assertRaises(api_client.OpenStackApiException,
+                          self.api.post_server_action, server['id'],
+                          {'rebuild': {'imageRef': maybe}})
+        server = self._wait_for_state_change(server, 'ERROR')
+        self.assert_build_aborted(
+            server, "ksm_merge='maybe' in image %s %s" % (maybe, ACCEPTED))
+        # nova's rebuild would have destroyed it (disk and domain) first.
+        self.assertEqual(disk.st_ino, os.stat(self.disk_path(server)).st_ino)
+        self.assertNotIn('Deleting instance files', self.logged())
+        self.assert_nothing_left(server)
+
+def _files_under(directory):
+    return [os.path.join(top, name) for top, _, names in os.walk(directory)
+            for name in names]
+
+
+class TestResizeRefused(KsmTestCase):
+    """A resize to a flavor whose ``ksm:merge`` is not a boolean is
+    refused before the guest is touched; it keeps running as it was."""
+
+    microversion = None
+    # As in a deployment: the API answers 202 and the computes work on
+    # (nova's harness otherwise makes casts calls, and the failure would
+    # travel back through prep_resize, which sets ERROR).
+    CAST_AS_CALL = False
+
+    def test_guest_kept_running_on_its_flavor(self):
+        self.flags(allow_resize_to_same_host=True)
+        server = self.boot(self.guest_image(uuids.lab1), networks=None)
+        disk = os.stat(self.disk_path(server))
+        flavor = self.flavor('lab.maybe', {'ksm:merge': 'maybe'})
+        self.api.post_server_action(server['id'],
+                                    {'resize': {'flavorRef': flavor}})
+        self._wait_for_migration_status(server, ['error'])
+        server = self._wait_for_state_change(server, 'ACTIVE')
+        self.assertEqual('1', server['flavor']['id'])
+        self.assertIn("Refusing the resize: ksm:merge='maybe' in flavor "
+                      "lab.maybe " + ACCEPTED, self.logged())
+        # Neither powered off nor moved to a _resize directory.
+        self.assertEqual(1, server['OS-EXT-STS:power_state'])
+        self.assertEqual(disk.st_ino, os.stat(self.disk_path(server)).st_ino)
+        self.assertFalse(os.path.exists(
+            os.path.dirname(self.disk_path(server)) + '_resize'))
 
 
 class TestWhoMayMerge(KsmTestCase):
