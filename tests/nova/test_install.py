@@ -32,6 +32,7 @@ cannot change it. Everything lives in temporary directories removed at
 the end.
 """
 
+import importlib.util
 import json
 import os
 import re
@@ -114,8 +115,11 @@ def wheels(workdir):
                         exist_ok=True)
             shutil.copy2(path, os.path.join(src, name))
     out = os.path.join(workdir, 'wheels')
-    _run([sys.executable, '-m', 'pip', 'wheel', '-q', '--no-deps',
-          '--no-build-isolation', '-w', out, src], _env())
+    # This environment's setuptools when it has one: no index needed.
+    isolation = ([] if importlib.util.find_spec('setuptools') is None
+                 else ['--no-build-isolation'])
+    _run([sys.executable, '-m', 'pip', 'wheel', '-q', '--no-deps', '-w',
+          out, src] + isolation, _env())
     [wheel] = os.listdir(out)
     assert wheel.startswith('nova_ksm_inject-') and wheel.endswith('.whl')
     return out
@@ -161,19 +165,19 @@ def _probe(python, env):
     return json.loads(_run([python, '-c', PROBE], env).stdout)
 
 
-def _write_conf(workdir, name):
+def _write_conf(workdir, name, driver):
     path = os.path.join(workdir, name + '.conf')
     with open(path, 'w') as f:
         f.write('[DEFAULT]\ncompute_driver = %s\nimg_handlers = fuse2fs\n'
                 '[inject]\nuser_state_dir = %s\n'
-                % (DRIVER, os.path.join(workdir, name + '-state')))
+                % (driver, os.path.join(workdir, name + '-state')))
     return path
 
 
-def _check_nova(bin_dir, env, workdir, name, hook=True):
+def _check_nova(bin_dir, env, workdir, name, hook=True, driver=DRIVER):
     """``nova-ksm-inject check nova`` of one layout, its hook installed
     by its own ``ksm install-hook`` into a private hooks directory."""
-    conf = _write_conf(workdir, name)
+    conf = _write_conf(workdir, name, driver)
     hooks = os.path.join(workdir, name + '-hooks')
     command = os.path.join(bin_dir, 'nova-ksm-inject')
     if hook:
@@ -217,10 +221,19 @@ def test_pip_into_nova_virtualenv(workdir, wheels, nova_site):
     assert result['nova'].startswith(site_dir + os.sep)
     assert os.path.isfile(os.path.join(site_dir, PTH_NAME))
 
-    lines = _assert_all_ok(_check_nova(os.path.join(venv, 'bin'), _env(),
-                                       workdir, 'venv'))
+    bin_dir = os.path.join(venv, 'bin')
+    lines = _assert_all_ok(_check_nova(bin_dir, _env(), workdir, 'venv'))
     assert lines['nova'] == 'ok: nova 34.0.0 in %s; nova-ksm-inject 0.1.0 ' \
         'in %s' % (site_dir, site_dir)
+
+    # Installed, but nova.conf still names nova's own driver.
+    result = _check_nova(bin_dir, _env(), workdir, 'venv', hook=False,
+                         driver='libvirt.LibvirtDriver')
+    assert result.returncode == 1
+    assert _lines(result)['compute_driver'] == (
+        "FAILED: compute_driver = libvirt.LibvirtDriver is not "
+        "nova-ksm-inject's driver; set compute_driver = "
+        "ksm_inject.LibvirtDriver in [DEFAULT] of nova.conf")
 
 
 def test_distribution_nova_with_pip_in_usr_local(workdir, wheels, nova_site):
