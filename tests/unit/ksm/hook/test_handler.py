@@ -95,6 +95,37 @@ def run_hook(settings, fake_ksm, fake_proc, statedir, tmp_path):
     return _run
 
 
+LEGACY_METADATA = """</nova:owner>
+      <nova:flavor name="lab.maybe" id="7">
+        <nova:extraSpecs>
+          <nova:extraSpec name="ksm:merge">maybe</nova:extraSpec>
+        </nova:extraSpecs>
+      </nova:flavor>
+      <nova:image uuid="5e1f"><nova:properties>
+        <nova:property name="ksm_merge">sometimes</nova:property>
+      </nova:properties></nova:image>"""
+
+
+def test_guest_with_a_bad_ksm_merge_value_is_recorded_unmergeable(
+        run_hook, fake_ksm, statedir, caplog):
+    # What nova-compute defined for a guest that got ksm:merge=maybe
+    # before the driver refused such values: its flavor's extra specs and
+    # image properties in nova's metadata, and <nosharepages/>. The hook
+    # goes by the XML's memory backing, whatever the values say.
+    xml = (NOVA_XML % '1.1').replace(
+        '</nova:owner>', LEGACY_METADATA).replace(
+        '</metadata>', '</metadata><memoryBacking><nosharepages/>'
+                       '</memoryBacking>')
+    with caplog.at_level('INFO'):
+        result = run_hook('prepare', 'begin', xml=xml)
+    assert result.mergeable_guests == 0 and not result.run
+    assert fake_ksm.get('run') == '0'
+    [record] = statedir.guests()
+    assert (record['mergeable'], record['reason']) == (
+        False, 'memoryBacking has <nosharepages/>')
+    assert 'memoryBacking has <nosharepages/>' in caplog.text
+
+
 def test_start_runs_ksm_with_static_knobs(run_hook, fake_ksm, statedir):
     result = run_hook('prepare', 'begin', policy='static',
                       pages_to_scan=1234)
