@@ -124,8 +124,7 @@ def check_driver(compute_driver):
                        'that module\'s installation in %s' % (
                            compute_driver, type(err).__name__, err,
                            sys.prefix))
-    if not (isinstance(cls, type) and
-            issubclass(cls, ours)):
+    if not (isinstance(cls, type) and issubclass(cls, ours)):
         return _failed(name, 'compute_driver = %s is not nova-ksm-inject\'s '
                        'driver; set compute_driver = %s in [DEFAULT] of '
                        'nova.conf' % (compute_driver, DRIVER))
@@ -137,10 +136,10 @@ def check_driver(compute_driver):
                        'ComputeDriver; install nova-ksm-inject for the '
                        'nova in %s' % (cls.__module__, cls.__name__,
                                        _site_of(nova)))
-    shim = sys.modules['nova.virt.ksm_inject']
-    return _ok(name, '%s loads %s.%s (nova.virt.ksm_inject from %s)' % (
-        compute_driver, cls.__module__, cls.__name__,
-        os.path.dirname(shim.__file__)))
+    module = 'nova.virt.%s' % compute_driver.rpartition('.')[0]
+    return _ok(name, '%s loads %s.%s (%s from %s)' % (
+        compute_driver, cls.__module__, cls.__name__, module,
+        os.path.dirname(sys.modules[module].__file__)))
 
 
 def _import_failure(compute_driver, err):
