@@ -107,7 +107,9 @@ class LibvirtDriver(libvirt_driver.LibvirtDriver):
 
     def migrate_disk_and_power_off(self, context, instance, dest, flavor,
                                    *args, **kwargs):
-        if flavor.flavorid != instance.flavor.flavorid:  # a resize
+        # Only a resize brings a new value; a cold migration keeps the
+        # guest's own flavor (a bad value from before: closed, warned).
+        if flavor.flavorid != instance.flavor.flavorid:
             try:
                 sharing.check(flavor.extra_specs, {}, flavor=flavor.name)
             except exception.KsmMergeInvalid as err:
