@@ -38,19 +38,27 @@ def test_other_values_are_refused(extra_specs, value):
         validator.validate('ksm:merge', value)
 
 
-def test_accepted_values_are_the_drivers():
-    # The stand-in validates as nova's bool type does (the nova tier
-    # compares nova's own, tests/nova/test_ksm_values.py).
-    validator = fake_nova.ExtraSpecValidator('ksm:merge', '', {'type': bool})
+def assert_accepts_what_the_driver_does(validate, error):
+    """``validate(value)`` raises ``error`` exactly for the values
+    :func:`sharing.parse` refuses (the nova tier passes nova's own)."""
     values = [s for pair in sharing.ACCEPTED for s in pair]
-    values += [v.upper() for v in values] + ['maybe', '', ' no ', 'nope']
+    values += [v.upper() for v in values] + [v.title() for v in values]
+    values += [' no ', 'maybe', '', 'nope', 'yess', '2', 'enabled', 'None']
     for value in values:
         try:
-            validator.validate('ksm:merge', value)
+            validate(value)
             accepted = True
-        except fake_nova.ValidationError:
+        except error:
             accepted = False
         assert accepted is (sharing.parse(value) is not None), value
+
+
+def test_accepted_values_are_the_drivers():
+    # The stand-in validates as nova's bool type does.
+    validator = fake_nova.ExtraSpecValidator('ksm:merge', '', {'type': bool})
+    assert_accepts_what_the_driver_does(
+        lambda value: validator.validate('ksm:merge', value),
+        fake_nova.ValidationError)
 
 
 def test_nova_api_finds_it_through_its_entry_point():
