@@ -18,10 +18,12 @@ scenario covers memory that does not merge.
 import dataclasses
 import math
 import random
+import time
 
 from bench import ksm
 from bench import ksm_grid_targets
 from bench import ksm_metrics
+from bench import ksm_preflight
 from bench import ksm_scenario
 
 GRID = 'grid'
@@ -118,13 +120,45 @@ def run(seed, count, settings, bounds=Bounds(), lock_path=ksm.LOCK_PATH,
         progress('grid seed %d, case %d/%d: %s, %.0f s per policy'
                  % (seed, i + 1, count, describe(scenario),
                     scenario.duration))
-        raw = ksm.run(scenario, list(POLICIES), settings,
-                      lock_path=lock_path, progress=progress)
+        raw = run_case(scenario, settings, lock_path, progress)
         result['cases'].append(case_result(i + 1, scenario, raw, settings))
         result['host'] = raw['host']
         if on_case:
             on_case(finish(result))
     return finish(result)
+
+
+def run_case(scenario, settings, lock_path, progress, tries=3):
+    """Both policies on ``scenario``; a case refused because a KSM
+    test's tuner started meanwhile is run again once it has stopped."""
+    for attempt in range(tries):
+        wait_for_controllers(progress)
+        try:
+            return ksm.run(scenario, list(POLICIES), settings,
+                           lock_path=lock_path, progress=progress)
+        except ksm_preflight.BenchRefused:
+            if attempt + 1 == tries or \
+                    not ksm_preflight.competing_controllers():
+                raise
+            progress('  case refused beside another KSM controller; '
+                     'running it again')
+
+
+def wait_for_controllers(progress, timeout=1800.0, sleep=time.sleep,
+                         clock=time.monotonic):
+    """A grid runs for minutes: wait, between cases, for a KSM test's
+    tuner to end rather than fail the grid (the benchmark refuses to
+    start beside one)."""
+    deadline = clock() + timeout
+    said = None
+    while True:
+        competing = ksm_preflight.competing_controllers()
+        if not competing or clock() > deadline:
+            return
+        if competing != said:
+            progress('  waiting for %s to stop' % ', '.join(competing))
+            said = competing
+        sleep(5.0)
 
 
 def case_result(number, scenario, raw, settings):

@@ -190,3 +190,14 @@ def test_the_report_lists_every_case_worst_first():
     assert [row.split()[0] for row in rows] == ['2', '1']
     assert rows[0].endswith('MISSED') and rows[1].endswith('met')
     assert 'seed 4' in text and '5 of 6 checks met' in text
+
+
+def test_the_grid_waits_for_a_competing_tuner_between_cases(monkeypatch):
+    seen = [['nova-ksm-tuner (pid 7)'], ['nova-ksm-tuner (pid 7)'], []]
+    monkeypatch.setattr(ksm_grid.ksm_preflight, 'competing_controllers',
+                        lambda: seen.pop(0))
+    said, slept = [], []
+    ksm_grid.wait_for_controllers(said.append, sleep=slept.append,
+                                  clock=lambda: 0.0)
+    assert seen == [] and slept == [5.0, 5.0]
+    assert said == ['  waiting for nova-ksm-tuner (pid 7) to stop']
