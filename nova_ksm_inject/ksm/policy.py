@@ -11,9 +11,15 @@ The adaptive policy, in short:
 * **idle**: no mergeable guest; ksmd stops (``enabled=auto``).
 * **boost**: a guest started (a hook event, a new mergeable process):
   scan as fast as ``cpu_budget_percent`` allows, from the first batch on
-  (scanrate.py), looking again every quarter second. ``smart_scan`` is
-  off, so that each full scan covers all mergeable memory, and a boost
-  lasts at least three.
+  (scanrate.py), looking again every quarter second; a boost lasts at
+  least three full scans. A guest's start leaves ``smart_scan`` on, as
+  the kernel's default (and static-max) has it: a new guest's pages are
+  young and never skipped, while the pages of older guests that never
+  merged are, so a full scan does not grow with the memory that came
+  before (with it off, each wave's boost rescanned every unique page of
+  every earlier guest at the cost of new memory, and took longer each
+  wave). A boost on memory that grew in running guests turns it off:
+  their pages are old, and would be skipped.
 * **follow**: the memory of running guests grew (a guest boots, works):
   scan the new pages three times within 15 s (signals.Growth), at a cost
   in proportion to the growth, never above the budget; once it stopped
@@ -119,6 +125,10 @@ class AdaptivePolicy(object):
     LOSS_GROWTH_FRACTION = 0.5
     # Aim a little under a ceiling: ksmd's cost changes between looks.
     BUDGET_MARGIN = 0.9
+    # ... and closer while boosting, where every point of the budget is
+    # time to merge (the boost's duty cycle is measured every quarter
+    # second, and saturated windows no longer starve it, scanrate.py).
+    BOOST_MARGIN = 0.95
 
     def __init__(self, settings):
         self.settings = settings
@@ -135,6 +145,7 @@ class AdaptivePolicy(object):
         self._rss_mark, self._arrived = 0, False
         self.growth = signals.Growth()
         self._knobs = None  # (run, pages_to_scan, sleep) last decided
+        self._smart_boost = True  # the boost leaves smart_scan on
 
     def decide(self, sample):
         """The decision for ``sample``; call once per poll."""
@@ -160,7 +171,7 @@ class AdaptivePolicy(object):
                 return self._enter(IDLE, 0, 'no mergeable guest', cpu)
             return self._settled(sample, cpu, 'no mergeable guest')
         if sample.started or self.state in (None, IDLE, DISABLED):
-            self._start_boost(sample)
+            self._start_boost(sample, smart=True)
             return self._boost(sample, cpu, 'guest started'
                                if sample.started else 'guests found')
         grew = ''
@@ -212,10 +223,14 @@ class AdaptivePolicy(object):
         return 100.0 * (sample.ksmd_cpu - prev.ksmd_cpu) / (
             sample.time - prev.time)
 
-    def _start_boost(self, sample):
+    def _start_boost(self, sample, smart=False):
+        """``smart``: ``smart_scan`` may stay on (new guests only)."""
         if self.state != BOOST:
             self.scan.start_boost()
             self.pages = None
+            self._smart_boost = smart
+        else:
+            self._smart_boost = self._smart_boost and smart
         self._mark = (sample.full_scans, sample.merged)
         self._boost_scans = self._quiet_scans = 0
         self._rss_mark, self._arrived = sample.guest_pages, False
@@ -264,11 +279,11 @@ class AdaptivePolicy(object):
                                                                sleep))))
 
     def _boost(self, sample, cpu, reason):
-        target = self.budget * self.BUDGET_MARGIN
+        target = self.budget * self.BOOST_MARGIN
         pages = self._batch(target, self.BOOST_SLEEP_MS,
                             self.MIN_BOOST_PAGES, self.MAX_PAGES)
         return self._enter(BOOST, 1, reason, cpu, pages, self.BOOST_SLEEP_MS,
-                           smart_scan=0,
+                           smart_scan=int(self._smart_boost),
                            poll_seconds=self.BOOST_POLL_SECONDS)
 
     def calm(self, reason):

@@ -52,13 +52,15 @@ def test_guest_start_boosts_at_the_rate_of_merging_new_memory():
         policy.Sample(time=0.0, guests=1, started=True, pages_scanned=0))
     assert decision.state == policy.BOOST and decision.run == 1
     assert decision.reason == 'guest started'
-    # 45% of a core, 20 ms sleeps, 200k pages per CPU second.
+    # 47.5% of a core (the budget less its boost margin), 20 ms sleeps,
+    # 200k pages per CPU second.
     assert decision.pages_to_scan == pytest.approx(
-        scanrate.ScanRate.INITIAL_RATE * 0.45 * 0.02 / 0.55, rel=0.01)
-    # Every full scan of a boost covers all memory; look again soon.
+        scanrate.ScanRate.INITIAL_RATE * 0.475 * 0.02 / 0.525, rel=0.01)
+    # A new guest's pages are young: smart_scan stays on (it skips only
+    # older guests' pages that never merged); look again soon.
     assert decision.knobs() == {
         'run': 1, 'pages_to_scan': decision.pages_to_scan,
-        'sleep_millisecs': 20, 'smart_scan': 0}
+        'sleep_millisecs': 20, 'smart_scan': 1}
     assert decision.poll_seconds == 0.25
 
 
@@ -66,12 +68,12 @@ def test_boost_scales_the_batch_to_the_measured_duty_cycle():
     tuner = make(cpu_budget_percent=50)
     host = Host(guests=1, started=True, pages_scanned=0)
     first = tuner.decide(host.sample).pages_to_scan
-    # ksmd used a whole core (95%): the batch must shrink to 45%.
+    # ksmd used a whole core (95%): the batch must shrink to 47.5%.
     decision = tuner.decide(host.next(dt=0.25, ksmd_cpu=0.2375,
                                       pages_scanned=50000))
     assert decision.cpu_percent == pytest.approx(95.0)
     assert decision.pages_to_scan == pytest.approx(
-        first * (0.45 * 0.05) / (0.95 * 0.55), rel=0.01)
+        first * (0.475 * 0.05) / (0.95 * 0.525), rel=0.01)
 
 
 def test_a_starved_ksmd_never_gets_a_huge_batch():
@@ -86,7 +88,7 @@ def test_a_starved_ksmd_never_gets_a_huge_batch():
             dt=0.25, ksmd_cpu=host.sample.ksmd_cpu + 0.0125,
             pages_scanned=host.sample.pages_scanned + 10000))
     longest = 2 * scanrate.ScanRate.FAST_RATE * scanrate.duty_batch_seconds(
-        63, 20)
+        70 * policy.AdaptivePolicy.BOOST_MARGIN, 20)
     assert decision.pages_to_scan <= longest
     assert decision.pages_to_scan >= longest / 2  # it does push
 
@@ -261,6 +263,8 @@ def test_growth_is_followed_in_proportion(change, reason):
         states.append((decision.state, decision.reason))
     assert len(states) == 14 and states[-2][0] == policy.FOLLOW
     assert states[-1] == (policy.BOOST, 'guest memory stopped growing')
+    # The grown pages are old: smart_scan would skip them.
+    assert decision.smart_scan == 0
     for merged in (1000, 1000, 1000):
         decision = scan(tuner, host, 1, merged, profit=4096000)
     assert decision.state == policy.SETTLED
@@ -486,3 +490,31 @@ def test_fixed_policy_follows_enabled(enabled, guests, run, state):
                                policy.STATIC)
     decision = fixed.decide(policy.Sample(time=0.0, guests=guests))
     assert (decision.run, decision.state) == (run, state)
+
+
+def test_a_saturated_window_cuts_to_the_costly_batch_not_below():
+    """A batch grown on cheap (merged) pages reaches new memory and
+    outlasts the quarter second: the window reads ~100% of a core, which
+    says nothing of how long the batch is. The cut stops at the batch
+    that holds the target on the costliest pages; cutting by the 100x the
+    window implies starved the boost for a second."""
+    tuner = make(cpu_budget_percent=70)
+    host = Host(guests=1, started=True, pages_scanned=0)
+    tuner.decide(host.sample)
+    batch = scanrate.duty_batch_seconds(
+        70 * policy.AdaptivePolicy.BOOST_MARGIN, 20)
+    for _ in range(12):  # cheap pages: 10% of a core, the batch grows
+        grown = tuner.decide(host.next(
+            dt=0.25, ksmd_cpu=host.sample.ksmd_cpu + 0.025,
+            pages_scanned=host.sample.pages_scanned + 100000)).pages_to_scan
+    costly = tuner.scan.merge_rate * batch
+    assert grown > 10 * costly
+    cut = tuner.decide(host.next(
+        dt=0.25, ksmd_cpu=host.sample.ksmd_cpu + 0.2475,
+        pages_scanned=host.sample.pages_scanned + 60000)).pages_to_scan
+    assert cut == pytest.approx(costly, rel=0.01)
+    # Still saturated (the long batch in flight): halves, no cliff.
+    again = tuner.decide(host.next(
+        dt=0.25, ksmd_cpu=host.sample.ksmd_cpu + 0.2475,
+        pages_scanned=host.sample.pages_scanned + 60000)).pages_to_scan
+    assert again == pytest.approx(cut / 2, rel=0.01)
