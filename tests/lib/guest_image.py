@@ -8,6 +8,13 @@ mount, no partition table) and converted to qcow2; cached in
 Guests boot the host's Debian kernel and initrd (``linux-image-amd64``,
 which libguestfs needs anyway) with ``root=/dev/vda``, from one qcow2
 overlay each.
+
+At boot the guest prints what it reads from its own disk to its serial
+console (:data:`EVIDENCE_SCRIPT`): root's ``authorized_keys``, the files
+under :data:`EVIDENCE_DIR` and root's password hash, between
+:data:`EVIDENCE_BEGIN` and :data:`EVIDENCE_END`, each line prefixed with
+the file's path. The tests that boot it through nova read it back with
+nova's ``os-getConsoleOutput``.
 """
 
 import contextlib
@@ -28,10 +35,35 @@ LOG = logging.getLogger(__name__)
 CACHE_DIR = '/var/cache/nova-ksm-inject/bench'
 SUITE = 'bookworm'
 PACKAGES = 'systemd-sysv,udev,openssh-server,ifupdown'
-IMAGE_NAME = 'debian-%s-minbase.qcow2' % SUITE
+# The name changes with the recipe, so a cache of an older one is rebuilt.
+IMAGE_NAME = 'debian-%s-minbase-2.qcow2' % SUITE
 DISK_MIB = 1536
 DEFAULT_MIRROR = 'http://deb.debian.org/debian'
 KERNEL_ARGS = 'root=/dev/vda rw console=ttyS0 quiet'
+EVIDENCE_DIR = '/etc/evidence'
+EVIDENCE_BEGIN = 'EVIDENCE-BEGIN'
+EVIDENCE_END = 'EVIDENCE-END'
+EVIDENCE_SCRIPT = r'''#!/bin/sh
+# What this guest read from its own disk at boot, on the serial console.
+exec >/dev/ttyS0 2>&1
+echo %(begin)s
+for f in /root/.ssh/authorized_keys %(dir)s/*; do
+    [ -f "$f" ] && sed "s|^|$f: |" "$f"
+done
+echo "root-hash: $(grep '^root:' /etc/shadow | cut -d: -f2)"
+echo %(end)s
+''' % {'begin': EVIDENCE_BEGIN, 'end': EVIDENCE_END, 'dir': EVIDENCE_DIR}
+EVIDENCE_UNIT = '''[Unit]
+Description=Print what nova injected to the serial console
+After=local-fs.target
+
+[Service]
+Type=oneshot
+ExecStart=/usr/local/sbin/evidence
+
+[Install]
+WantedBy=multi-user.target
+'''
 
 
 class ImageBuildFailed(exception.NovaKsmInjectError):
@@ -138,10 +170,35 @@ def _configure(root):
         'etc/fstab': 'LABEL=guestroot / ext4 defaults 0 1\n',
         'etc/hostname': 'bench-guest\n',
         'etc/network/interfaces': 'auto lo\niface lo inet loopback\n',
+        'etc/systemd/system/evidence.service': EVIDENCE_UNIT,
+        'usr/local/sbin/evidence': EVIDENCE_SCRIPT,
     }
     for name, text in files.items():
         with open(os.path.join(root, name), 'w') as f:
             f.write(text)
+    os.chmod(os.path.join(root, 'usr/local/sbin/evidence'), 0o755)
+    wants = os.path.join(root, 'etc/systemd/system/multi-user.target.wants')
+    os.makedirs(wants, exist_ok=True)
+    os.symlink('/etc/systemd/system/evidence.service',
+               os.path.join(wants, 'evidence.service'))
+
+
+def evidence(console):
+    """{path: [lines]} of the last evidence block in a console log
+    (``root-hash`` holds root's password hash); None before the guest
+    printed one."""
+    begin = console.rfind(EVIDENCE_BEGIN)
+    end = console.find(EVIDENCE_END, begin)
+    if begin < 0 or end < 0:
+        return None
+    found = {}
+    for line in console[begin + len(EVIDENCE_BEGIN):end].splitlines():
+        name, sep, text = line.strip().partition(': ')
+        if sep:
+            found.setdefault(name, []).append(text)
+        elif line.strip().endswith(':'):
+            found.setdefault(line.strip()[:-1], []).append('')
+    return found
 
 
 def overlay(base, path):

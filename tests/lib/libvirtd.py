@@ -177,3 +177,27 @@ def _copy_text(src, dst):
         text = f.read()
     with open(dst, 'w') as f:
         f.write(text)
+
+
+SYSTEM_URI = 'qemu:///system'
+
+
+def restart_system_libvirtd(pidfile='/run/libvirtd.pid', timeout=60):
+    """Restart the host's libvirtd: it finds hooks only when it starts.
+
+    systemd's unit where systemd runs, else the daemon ``tools/start-daemons``
+    started (SIGTERM, then ``libvirtd -d`` again); returns once it answers.
+    """
+    if os.path.isdir('/run/systemd/system'):
+        subprocess.run(['systemctl', 'restart', 'libvirtd'], check=True)
+    else:
+        with open(pidfile) as f:
+            pid = int(f.read())
+        os.kill(pid, signal.SIGTERM)
+        wait_for(lambda: not os.path.exists('/proc/%d' % pid), timeout,
+                 what='libvirtd %d to stop' % pid)
+        subprocess.run(['libvirtd', '-d'], check=True)
+    wait_for(lambda: subprocess.run(
+        ['virsh', '-c', SYSTEM_URI, 'version'],
+        capture_output=True).returncode == 0, timeout, interval=0.2,
+        what='libvirtd to answer')

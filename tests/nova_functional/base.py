@@ -60,13 +60,13 @@ class ApiTestCase(nova_base.PytestCompatible, libvirt_base.ServersTestBase):
         # Skip ServersTestBase.setUp (it mocks the image backend), keep
         # everything below it: DBs, placement, glance, neutron, API.
         super(libvirt_base.ServersTestBase, self).setUp()
-        self._use_fake_hypervisor()
+        self._use_hypervisor()
         self._configure_injection()
         self._name_projects()
         self.context = nova_context.get_admin_context()
         self.start_compute()
 
-    def _use_fake_hypervisor(self):
+    def _use_hypervisor(self):
         """nova's fake libvirt and the host facts nova reads from the
         kernel (as nova's ServersTestBase sets them up); no image mocks."""
         self.useFixture(nova_fixtures.CGroupsFixture())

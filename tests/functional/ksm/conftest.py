@@ -13,81 +13,30 @@ beside any system libvirtd, and when it stops, the kernel kills every
 process of its namespace: no qemu can leak.
 """
 
-import errno
-import fcntl
-import json
 import os
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
 
 import pytest
 
+from tests.lib import ksm_state
 from tests.lib import libvirtd as libvirtd_mod
 
-KSM = '/sys/kernel/mm/ksm'
-LOCK = '/run/lock/nova-ksm-inject-ksm-tests.lock'
-# Every knob the kernel lets root write, restored in this order.
-KNOBS = ('advisor_mode', 'pages_to_scan', 'sleep_millisecs',
-         'use_zero_pages', 'smart_scan', 'stable_node_chains_prune_millisecs',
-         'merge_across_nodes', 'max_page_sharing', 'advisor_max_cpu',
-         'advisor_min_pages_to_scan', 'advisor_max_pages_to_scan',
-         'advisor_target_scan_time', 'run')
-BIN = os.path.dirname(sys.executable)
-
-
-def read_ksm(name, root=KSM):
-    """One KSM file as text; the selected word for advisor_mode."""
-    with open(os.path.join(root, name)) as f:
-        text = f.read().strip()
-    for word in text.split():
-        if word.startswith('['):
-            return word.strip('[]')
-    return text
-
-
-def read_knobs(root=KSM):
-    return {k: read_ksm(k, root) for k in KNOBS
-            if os.path.exists(os.path.join(root, k))}
-
-
-def write_ksm(name, value, root=KSM):
-    with open(os.path.join(root, name), 'w') as f:
-        f.write(str(value))
-
-
-def restore_knobs(saved):
-    """Write ``saved`` back; unmerge first if a tree knob needs it."""
-    if 'advisor_mode' in saved:
-        write_ksm('advisor_mode', 'none')
-    for name, value in saved.items():
-        if name == 'advisor_mode' or read_ksm(name) == value:
-            continue
-        try:
-            write_ksm(name, value)
-        except OSError as err:
-            if err.errno != errno.EBUSY:
-                raise
-            write_ksm('run', 2)
-            write_ksm(name, value)
-    if 'advisor_mode' in saved:
-        write_ksm('advisor_mode', saved['advisor_mode'])
-    write_ksm('run', saved['run'])
+# The tests' names for the shared KSM-state helpers.
+KSM, LOCK, KNOBS, BIN = (ksm_state.KSM, ksm_state.LOCK, ksm_state.KNOBS,
+                         ksm_state.BIN)
+read_ksm, read_knobs, write_ksm = (ksm_state.read_ksm, ksm_state.read_knobs,
+                                   ksm_state.write_ksm)
+restore_knobs, tuner_state = ksm_state.restore_knobs, ksm_state.tuner_state
+TunerProcess = ksm_state.TunerProcess
 
 
 @pytest.fixture
 def ksm_saved():
     """Hold the KSM test lock; save every knob and restore it after."""
-    with open(LOCK, 'a') as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        saved = read_knobs()
-        try:
-            yield saved
-        finally:
-            restore_knobs(saved)
-        assert read_knobs() == saved, 'KSM knobs not restored'
+    with ksm_state.saved() as saved:
+        yield saved
 
 
 def mergeable_pids():
@@ -125,45 +74,6 @@ def ksmd_cpu_seconds():
 
 
 wait_for = libvirtd_mod.wait_for
-
-
-def tuner_state(state_dir):
-    """What the tuner published in its state directory ({} before)."""
-    try:
-        with open(os.path.join(state_dir, 'tuner')) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return {}
-
-
-class TunerProcess(object):
-    """A real ``nova-ksm-tuner`` for ``conf`` (a nova.conf with ``[ksm]``),
-    logging to ``log``."""
-
-    def __init__(self, conf, log, state_dir):
-        self.conf, self.log, self.state_dir = conf + '.tuner', log, state_dir
-        # Its own copy: the hook reads ``conf`` and logs elsewhere.
-        with open(conf) as f, open(self.conf, 'w') as out:
-            out.write(f.read() + '[DEFAULT]\nlog_file = %s\n' % log)
-        self.proc = None
-
-    def start(self):
-        self.proc = subprocess.Popen(
-            [os.path.join(BIN, 'nova-ksm-tuner'), '--config-file',
-             self.conf], stderr=subprocess.DEVNULL)
-        wait_for(lambda: tuner_state(self.state_dir), 30,
-                 what='the tuner to publish its state')
-        return self
-
-    def stop(self):
-        """SIGTERM; the exit status."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=30)
-
-    def log_text(self):
-        with open(self.log) as f:
-            return f.read()
 
 
 def write_conf(path, **ksm):
