@@ -5,6 +5,7 @@ injected through the chain without touching nova's image cache."""
 import hashlib
 import os
 
+from nova import exception as nova_exception
 from nova import objects
 from nova.virt import fake
 from nova.virt.libvirt import blockinfo
@@ -44,8 +45,15 @@ class TestBestEffort(test_spawn.SpawnTestCase):
         self.flags(inject_partition=1, group='libvirt')
         image_id = self.upload(base.build_guest_image(self.tmp))
         instance = self.make_instance(image_id)
-        self.assertRaises(exception.NoHandlerMounted, self.spawn,
-                          instance, image_id, [('/etc/motd', MOTD)])
+        # Every host would fail alike: nova's build abort (no reschedule),
+        # the cause on one line in the fault.
+        err = self.assertRaises(nova_exception.BuildAbortException,
+                                self.spawn, instance, image_id,
+                                [('/etc/motd', MOTD)])
+        self.assertIsInstance(err.__cause__, exception.NoHandlerMounted)
+        self.assertIn('cannot inject into image %s: No image handler could '
+                      'mount' % image_id, str(err))
+        self.assertNotIn('\n', str(err))
         self.assertIn('Error injecting data into image %s' % image_id,
                       self.logged())
         self.assert_nothing_left(self.disk_of(instance))
@@ -133,9 +141,10 @@ class TestUnsupportedBackend(test_spawn.SpawnTestCase):
         instance = self.make_instance(uuids.any_image)
         info = driver.libvirt_driver.InjectionInfo(
             network_info=[], files=[('/etc/motd', MOTD)], admin_pass=None)
-        err = self.assertRaises(exception.ImageRefused,
+        err = self.assertRaises(nova_exception.BuildAbortException,
                                 self.drvr._inject_data, BlockDisk(),
                                 instance, info)
+        self.assertIsInstance(err.__cause__, exception.ImageRefused)
         self.assertIn('local raw or qcow2 files only', str(err))
         # Without files nova's rule makes it a warning.
         self.drvr._inject_data(BlockDisk(), instance, info._replace(files=[]))

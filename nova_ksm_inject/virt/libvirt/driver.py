@@ -170,6 +170,17 @@ class LibvirtDriver(libvirt_driver.LibvirtDriver):
                  instance=instance)
         try:
             self._inject_through_chain(disk, instance, request, image_id)
+        except exception.NovaKsmInjectError as err:
+            LOG.error('Error injecting data into image %(image)s '
+                      '(%(err)s)', {'image': image_id, 'err': err},
+                      instance=instance)
+            # A mandatory item (a file) cannot be written into this image:
+            # every host would fail the same way, so no reschedule, and
+            # the server's fault says why, on one line.
+            raise nova_exception.BuildAbortException(
+                instance_uuid=instance.uuid,
+                reason='cannot inject into image %s: %s' % (
+                    image_id, ' '.join(str(err).split()))) from err
         except Exception as err:
             with excutils.save_and_reraise_exception():
                 LOG.error('Error injecting data into image %(image)s '
