@@ -163,7 +163,8 @@ Related options:
 
 * flavor extra spec ``ksm:merge`` and image property ``ksm_merge``: a
   guest merges only if its project is allowed here, and neither its flavor
-  nor its image says false
+  nor its image says false; a value that is not a boolean (true or false)
+  fails the boot, the rebuild or the resize
 """),
     cfg.FloatOpt('poll_interval',
                  default=1.0,
