@@ -47,6 +47,17 @@ def table(result):
         COLUMNS, [case_row(c) for c in worst_first(result['cases'])])
 
 
+def combined_table(results):
+    """Every case of several seeds in one table, worst first, each
+    named SEED#CASE."""
+    cases = [(result['seed'], case) for result in results
+             for case in result['cases']]
+    cases.sort(key=lambda sc: -sc[1]['numbers']['badness'])
+    header = ('seed#case',) + COLUMNS[1:]
+    return ksm_report.rst_table(header, [case_row(c, seed)
+                                         for seed, c in cases])
+
+
 def format_text(result):
     missed = [c for c in result['targets'] if c['met'] is not True]
     lines = [
@@ -94,24 +105,26 @@ def plot(results, path):
         return pyplot
     figure, axes = pyplot.subplots(figsize=(7, 5))
     seeds = sorted({p[0] for p in points(results)})
-    for seed in seeds:
+    for seed, marker in zip(seeds, 'osD^v<>p*h' * 10, strict=False):
         mine = [p for p in points(results) if p[0] == seed
                 and None not in p]
         axes.scatter([p[2] for p in mine], [p[3] for p in mine],
-                     label='seed %d' % seed, s=30)
+                     label='seed %d' % seed, s=30, marker=marker)
         for p in mine:
             axes.annotate(str(p[1]), (p[2], p[3]), fontsize=7,
                           xytext=(3, 3), textcoords='offset points')
     axes.axvline(targets.MAX_T95_RATIO, color='grey', linestyle='--',
                  linewidth=0.8)
     axes.axhline(1.0, color='grey', linestyle='--', linewidth=0.8)
-    axes.set_xlabel('t95 ratio: worst wave, tuner / static-max '
-                    '(target <= %g)' % targets.MAX_T95_RATIO)
+    axes.set_xlabel('t95 ratio: worst wave, tuner / static-max (target '
+                    '<= %g, + %g s)' % (targets.MAX_T95_RATIO,
+                                        targets.RESOLUTION))
     axes.set_ylabel('ksmd CPU / allowed (%gx floor + settled x time; '
                     'target <= 1)' % targets.MAX_FLOOR_MULTIPLE,
                     fontsize=8)
-    axes.set_xlim(left=0)
-    axes.set_ylim(bottom=0)
+    found = [p for p in points(results) if None not in p]
+    axes.set_xlim(0, max([2.0] + [p[2] + 0.1 for p in found]))
+    axes.set_ylim(0, max([1.2] + [p[3] + 0.1 for p in found]))
     axes.legend(fontsize=8)
     axes.grid(True, linewidth=0.3)
     figure.tight_layout()
@@ -134,6 +147,10 @@ def main(argv=None):
         results.append(data.get('grid', data))
     for result in results:
         print(format_text(result) + '\n')
+    if len(results) > 1:
+        print('Every case of seeds %s, worst first:\n' % ', '.join(
+            str(r['seed']) for r in results))
+        print(combined_table(results) + '\n')
     if args.plot:
         why_not = plot(results, args.plot)
         print(why_not or 'Wrote %s' % args.plot, file=sys.stderr)

@@ -45,7 +45,7 @@ def test_defaults_run_the_waves_with_every_policy_in_the_issue_order():
     (['--scenario', 'churn,share-nothing', '--scale'],
      ['churn', 'share-nothing', 'scale']),
     (['--scenario', 'all'], ['waves', 'real-guests', 'churn',
-                             'share-nothing', 'pressure', 'scale']),
+                             'share-nothing', 'pressure', 'scale', 'grid']),
 ])
 def test_scenarios_are_chosen_by_name_or_flag(argv, kinds):
     assert ksm_cli.scenarios_from_args(parse(*argv)) == kinds
