@@ -36,7 +36,7 @@ CACHE_DIR = '/var/cache/nova-ksm-inject/bench'
 SUITE = 'bookworm'
 PACKAGES = 'systemd-sysv,udev,openssh-server,ifupdown'
 # The name changes with the recipe, so a cache of an older one is rebuilt.
-IMAGE_NAME = 'debian-%s-minbase-2.qcow2' % SUITE
+IMAGE_NAME = 'debian-%s-minbase-3.qcow2' % SUITE
 DISK_MIB = 1536
 DEFAULT_MIRROR = 'http://deb.debian.org/debian'
 KERNEL_ARGS = 'root=/dev/vda rw console=ttyS0 quiet'
@@ -44,14 +44,17 @@ EVIDENCE_DIR = '/etc/evidence'
 EVIDENCE_BEGIN = 'EVIDENCE-BEGIN'
 EVIDENCE_END = 'EVIDENCE-END'
 EVIDENCE_SCRIPT = r'''#!/bin/sh
-# What this guest read from its own disk at boot, on the serial console.
-exec >/dev/ttyS0 2>&1
-echo %(begin)s
-for f in /root/.ssh/authorized_keys %(dir)s/*; do
-    [ -f "$f" ] && sed "s|^|$f: |" "$f"
-done
-echo "root-hash: $(grep '^root:' /etc/shadow | cut -d: -f2)"
-echo %(end)s
+# What this guest read from its own disk at boot, on the serial console,
+# in one write, so that no other console output cuts through it.
+block=$(
+    echo %(begin)s
+    for f in /root/.ssh/authorized_keys %(dir)s/*; do
+        [ -f "$f" ] && sed -e "s|^|$f: |" -e '$a\' "$f"
+    done
+    echo "root-hash: $(grep '^root:' /etc/shadow | cut -d: -f2)"
+    echo %(end)s
+)
+printf '%%s\n' "$block" >/dev/ttyS0
 ''' % {'begin': EVIDENCE_BEGIN, 'end': EVIDENCE_END, 'dir': EVIDENCE_DIR}
 EVIDENCE_UNIT = '''[Unit]
 Description=Print what nova injected to the serial console

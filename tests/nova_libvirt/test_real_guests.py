@@ -53,25 +53,30 @@ def cloud():
                               personality=[personality(MOTD_PATH, MOTD)]),
             'twin': cloud.post(cloud.image, merge, name='twin'),
             'apart': cloud.post(cloud.image, apart, name='apart')}
-        cloud.servers = {
-            name: cloud._wait_for_state_change(server, 'ACTIVE')
-            for name, server in posted.items()}
+        cloud.servers = {name: cloud.wait_status(server, 'ACTIVE')
+                         for name, server in posted.items()}
+        # nova made up a password for the servers booted without one.
+        cloud.passwords = {name: server['adminPass']
+                           for name, server in posted.items()}
         yield cloud
 
 
 def test_guest_boots_with_the_injected_key_file_and_password(cloud):
     lab = cloud.servers['lab']
     seen = cloud.evidence(lab)
-    assert seen['/root/.ssh/authorized_keys'] == [KEY]
+    assert KEY in seen['/root/.ssh/authorized_keys']
     assert seen[MOTD_PATH] == [MOTD]
     # The guest's own /etc/shadow holds a hash of the admin password,
     # checked with the system's libcrypt.
     [hashed] = seen['root-hash']
     assert nova_base_verify(PASSWORD, hashed), hashed
-    # A guest booted without them: nothing injected.
+    # A guest booted without them: no key, no file, and the password nova
+    # generated for it.
     twin = cloud.evidence(cloud.servers['twin'])
     assert '/root/.ssh/authorized_keys' not in twin
-    assert twin['root-hash'] == ['*']
+    assert MOTD_PATH not in twin
+    [hashed] = twin['root-hash']
+    assert nova_base_verify(cloud.passwords['twin'], hashed), hashed
     log = cloud.logged()
     assert 'with handler fuse2fs' in log
 
@@ -123,13 +128,13 @@ def test_failed_mandatory_injection_puts_the_server_in_error(cloud):
     # /etc/hostname is a file: nothing can be written under it.
     server = cloud.post(cloud.image, cloud.merge, name='broken',
                         personality=[personality('/etc/hostname/x', 'x')])
-    server = cloud._wait_for_state_change(server, 'ERROR')
+    server = cloud.wait_status(server, 'ERROR')
     fault = server['fault']['message']
-    assert '/etc/hostname/x' in fault, fault
+    assert '/etc/hostname exists but is not a directory' in fault, fault
     assert '\n' not in fault.strip(), fault
     assert cloud.domain_name(server) not in base.our_domains()
     cloud.assert_nothing_left(server)
-    assert os.listdir(os.path.join(cloud.tmp, 'inject-state')) == []
+    assert files_under(os.path.join(cloud.tmp, 'inject-state')) == []
 
 
 def test_check_nova_passes_on_this_compute_node(cloud, tmp_path):
@@ -149,25 +154,30 @@ def test_rebuild_boots_with_the_new_key(cloud):
     lab = cloud.servers['lab']
     cloud.api.post_server_action(lab['id'], {'rebuild': {
         'imageRef': cloud.image, 'key_name': 'new'}})
-    cloud._wait_for_state_change(lab, 'REBUILD')
-    cloud._wait_for_state_change(lab, 'ACTIVE')
-    seen = cloud.evidence(lab, until=lambda found: found.get(
-        '/root/.ssh/authorized_keys') != [KEY])
-    assert seen['/root/.ssh/authorized_keys'] == [NEW_KEY]
+    cloud.wait_status(lab, 'ACTIVE')
+    seen = cloud.evidence(lab, until=lambda found: KEY not in found.get(
+        '/root/.ssh/authorized_keys', [KEY]))
+    assert NEW_KEY in seen['/root/.ssh/authorized_keys']
 
 
 def test_delete_releases_everything(cloud):
     for server in cloud.servers.values():
         domain = cloud.domain_name(server)
-        cloud._delete_server(server)
+        cloud.delete(server)
         assert domain not in base.our_domains()
     # The hook released them: no guest of ours is counted any more.
     status = cloud.hypervisor.ksm_status()
     ids = {s['id'] for s in cloud.servers.values()}
     assert not ids & {g['instance'] for g in status['guests']}
     assert not ids & {g.get('instance') for g in status['hook_guests']}
-    assert os.listdir(os.path.join(cloud.tmp, 'inject-state')) == []
+    assert files_under(os.path.join(cloud.tmp, 'inject-state')) == []
     assert base.our_domains() == []
+
+
+def files_under(path):
+    """Every file (journal, work directory entry) below ``path``."""
+    return [os.path.join(root, name) for root, _dirs, names in os.walk(path)
+            for name in names]
 
 
 def merging_pages(pid):
