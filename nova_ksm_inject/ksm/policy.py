@@ -72,6 +72,10 @@ class Sample(object):
     ksmd_cpu: float = 0.0  # ksmd CPU seconds since boot
     guests: int = 0  # mergeable guests and processes
     guest_pages: int = 0  # resident pages of mergeable processes
+    # ... of which ksmd has visited none yet (resident less their
+    # ksm_rmap_items, Linux 6.1+); None: unknown
+    unvisited: int = None
+    pages_skipped: int = None  # smart_scan's skips (Linux 6.7+)
     started: bool = False  # a hook start event or new mergeable process
     profit: int = None  # bytes KSM saves net of its metadata (signals.py)
     profit_source: str = 'general_profit'
@@ -123,6 +127,10 @@ class AdaptivePolicy(object):
     # After a loss, memory must grow by half before the tuner looks again
     # (a new guest always counts).
     LOSS_GROWTH_FRACTION = 0.5
+    # A guest's memory counts as visited once ksmd holds an rmap item for
+    # all but this share of its resident pages (the rest is the
+    # process's own memory, which is not mergeable).
+    UNVISITED_FRACTION = 0.05
     # Aim a little under a ceiling: ksmd's cost changes between looks.
     BUDGET_MARGIN = 0.9
     # ... and closer while boosting, where every point of the budget is
@@ -146,6 +154,9 @@ class AdaptivePolicy(object):
         self.growth = signals.Growth()
         self._knobs = None  # (run, pages_to_scan, sleep) last decided
         self._smart_boost = True  # the boost leaves smart_scan on
+        # Full scans when every guest page had been visited once, in this
+        # boost; pages_skipped at the last full scan.
+        self._visited_at = self._skip_mark = None
 
     def decide(self, sample):
         """The decision for ``sample``; call once per poll."""
@@ -185,6 +196,7 @@ class AdaptivePolicy(object):
                 self._start_boost(sample)
                 return self._boost(sample, cpu, grew)
             return self._loss(sample, cpu, self.profit.verdict)
+        self._note_coverage(sample)
         verdict = self._track_scans(sample)
         if verdict and self.profit.losing(sample):
             return self._loss(sample, cpu, self.profit.verdict)
@@ -234,7 +246,20 @@ class AdaptivePolicy(object):
         self._mark = (sample.full_scans, sample.merged)
         self._boost_scans = self._quiet_scans = 0
         self._rss_mark, self._arrived = sample.guest_pages, False
+        self._visited_at, self._skip_mark = None, sample.pages_skipped
         self.profit.reset()
+
+    def _note_coverage(self, sample):
+        """Remember the full scan in which a start's boost had visited
+        every guest page once (``ksm_rmap_items`` of each process)."""
+        if (self.state != BOOST or not self._smart_boost
+                or self._visited_at is not None or sample.unvisited is None
+                or not sample.guest_pages):
+            return
+        if sample.unvisited <= self.UNVISITED_FRACTION * sample.guest_pages:
+            # Visited within the full scan under way (or the one that just
+            # ended): the next one visits every page a second time.
+            self._visited_at = sample.full_scans
 
     def _track_scans(self, sample):
         """Count full scans; a plateau reason once sharing stops growing."""
@@ -260,11 +285,32 @@ class AdaptivePolicy(object):
             # The scan after memory arrived only saw its checksums.
             self._quiet_scans += scans - 1 if self._arrived else scans
         self._arrived = arriving
+        skipped = None
+        if None not in (sample.pages_skipped, self._skip_mark):
+            skipped = sample.pages_skipped - self._skip_mark
+        self._skip_mark = sample.pages_skipped
         if (self._boost_scans >= self.MIN_BOOST_SCANS
                 and self._quiet_scans >= self.PLATEAU_SCANS):
             return ('plateau: %d pages merged, grew %d over the last %d '
                     'full scans' % (sample.merged, grown, self._quiet_scans))
+        if self._visited_twice(sample, arriving, skipped):
+            return ('every guest page visited twice, none skipped: %d pages '
+                    'merged, grew %d over the last full scan'
+                    % (sample.merged, grown))
         return ''
+
+    def _visited_twice(self, sample, arriving, skipped):
+        """Whether the full scan that just ended visited every page of
+        the guests a second time, skipping none: a page merges in the scan
+        that visits it with a checksum stable since the last one, so
+        nothing more would merge in a scan after it. Saves the quiet scan
+        the plateau waits for (a quarter to a third of a start's boost).
+        With pages skipped (older guests' pages that never merged), a
+        page may meet its twin only in a later scan: the plateau decides.
+        """
+        return (self._visited_at is not None and skipped == 0
+                and not arriving
+                and sample.full_scans >= self._visited_at + 2)
 
     def _memory_arriving(self, sample):
         """Whether the guests' resident memory grew by over 5% (and 16

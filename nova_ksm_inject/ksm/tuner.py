@@ -82,6 +82,7 @@ class Tuner(object):
         guests = self._guests()
         profit, source = signals.profit(values, self._process_stats())
         memory = self._memory()
+        resident, unvisited = self._coverage()
         return ksm_policy.Sample(
             time=self.clock(),
             full_scans=values.get('full_scans', 0),
@@ -93,7 +94,8 @@ class Tuner(object):
             pages_scanned=values.get('pages_scanned'),
             ksmd_cpu=self.ksmd.total(),
             guests=guests.count,
-            guest_pages=self._resident_pages(),
+            guest_pages=resident, unvisited=unvisited,
+            pages_skipped=values.get('pages_skipped'),
             started=started, profit=profit, profit_source=source,
             mem_available=memory.get('MemAvailable'),
             mem_total=memory.get('MemTotal'),
@@ -126,9 +128,21 @@ class Tuner(object):
             LOG.debug('No memory figures: %s', err)
             return {}
 
-    def _resident_pages(self):
-        return sum(procfs.resident_pages(pid, self.proc_root)
-                   for pid in self.watcher.mergeable)
+    def _coverage(self):
+        """(resident pages of the mergeable processes, those of them
+        ksmd has not visited yet: resident less ``ksm_rmap_items``, Linux
+        6.1+, else None)."""
+        resident, unvisited = 0, 0
+        for pid in self.watcher.mergeable:
+            pages = procfs.resident_pages(pid, self.proc_root)
+            resident += pages
+            items = (procfs.ksm_stat(pid, self.proc_root) or {}).get(
+                'ksm_rmap_items')
+            if not isinstance(items, int) or unvisited is None:
+                unvisited = None
+            else:
+                unvisited += max(0, pages - items)
+        return resident, unvisited
 
     def step(self):
         """Sample, decide and apply once; returns the decision."""

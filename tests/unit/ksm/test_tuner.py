@@ -250,3 +250,19 @@ def test_a_hook_event_cuts_the_wait_short(make_tuner, statedir, clock):
     tuner.wait(5.0)
     # Noticed at the next tenth of a second, not after 5 s.
     assert clock() - began == pytest.approx(5.3, abs=0.11)
+
+
+def test_samples_count_the_guest_pages_ksmd_has_not_visited(
+        make_tuner, fake_proc):
+    tuner = make_tuner()
+    tuner.start()
+    fake_proc.add(906, mergeable=True, rss_pages=16384, rmap=4000)
+    fake_proc.add(907, mergeable=True, rss_pages=8192, rmap=8192)
+    sample = tuner.sample()
+    assert (sample.guest_pages, sample.unvisited) == (24576, 12384)
+    # A kernel without ksm_stat's rmap items (before 6.1): unknown.
+    fake_proc.add(908, mergeable=True, rss_pages=100)
+    fake_proc._write(908, 'ksm_stat', 'ksm_merging_pages 0\n'
+                     'ksm_mergeable: yes\n')
+    sample = tuner.sample()
+    assert sample.guest_pages == 24676 and sample.unvisited is None
