@@ -58,6 +58,18 @@ def scenario_list(text):
     return _names(text, SCENARIOS, 'scenario')
 
 
+def case_list(text):
+    """``1,3`` -> {1, 3}."""
+    try:
+        cases = {int(n) for n in text.split(',') if n.strip()}
+    except ValueError:
+        raise argparse.ArgumentTypeError('%r is not a list of case '
+                                         'numbers' % text)
+    if not cases or min(cases) < 1:
+        raise argparse.ArgumentTypeError('case numbers start at 1')
+    return cases
+
+
 def _names(text, valid, what):
     names = [n.strip() for n in text.split(',') if n.strip()]
     unknown = [n for n in names if n not in valid]
@@ -115,6 +127,9 @@ def build_parser():
                         help='grid: the seed its cases are drawn from')
     parser.add_argument('--grid-cases', type=_bounded(int, 1),
                         default=5, help='grid: how many cases')
+    parser.add_argument('--grid-only', type=case_list,
+                        help='grid: only these case numbers (comma-'
+                             'separated), e.g. to run a disturbed one again')
     parser.add_argument('--long', action='store_true',
                         help='waves: bigger guests, longer runs, and '
                              'ballast memory so the host is short of memory')
@@ -173,7 +188,8 @@ def run_scenario(kind, args, settings):
         from bench import ksm_grid_report
         result = ksm_grid.run(args.seed, args.grid_cases, settings,
                               progress=progress, on_case=lambda partial:
-                              _write_json(args, partial))
+                              _write_json(args, partial),
+                              only=args.grid_only)
         return result, ksm_grid_report.format_text(result)
     scenario = scenario_from_args(args, kind)
     policies = args.policies or list(ksm_scenario.PRESETS[kind][1])

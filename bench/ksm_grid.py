@@ -18,6 +18,7 @@ scenario covers memory that does not merge.
 import dataclasses
 import math
 import random
+import re
 import time
 
 from bench import ksm
@@ -110,13 +111,16 @@ def describe(scenario):
 
 
 def run(seed, count, settings, bounds=Bounds(), lock_path=ksm.LOCK_PATH,
-        progress=print, on_case=None):
-    """Run every case of the grid; the results dict. ``on_case(result)``
+        progress=print, on_case=None, only=None):
+    """Run every case of the grid (or the case numbers in ``only``, to
+    run a disturbed case again); the results dict. ``on_case(result)``
     is called after each case (to save what was measured so far)."""
     scenarios = draw(seed, count, bounds)
     result = {'seed': seed, 'count': count,
               'bounds': dataclasses.asdict(bounds), 'cases': []}
     for i, scenario in enumerate(scenarios):
+        if only and i + 1 not in only:
+            continue
         progress('grid seed %d, case %d/%d: %s, %.0f s per policy'
                  % (seed, i + 1, count, describe(scenario),
                     scenario.duration))
@@ -175,8 +179,30 @@ def case_result(number, scenario, raw, settings):
     return {'case': number, 'scenario': dataclasses.asdict(scenario),
             'describe': describe(scenario), 'policies': policies,
             'numbers': numbers,
+            'disturbed': disturbances(scenario, raw['policies']),
             'checks': ksm_grid_targets.case_checks(number, numbers),
             'wall_seconds': raw['wall_seconds']}
+
+
+MERGEABLE = re.compile(r'(\d+) mergeable guests\)$')
+
+
+def disturbances(scenario, policies):
+    """What else ran: mergeable processes seen before or after a policy
+    (the sampler's noise), and the tuner counting more mergeable
+    processes than the case has guests (one came and went meanwhile)."""
+    found = ['%s: other mergeable process %s (pid %d)' % (
+        name, entry['name'], entry['pid'])
+        for name, run_ in policies.items() for entry in run_['noise']]
+    counts = [int(m.group(1)) for m in (
+        MERGEABLE.search(d) for d in policies.get(
+            ksm_metrics.ADAPTIVE, {}).get('report', {}).get('decisions', []))
+        if m]
+    if max(counts, default=0) > scenario.peak_guests:
+        found.append('adaptive: the tuner saw %d mergeable processes, the '
+                     'case has %d guests' % (max(counts),
+                                             scenario.peak_guests))
+    return found
 
 
 def finish(result):

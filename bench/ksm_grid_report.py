@@ -76,6 +76,8 @@ def format_text(result):
             lines.append('[%s] #%d %s: %s' % (
                 'met' if entry['met'] else 'MISSED', case['case'],
                 entry['target'], entry['measured']))
+        for why in case.get('disturbed', []):
+            lines.append('[disturbed] #%d %s' % (case['case'], why))
     lines.append('')
     lines.append('%d of %d checks met%s' % (
         len(result['targets']) - len(missed), len(result['targets']),
@@ -133,6 +135,23 @@ def plot(results, path):
     return None
 
 
+def merge(results, result):
+    """``results`` with ``result`` added; the cases of a seed already
+    there are replaced by those run again (``--grid-only``)."""
+    for earlier in results:
+        if earlier['seed'] == result['seed']:
+            again = {c['case']: c for c in result['cases']}
+            earlier['cases'] = [again.pop(c['case'], c)
+                                for c in earlier['cases']]
+            earlier['cases'] += list(again.values())
+            earlier['targets'] = [check for c in earlier['cases']
+                                  for check in c['checks']]
+            earlier['rerun'] = sorted(set(earlier.get('rerun', []))
+                                      | {c['case'] for c in result['cases']})
+            return results
+    return results + [result]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog='ksm_grid_report', description='One plot (and the tables) '
@@ -144,7 +163,7 @@ def main(argv=None):
     for name in args.results:
         with open(name) as f:
             data = json.load(f)
-        results.append(data.get('grid', data))
+        results = merge(results, data.get('grid', data))
     for result in results:
         print(format_text(result) + '\n')
     if len(results) > 1:

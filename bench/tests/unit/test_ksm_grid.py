@@ -201,3 +201,42 @@ def test_the_grid_waits_for_a_competing_tuner_between_cases(monkeypatch):
                                   clock=lambda: 0.0)
     assert seen == [] and slept == [5.0, 5.0]
     assert said == ['  waiting for nova-ksm-tuner (pid 7) to stop']
+
+
+def test_a_tuner_seeing_more_guests_than_the_case_is_disturbed():
+    scenario = ksm_scenario.Scenario(waves=1, guests=5)
+    policies = {
+        'static-max': {'noise': []},
+        'adaptive': {'noise': [], 'report': {'decisions': [
+            '12:00:00.000 boost: guest started; run=1 (ksmd cpu 0.0%, '
+            'budget 70%, merged 0 pages, 3 mergeable guests)',
+            '12:00:01.000 boost: guest started; run=1 (ksmd cpu 9.0%, '
+            'budget 70%, merged 0 pages, 6 mergeable guests)']}}}
+    assert ksm_grid.disturbances(scenario, policies) == [
+        'adaptive: the tuner saw 6 mergeable processes, the case has 5 '
+        'guests']
+    policies['adaptive']['report']['decisions'].pop()
+    policies['static-max']['noise'] = [{'name': 'qemu-system-x86',
+                                        'pid': 42}]
+    assert ksm_grid.disturbances(scenario, policies) == [
+        'static-max: other mergeable process qemu-system-x86 (pid 42)']
+
+
+def test_a_case_run_again_replaces_the_first_run_of_its_seed():
+    def result(seed, cases):
+        return {'seed': seed, 'cases': [
+            {'case': n, 'checks': [{'run': tag}]} for n, tag in cases]}
+    merged = ksm_grid_report.merge([], result(1, [(1, 'a'), (2, 'a')]))
+    merged = ksm_grid_report.merge(merged, result(2, [(1, 'a')]))
+    merged = ksm_grid_report.merge(merged, result(1, [(1, 'b')]))
+    assert [r['seed'] for r in merged] == [1, 2]
+    assert [c['checks'][0]['run'] for c in merged[0]['cases']] == ['b', 'a']
+    assert merged[0]['rerun'] == [1]
+    assert merged[0]['targets'] == [{'run': 'b'}, {'run': 'a'}]
+
+
+def test_the_cli_runs_only_the_cases_asked_for():
+    from bench import ksm_cli
+    args = ksm_cli.build_parser().parse_args(
+        ['--scenario', 'grid', '--grid-only', '1,4'])
+    assert args.grid_only == {1, 4}
