@@ -169,7 +169,9 @@ def case_result(number, scenario, raw, settings):
     """What a case keeps: its scenario, each policy's summary, the
     tuner's decisions, the noise seen, and its checks."""
     policies = {name: {'summary': p['summary'], 'noise': p['noise'],
-                       'loadavg': p['loadavg']}
+                       'loadavg': p['loadavg'],
+                       'samples': {k: p['samples'][k] for k in KEPT
+                                   if k in p['samples']}}
                 for name, p in raw['policies'].items()}
     adaptive = raw['policies'].get(ksm_metrics.ADAPTIVE, {})
     policies.get(ksm_metrics.ADAPTIVE, {})['decisions'] = (
@@ -184,6 +186,9 @@ def case_result(number, scenario, raw, settings):
             'wall_seconds': raw['wall_seconds']}
 
 
+# The sampled columns a case keeps (enough to compute its numbers again).
+KEPT = ('t', 'ksmd_cpu', 'saved', 'state', 'full_scans', 'pages_to_scan',
+        'guest_rss_pages')
 MERGEABLE = re.compile(r'(\d+) mergeable guests\)$')
 
 
