@@ -25,6 +25,8 @@ from nova_ksm_inject.ksm import settings as ksm_settings
 from tests.functional.ksm import conftest
 
 SETTINGS = ksm_settings.KsmSettings()
+# A smoke grid case with two waves of two guests (ksm_grid.SMOKE).
+SMOKE_SEED = 0
 
 
 def bench_processes():
@@ -134,4 +136,23 @@ def test_scale(ksm_saved, tmp_path, gib):
     assert point['t95'] is not None
     assert point['peak_saved_pages'] >= 0.95 * point['expected_pages']
     print('\n' + ksm_scale_report.format_text(result))
+    assert_targets_met(result)
+
+
+def test_grid(ksm_saved):
+    """A tiny grid (one case of the smoke bounds: small guests, two
+    waves at most), static-max and the tuner on it; every target met."""
+    from bench import ksm_grid
+    from bench import ksm_grid_report
+    said = []
+    result = ksm_grid.run(SMOKE_SEED, 1, SETTINGS, ksm_grid.SMOKE,
+                          lock_path=None, progress=said.append)
+    assert conftest.read_knobs() == ksm_saved
+    assert bench_processes() == []
+    print('\n' + ksm_grid_report.format_text(result))
+    [case] = result['cases']
+    assert case['scenario']['waves'] == 2
+    # The floor is real merge work: static-max merged something.
+    assert case['numbers']['floor_cpu'] > 0
+    assert [c['scenario'] for c in result['targets']] == ['grid #1'] * 3
     assert_targets_met(result)
