@@ -240,3 +240,33 @@ def test_the_cli_runs_only_the_cases_asked_for():
     args = ksm_cli.build_parser().parse_args(
         ['--scenario', 'grid', '--grid-only', '1,4'])
     assert args.grid_only == {1, 4}
+
+
+def test_the_grid_runs_each_case_under_both_policies(monkeypatch):
+    ran = []
+
+    def fake_run(scenario, policies, settings, lock_path, progress):
+        ran.append((scenario, tuple(policies)))
+        cpu, state = tuner(3.0)
+        raw = {'static-max': run(full_speed, [(0.0, 2.0), (20.0, 2.0)]),
+               'adaptive': run(cpu, [(0.0, 2.5), (20.0, 2.5)], state)}
+        for policy in raw.values():
+            policy.update(noise=[], loadavg=[0.1, 0.1],
+                          report={'decisions': []})
+        return {'policies': raw, 'host': {'cpus': 2}, 'wall_seconds': 1.0}
+    monkeypatch.setattr(ksm_grid.ksm, 'run', fake_run)
+    monkeypatch.setattr(ksm_grid.ksm_preflight, 'competing_controllers',
+                        lambda: [])
+    saved = []
+    result = ksm_grid.run(5, 3, SETTINGS, only={1, 3}, progress=lambda m:
+                          None, on_case=saved.append)
+    drawn = ksm_grid.draw(5, 3)
+    assert [r[0] for r in ran] == [drawn[0], drawn[2]]
+    assert {r[1] for r in ran} == {('static-max', 'adaptive')}
+    assert [c['case'] for c in result['cases']] == [1, 3]
+    assert len(saved) == 2 and result['seed'] == 5
+    assert all(c['met'] for c in result['targets'])
+    assert result['cases'][0]['disturbed'] == []
+    # What a case keeps is enough to compute its numbers again.
+    kept = result['cases'][0]['policies']['adaptive']['samples']
+    assert set(kept) == {'t', 'ksmd_cpu', 'state'}
