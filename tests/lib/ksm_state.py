@@ -66,6 +66,12 @@ def restore_knobs(saved):
     write_ksm('run', saved['run'])
 
 
+def merging_pages(pid):
+    """The kernel's count of ``pid``'s merged pages."""
+    with open('/proc/%d/ksm_merging_pages' % pid) as f:
+        return int(f.read())
+
+
 @contextlib.contextmanager
 def saved():
     """Hold the KSM test lock; save every knob and restore it after."""

@@ -22,6 +22,7 @@ as ``nova``.
 """
 
 import contextlib
+import json
 import os
 import subprocess
 import tempfile
@@ -114,8 +115,6 @@ class Hypervisor(object):
                 libvirtd.restart_system_libvirtd()
 
     def ksm_status(self):
-        import json
-
         out = cli('nova-ksm-inject', 'ksm', 'status', '--json',
                   '--config-file', self.conf)
         assert out.returncode == 0, out.stderr

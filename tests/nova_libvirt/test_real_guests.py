@@ -17,6 +17,7 @@ import pytest
 
 from tests.lib import guest_image
 from tests.lib import ksm_state
+from tests.nova import base as nova_base
 from tests.nova_libvirt import base
 
 KEY = ('ssh-ed25519 '
@@ -69,22 +70,16 @@ def test_guest_boots_with_the_injected_key_file_and_password(cloud):
     # The guest's own /etc/shadow holds a hash of the admin password,
     # checked with the system's libcrypt.
     [hashed] = seen['root-hash']
-    assert nova_base_verify(PASSWORD, hashed), hashed
+    assert nova_base.verify_sha512_crypt(PASSWORD, hashed), hashed
     # A guest booted without them: no key, no file, and the password nova
     # generated for it.
     twin = cloud.evidence(cloud.servers['twin'])
     assert '/root/.ssh/authorized_keys' not in twin
     assert MOTD_PATH not in twin
     [hashed] = twin['root-hash']
-    assert nova_base_verify(cloud.passwords['twin'], hashed), hashed
+    assert nova_base.verify_sha512_crypt(cloud.passwords['twin'], hashed)
     log = cloud.logged()
     assert 'with handler fuse2fs' in log
-
-
-def nova_base_verify(password, hashed):
-    from tests.nova import base as nova_base
-
-    return nova_base.verify_sha512_crypt(password, hashed)
 
 
 def test_two_merging_guests_merge_real_memory(cloud):
@@ -92,7 +87,7 @@ def test_two_merging_guests_merge_real_memory(cloud):
     pids = [cloud.qemu_pid(lab), cloud.qemu_pid(twin)]
 
     def merged():
-        pages = [merging_pages(pid) for pid in pids]
+        pages = [ksm_state.merging_pages(pid) for pid in pids]
         return min(pages) * PAGE >= MERGED_MIB * 1024 * 1024 and pages
     pages = base.libvirtd.wait_for(
         merged, base.BOOT_TIMEOUT, interval=1,
@@ -118,7 +113,7 @@ def test_guest_of_a_non_merging_flavor_shares_nothing(cloud):
         assert '<nosharepages/>' not in base.virsh(
             'dumpxml', cloud.domain_name(cloud.servers[name]))
     pid = cloud.qemu_pid(apart)
-    assert merging_pages(pid) == 0
+    assert ksm_state.merging_pages(pid) == 0
     assert 'ksm_mergeable: yes' not in ksm_stat(pid)
     status = cloud.hypervisor.ksm_status()
     assert apart['id'] not in {g['instance'] for g in status['guests']}
@@ -178,11 +173,6 @@ def files_under(path):
     """Every file (journal, work directory entry) below ``path``."""
     return [os.path.join(root, name) for root, _dirs, names in os.walk(path)
             for name in names]
-
-
-def merging_pages(pid):
-    with open('/proc/%d/ksm_merging_pages' % pid) as f:
-        return int(f.read())
 
 
 def ksm_stat(pid):

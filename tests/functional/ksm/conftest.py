@@ -30,6 +30,7 @@ read_ksm, read_knobs, write_ksm = (ksm_state.read_ksm, ksm_state.read_knobs,
                                    ksm_state.write_ksm)
 restore_knobs, tuner_state = ksm_state.restore_knobs, ksm_state.tuner_state
 TunerProcess = ksm_state.TunerProcess
+merging_pages = ksm_state.merging_pages
 
 
 @pytest.fixture
@@ -50,11 +51,6 @@ def mergeable_pids():
         except (OSError, ValueError):
             continue
     return found
-
-
-def merging_pages(pid):
-    with open('/proc/%d/ksm_merging_pages' % pid) as f:
-        return int(f.read())
 
 
 def ksmd_cpu_seconds():
