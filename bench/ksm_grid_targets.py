@@ -23,6 +23,7 @@ MAX_FLOOR_MULTIPLE = 1.5
 MAX_STATIC_SHARE = 0.10
 LONG_RUN_SECONDS = 300.0
 RESOLUTION = 0.5  # seconds between samples
+ROUNDING = 0.01  # start and t95 are each rounded to 10 ms
 MIN_RATE_WINDOW = 2.0
 SETTLED = 'settled'
 
@@ -40,8 +41,13 @@ def wave_numbers(static, adaptive):
     for ours, theirs in zip(adaptive['summary']['waves'],
                             static['summary']['waves'], strict=False):
         t95 = theirs['t95']
+        # start and t95 are rounded: without ROUNDING, the sample at
+        # which the wave reached 95% could fall after the end and the
+        # floor lose a sample interval of static-max's CPU (a third of it
+        # on a 2-second wave).
         floor = None if t95 is None else cpu_between(
-            static['samples'], theirs['start'], theirs['start'] + t95)
+            static['samples'], theirs['start'],
+            theirs['start'] + t95 + ROUNDING)
         ratio = score = None
         if ours['t95'] is not None and t95 is not None:
             ratio = ours['t95'] / max(t95, RESOLUTION)

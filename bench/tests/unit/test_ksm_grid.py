@@ -91,6 +91,18 @@ def test_the_floor_is_static_max_cpu_until_each_wave_t95():
     assert all(w['met'] for w in waves)
 
 
+def test_the_floor_counts_the_sample_that_reached_t95_despite_rounding():
+    """The wave reached 95% at the sample of 2.034 s, rounded into the
+    summary as 2.03: the CPU at that sample is the floor, not the CPU at
+    the one before it."""
+    static = run(full_speed, [(0.0, 2.03)])
+    static['samples']['t'] = [t + 0.034 * (t > 0)
+                              for t in static['samples']['t']]
+    adaptive = run(lambda t: 0.0, [(0.0, 2.5)])
+    [wave] = targets.wave_numbers(static, adaptive)
+    assert wave['floor_cpu'] == 2.0  # not 1.5, the sample before
+
+
 def tuner(boost_seconds, wave_starts=(0.0, 20.0), settled_rate=0.001):
     """The tuner: a boost at 70% of a core at each wave, then settled."""
     def cpu(t):
