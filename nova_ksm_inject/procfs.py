@@ -230,6 +230,22 @@ def has_mergeable_vma(pid, proc_root=None):
                for line in text.splitlines())
 
 
+def mergeable_resident_pages(pid, proc_root=None):
+    """Resident pages of ``pid``'s mappings with the ``mg`` flag
+    (``MADV_MERGEABLE``, in ``smaps``), or None when unreadable. A walk of
+    the page tables: milliseconds per GiB."""
+    text = _read_or_none(_path(pid, 'smaps', proc_root))
+    if text is None:
+        return None
+    total = rss = 0
+    for line in text.splitlines():
+        if line.startswith('Rss:'):
+            rss = int(line.split()[1])
+        elif line.startswith('VmFlags:') and ' mg' in line:
+            total += rss
+    return total * 1024 // os.sysconf('SC_PAGE_SIZE')
+
+
 def meminfo(proc_root=None):
     """``/proc/meminfo`` in KiB (``MemAvailable`` needs 3.14).
 

@@ -12,7 +12,8 @@ The adaptive policy, in short:
 * **boost**: a guest started (a hook event, a new mergeable process):
   scan as fast as ``cpu_budget_percent`` allows, from the first batch on
   (scanrate.py), looking again every quarter second; a boost lasts at
-  least three full scans. A guest's start leaves ``smart_scan`` on, as
+  least three full scans, or ends once every guest page was visited
+  twice (coverage.py). A guest's start leaves ``smart_scan`` on, as
   the kernel's default (and static-max) has it: a new guest's pages are
   young and never skipped, while the pages of older guests that never
   merged are, so a full scan does not grow with the memory that came
@@ -52,6 +53,7 @@ The adaptive policy, in short:
 import dataclasses
 import math
 
+from nova_ksm_inject.ksm import coverage
 from nova_ksm_inject.ksm import scanrate
 from nova_ksm_inject.ksm import signals
 
@@ -72,10 +74,9 @@ class Sample(object):
     ksmd_cpu: float = 0.0  # ksmd CPU seconds since boot
     guests: int = 0  # mergeable guests and processes
     guest_pages: int = 0  # resident pages of mergeable processes
-    # ... of which ksmd has visited none yet (resident less their
-    # ksm_rmap_items, Linux 6.1+); None: unknown
+    # ... of their mergeable pages, those ksmd has visited none yet (less
+    # their ksm_rmap_items, Linux 6.1+); None: unknown
     unvisited: int = None
-    pages_skipped: int = None  # smart_scan's skips (Linux 6.7+)
     started: bool = False  # a hook start event or new mergeable process
     profit: int = None  # bytes KSM saves net of its metadata (signals.py)
     profit_source: str = 'general_profit'
@@ -127,10 +128,6 @@ class AdaptivePolicy(object):
     # After a loss, memory must grow by half before the tuner looks again
     # (a new guest always counts).
     LOSS_GROWTH_FRACTION = 0.5
-    # A guest's memory counts as visited once ksmd holds an rmap item for
-    # all but this share of its resident pages (the rest is the
-    # process's own memory, which is not mergeable).
-    UNVISITED_FRACTION = 0.05
     # Aim a little under a ceiling: ksmd's cost changes between looks.
     BUDGET_MARGIN = 0.9
     # ... and closer while boosting, where every point of the budget is
@@ -154,9 +151,7 @@ class AdaptivePolicy(object):
         self.growth = signals.Growth()
         self._knobs = None  # (run, pages_to_scan, sleep) last decided
         self._smart_boost = True  # the boost leaves smart_scan on
-        # Full scans when every guest page had been visited once, in this
-        # boost; pages_skipped at the last full scan.
-        self._visited_at = self._skip_mark = None
+        self.coverage = coverage.Coverage()
 
     def decide(self, sample):
         """The decision for ``sample``; call once per poll."""
@@ -246,20 +241,14 @@ class AdaptivePolicy(object):
         self._mark = (sample.full_scans, sample.merged)
         self._boost_scans = self._quiet_scans = 0
         self._rss_mark, self._arrived = sample.guest_pages, False
-        self._visited_at, self._skip_mark = None, sample.pages_skipped
+        self.coverage.reset()
         self.profit.reset()
 
     def _note_coverage(self, sample):
-        """Remember the full scan in which a start's boost had visited
-        every guest page once (``ksm_rmap_items`` of each process)."""
-        if (self.state != BOOST or not self._smart_boost
-                or self._visited_at is not None or sample.unvisited is None
-                or not sample.guest_pages):
-            return
-        if sample.unvisited <= self.UNVISITED_FRACTION * sample.guest_pages:
-            # Visited within the full scan under way (or the one that just
-            # ended): the next one visits every page a second time.
-            self._visited_at = sample.full_scans
+        """Count a start's boost's passes from every page's first visit
+        (a boost on old memory, smart_scan off, waits for a plateau)."""
+        if self.state == BOOST and self._smart_boost:
+            self.coverage.note(sample)
 
     def _track_scans(self, sample):
         """Count full scans; a plateau reason once sharing stops growing."""
@@ -285,32 +274,14 @@ class AdaptivePolicy(object):
             # The scan after memory arrived only saw its checksums.
             self._quiet_scans += scans - 1 if self._arrived else scans
         self._arrived = arriving
-        skipped = None
-        if None not in (sample.pages_skipped, self._skip_mark):
-            skipped = sample.pages_skipped - self._skip_mark
-        self._skip_mark = sample.pages_skipped
         if (self._boost_scans >= self.MIN_BOOST_SCANS
                 and self._quiet_scans >= self.PLATEAU_SCANS):
             return ('plateau: %d pages merged, grew %d over the last %d '
                     'full scans' % (sample.merged, grown, self._quiet_scans))
-        if self._visited_twice(sample, arriving, skipped):
-            return ('every guest page visited twice, none skipped: %d pages '
-                    'merged, grew %d over the last full scan'
-                    % (sample.merged, grown))
+        if self.coverage.visited_twice(sample, arriving):
+            return ('every guest page visited twice: %d pages merged, grew '
+                    '%d over the last full scan' % (sample.merged, grown))
         return ''
-
-    def _visited_twice(self, sample, arriving, skipped):
-        """Whether the full scan that just ended visited every page of
-        the guests a second time, skipping none: a page merges in the scan
-        that visits it with a checksum stable since the last one, so
-        nothing more would merge in a scan after it. Saves the quiet scan
-        the plateau waits for (a quarter to a third of a start's boost).
-        With pages skipped (older guests' pages that never merged), a
-        page may meet its twin only in a later scan: the plateau decides.
-        """
-        return (self._visited_at is not None and skipped == 0
-                and not arriving
-                and sample.full_scans >= self._visited_at + 2)
 
     def _memory_arriving(self, sample):
         """Whether the guests' resident memory grew by over 5% (and 16

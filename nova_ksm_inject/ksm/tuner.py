@@ -13,6 +13,7 @@ from oslo_log import log as logging
 from nova_ksm_inject import exception
 from nova_ksm_inject import procfs
 from nova_ksm_inject.ksm import control
+from nova_ksm_inject.ksm import coverage
 from nova_ksm_inject.ksm import policy as ksm_policy
 from nova_ksm_inject.ksm import processes
 from nova_ksm_inject.ksm import signals
@@ -58,6 +59,7 @@ class Tuner(object):
         self.applied = None
         self.decision = None
         self._values = {}
+        self._own = {}  # pid: (when, resident pages that are not mergeable)
 
     def start(self):
         """Save the host's KSM settings and publish that the tuner runs."""
@@ -95,7 +97,6 @@ class Tuner(object):
             ksmd_cpu=self.ksmd.total(),
             guests=guests.count,
             guest_pages=resident, unvisited=unvisited,
-            pages_skipped=values.get('pages_skipped'),
             started=started, profit=profit, profit_source=source,
             mem_available=memory.get('MemAvailable'),
             mem_total=memory.get('MemTotal'),
@@ -129,11 +130,13 @@ class Tuner(object):
             return {}
 
     def _coverage(self):
-        """(resident pages of the mergeable processes, those of them
-        ksmd has not visited yet: resident less ``ksm_rmap_items``, Linux
-        6.1+, else None)."""
+        """(resident pages of the mergeable processes, their mergeable
+        pages ksmd has not visited yet: resident less the process's own
+        memory less ``ksm_rmap_items``, Linux 6.1+, else None)."""
         resident, unvisited = 0, 0
-        for pid in self.watcher.mergeable:
+        refresh = getattr(self.policy, 'state', None) == ksm_policy.BOOST
+        pids = self.watcher.mergeable
+        for pid in pids:
             pages = procfs.resident_pages(pid, self.proc_root)
             resident += pages
             items = (procfs.ksm_stat(pid, self.proc_root) or {}).get(
@@ -141,8 +144,26 @@ class Tuner(object):
             if not isinstance(items, int) or unvisited is None:
                 unvisited = None
             else:
-                unvisited += max(0, pages - items)
+                own = self._own_pages(pid, pages, refresh)
+                unvisited += max(0, pages - own - items)
+        self._own = {pid: own for pid, own in self._own.items()
+                     if pid in pids}
         return resident, unvisited
+
+    def _own_pages(self, pid, pages, refresh):
+        """Resident pages of ``pid`` outside its mergeable mappings
+        (QEMU's own memory): read from ``smaps`` when the process is new,
+        and every OWN_MEMORY_REFRESH seconds while boosting (a page-table
+        walk: a few milliseconds per GiB)."""
+        now = self.clock()
+        known = self._own.get(pid)
+        if known is None or (refresh and now - known[0]
+                             >= coverage.OWN_MEMORY_REFRESH):
+            mergeable = procfs.mergeable_resident_pages(pid, self.proc_root)
+            known = (now, 0 if mergeable is None
+                     else max(0, pages - mergeable))
+            self._own[pid] = known
+        return known[1]
 
     def step(self):
         """Sample, decide and apply once; returns the decision."""

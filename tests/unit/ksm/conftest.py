@@ -62,7 +62,9 @@ class FakeProc(object):
             f.write(text)
 
     def add(self, pid, comm='python3', cmdline=None, mergeable=False,
-            merging=0, rmap=0, rss_pages=1000, ticks=0):
+            merging=0, rmap=0, rss_pages=1000, ticks=0, own_pages=0):
+        """``own_pages``: resident pages outside the mergeable mapping
+        (QEMU's own memory, in ``smaps``)."""
         self._write(pid, 'comm', comm + '\n')
         self._write(pid, 'cmdline', '\0'.join(cmdline or [comm]) + '\0')
         self._write(pid, 'statm', '5000 %d 100 1 0 300 0\n' % rss_pages)
@@ -73,6 +75,13 @@ class FakeProc(object):
                     'ksm_merge_any: no\nksm_mergeable: %s\n'
                     % (rmap, merging, 'yes' if mergeable else 'no'))
         self._write(pid, 'ksm_merging_pages', '%d\n' % merging)
+        kib = 4 * (rss_pages - own_pages)
+        self._write(pid, 'smaps', ''.join(
+            '%s rw-p 00000000 00:00 0\nRss:%12d kB\nVmFlags: rd wr mr mw '
+            'me ac%s\n' % (span, size, flags) for span, size, flags in (
+                ('55d0c0000000-55d0c0100000', 4 * own_pages, ''),
+                ('7f0000000000-7f0080000000', kib,
+                 ' mg' if mergeable else ''))))
 
     def set_ticks(self, pid, ticks, comm='ksmd', state='S', ppid=1,
                   starttime=100, stime=0):

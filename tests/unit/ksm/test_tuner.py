@@ -1,10 +1,12 @@
 """The tuner loop against fake sysfs and procfs trees and a fake clock."""
 
 import dataclasses
+import os
 
 import pytest
 
 from nova_ksm_inject import procfs
+from nova_ksm_inject.ksm import coverage
 from nova_ksm_inject.ksm import host as ksm_host
 from nova_ksm_inject.ksm import policy
 from nova_ksm_inject.ksm import tuner as ksm_tuner
@@ -257,12 +259,37 @@ def test_samples_count_the_guest_pages_ksmd_has_not_visited(
     tuner = make_tuner()
     tuner.start()
     fake_proc.add(906, mergeable=True, rss_pages=16384, rmap=4000)
-    fake_proc.add(907, mergeable=True, rss_pages=8192, rmap=8192)
+    # 2,000 pages of its own memory (QEMU's, outside the mergeable
+    # mapping) are never visited: not counted.
+    fake_proc.add(907, mergeable=True, rss_pages=10192, rmap=8192,
+                  own_pages=2000)
     sample = tuner.sample()
-    assert (sample.guest_pages, sample.unvisited) == (24576, 12384)
+    assert (sample.guest_pages, sample.unvisited) == (26576, 12384)
     # A kernel without ksm_stat's rmap items (before 6.1): unknown.
     fake_proc.add(908, mergeable=True, rss_pages=100)
     fake_proc._write(908, 'ksm_stat', 'ksm_merging_pages 0\n'
                      'ksm_mergeable: yes\n')
     sample = tuner.sample()
-    assert sample.guest_pages == 24676 and sample.unvisited is None
+    assert sample.guest_pages == 26676 and sample.unvisited is None
+
+
+def test_a_process_own_memory_is_read_once_unless_boosting(
+        make_tuner, fake_proc, clock):
+    """smaps walks the page tables: read when a process is new, and
+    every OWN_MEMORY_REFRESH seconds while boosting."""
+    tuner = make_tuner()
+    tuner.start()
+    fake_proc.add(906, mergeable=True, rss_pages=3000, rmap=0,
+                  own_pages=2000)
+    assert tuner.sample().unvisited == 1000
+    # The guest fills its memory; its own stays 2,000 pages.
+    fake_proc.add(906, mergeable=True, rss_pages=18000, rmap=16000,
+                  own_pages=2000)
+    os.unlink(os.path.join(fake_proc.root, '906', 'smaps'))
+    clock.sleep(60)
+    assert tuner.sample().unvisited == 0  # not read again: settled
+    fake_proc.add(906, mergeable=True, rss_pages=18000, rmap=16000,
+                  own_pages=1000)
+    tuner.policy.state = policy.BOOST
+    clock.sleep(coverage.OWN_MEMORY_REFRESH)
+    assert tuner.sample().unvisited == 1000
