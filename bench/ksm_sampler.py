@@ -65,22 +65,27 @@ class Sampler(threading.Thread):
         self.take()
 
     def take(self):
+        """One row. Its time is when the saving and ksmd's CPU were read:
+        the zero-page count after them walks every guest's page map,
+        which takes up to a second while guests fill their memory and
+        the CPUs are busy, and a row stamped after it would be late by
+        that much."""
         row = {name: self.sysfs.read_int(name) for name in COUNTERS}
         guests = self.guest_pids()
         row['merging_by_guest'] = {
             name: (procfs.ksm_stat(pid) or {}).get('ksm_merging_pages', 0)
             for name, pid in guests.items()}
         row['guest_merging'] = sum(row['merging_by_guest'].values())
+        row['saved'] = max(0, row['guest_merging'] - row['pages_shared'])
+        cpu = procfs.cpu_seconds(self.ksmd_pid) or self.cpu0
+        row['ksmd_cpu'] = round(cpu - self.cpu0, 2)
+        row['t'] = round(self.clock() - self.t0, 3)
         row['guest_rss_pages'] = sum(procfs.resident_pages(p)
                                      for p in guests.values())
         row['guest_zero_pages'] = sum(zeropages.zero_mapped(
             p, self.zero_frames) for p in guests.values())
-        row['saved'] = max(0, row['guest_merging'] - row['pages_shared'])
-        cpu = procfs.cpu_seconds(self.ksmd_pid) or self.cpu0
-        row['ksmd_cpu'] = round(cpu - self.cpu0, 2)
         row['mem_available_percent'] = available_percent()
         row['state'] = self.state()
-        row['t'] = round(self.clock() - self.t0, 3)
         for name, values in self.columns.items():
             values.append(row[name])
 

@@ -74,3 +74,23 @@ def test_noise_is_other_mergeable_processes_seen_before_or_after(
 
 def test_loadavg_is_a_number():
     assert ksm_sampler.loadavg() >= 0
+
+
+def test_a_row_is_stamped_when_its_saving_was_read(tmp_path, monkeypatch):
+    """The zero-page walk after the reads can take a second while guests
+    fill their memory: the row's time is before it."""
+    fake_ksm = ksm_fakes.FakeKsm(tmp_path / 'ksm')
+    proc = ksm_fakes.FakeProc(tmp_path / 'proc')
+    proc.add_ksmd(pid=37)
+    proc.add(500, mergeable=True, merging=40, rss_pages=70)
+    monkeypatch.setattr(procfs, 'PROC_ROOT', proc.root)
+    clock = ksm_fakes.FakeClock(start=50.0)
+
+    def slow_walk(pid, frames):
+        clock.sleep(1.0)
+        return 0
+    monkeypatch.setattr(ksm_sampler.zeropages, 'zero_mapped', slow_walk)
+    sampler = ksm_sampler.Sampler(fake_ksm.sysfs, 37, lambda: {'a': 500},
+                                  t0=48.0, clock=clock)
+    sampler.take()
+    assert sampler.columns['t'] == [2.0]
