@@ -54,13 +54,15 @@ class Coverage(object):
             self.visited_at = sample.full_scans
             self._pages = sample.guest_pages
 
-    def visited_twice(self, sample, arriving):
+    def visited_twice(self, sample):
         """Whether the pass that just ended visited every guest page a
-        second time (call at the end of a full scan)."""
+        second time (call at the end of a full scan). Only memory that
+        arrived since every page was visited counts: the pass may have
+        begun while the guests still filled theirs."""
         if self.visited_at is None:
             return False
-        if arriving or signals.Growth.significant(
-                sample.guest_pages, self._pages, self.ARRIVED_FRACTION):
+        if signals.Growth.significant(sample.guest_pages, self._pages,
+                                      self.ARRIVED_FRACTION):
             self.visited_at = None  # new memory: its first visits first
             return False
         return sample.full_scans >= self.visited_at + 2

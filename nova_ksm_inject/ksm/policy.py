@@ -278,7 +278,7 @@ class AdaptivePolicy(object):
                 and self._quiet_scans >= self.PLATEAU_SCANS):
             return ('plateau: %d pages merged, grew %d over the last %d '
                     'full scans' % (sample.merged, grown, self._quiet_scans))
-        if self.coverage.visited_twice(sample, arriving):
+        if self.coverage.visited_twice(sample):
             return ('every guest page visited twice: %d pages merged, grew '
                     '%d over the last full scan' % (sample.merged, grown))
         return ''

@@ -282,3 +282,31 @@ def test_the_grid_runs_each_case_under_both_policies(monkeypatch):
     # What a case keeps is enough to compute its numbers again.
     kept = result['cases'][0]['policies']['adaptive']['samples']
     assert set(kept) == {'t', 'ksmd_cpu', 'state'}
+
+
+def test_the_kernel_bound_is_the_floor_plus_a_lap_after_t95():
+    """A page is matched only at its second visit: static-max's next full
+    scan after t95 is what knowing the wave merged all it will costs."""
+    static = run(full_speed, [(0.0, 3.0), (20.0, 4.5)])
+    # A full scan a second at a core: 1 CPU second a lap.
+    static['samples']['full_scans'] = [int(t) for t in static['samples']['t']]
+    cpu, state = tuner(5.0)
+    policies = {'static-max': static, 'adaptive': run(cpu, [(0.0, 4.0),
+                                                            (20.0, 5.5)],
+                                                       state)}
+    found = targets.case_numbers(ksm_scenario.Scenario(waves=2,
+                                                       duration=40.0),
+                                 policies, SETTINGS)
+    assert [w['lap_cpu'] for w in found['waves']] == [1.0, 1.0]
+    assert found['bound_cpu'] == 7.5 + 2.0
+    assert not found['bound_over_allowed']
+    # Laps of 4 CPU seconds (big memory, little identical): over.
+    static['samples']['full_scans'] = [int(t / 4)
+                                       for t in static['samples']['t']]
+    found = targets.case_numbers(ksm_scenario.Scenario(waves=2,
+                                                       duration=40.0),
+                                 policies, SETTINGS)
+    assert found['bound_cpu'] == 7.5 + 8.0
+    assert found['bound_over_allowed']
+    assert 'kernel bound 15.5 s, over the allowed' in targets.case_checks(
+        1, found)[1]['measured']

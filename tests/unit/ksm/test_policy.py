@@ -559,6 +559,23 @@ def test_memory_that_arrives_after_the_first_visits_counts_again():
         'every guest page visited twice')
 
 
+def test_memory_that_arrived_before_the_first_visits_does_not_count():
+    """The guests filled their memory during the pass in which every page
+    was then visited once: that pass's growth (a 'memory arriving' pass
+    for the plateau) does not delay the early end."""
+    tuner = make()
+    host = Host(guests=2, started=True, guest_pages=100000,
+                unvisited=100000, tracked=0)
+    tuner.decide(host.sample)
+    assert scan(tuner, host, 1, 0).state == policy.BOOST
+    # Filled (twice the memory of the last full scan), then all visited.
+    tuner.decide(host.next(guest_pages=200000, unvisited=150000))
+    assert tuner.decide(host.next(unvisited=0)).state == policy.BOOST
+    assert scan(tuner, host, 1, 20000).state == policy.BOOST  # arriving
+    assert scan(tuner, host, 1, 50000).reason.startswith(
+        'every guest page visited twice')
+
+
 def test_without_rmap_items_the_plateau_decides():
     tuner = make()
     host = Host(guests=2, started=True, guest_pages=200000)
