@@ -82,6 +82,24 @@ def lap_costs(rows):
     return costs[1:]  # the first began before the rows did
 
 
+# smart_scan's schedule for pages that never merge: visited at ages 0,
+# 1, 2 and 3, then after 1, 2 and 4 skipped laps, then one lap in 9.
+AGE_WINDOWS = ((1, 3), (4, 5), (6, 8), (9, 13), (14, 22), (23, 31),
+               (32, 40))
+
+
+def age_windows(costs):
+    """{'laps A-B': mean CPU per lap} over each window of the schedule
+    (lap 1 is the first whole lap; a window is one skip cycle)."""
+    means = {}
+    for first, last in AGE_WINDOWS:
+        window = costs[first - 1:last]
+        if len(window) == last - first + 1:
+            means['laps %d-%d' % (first, last)] = round(
+                sum(window) / len(window), 2)
+    return means
+
+
 def until(counters, done, timeout):
     """Rows read every POLL until ``done(rows)`` or ``timeout`` s."""
     rows, deadline = [], time.monotonic() + timeout
@@ -147,6 +165,7 @@ def measure(name, laps, scenario, host, launcher, progress):
     return {'variant': name, 'laps_before': laps,
             'lap_cpu': laps_cpu,
             'laps_cpu_total': round(rows[-1]['cpu'] - rows[0]['cpu'], 2),
+            'lap_cpu_by_age': age_windows(laps_cpu),
             'older_lap_cpu_mean': round(sum(older) / len(older), 3)
             if older else None,
             'wave_t95': seconds, 'wave_cpu': cpu,

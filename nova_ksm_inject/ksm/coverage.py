@@ -9,10 +9,17 @@ pages, Linux 6.1+) during pass *k*, pass *k + 1* visits each a second
 time and merges what will merge: the boost can end at its end, with no
 quiet pass after it (a quarter to a third of a start's boost).
 
-Pages that ``smart_scan`` skips do not change this: it skips only pages
-visited at least three times without merging (older guests' unique
-pages), never a new guest's. Memory that arrives after the first visits
-does: it is visited later, so the count starts again.
+Pages that ``smart_scan`` skips do not change this, with one exception:
+it skips only pages visited at least three times without merging (older
+guests' unmerged pages), never a new guest's, so a new page whose twin
+is merged already merges at its second visit. The exception is a twin
+that never merged: the pages of the first guest of an image, when the
+second starts. They are skipped for up to 8 full scans, and the new
+pages merge with them only in the scan that visits them. So a start's
+boost that merged nothing while pages were skipped holds any end (and
+any verdict that merging does not pay) until :data:`SKIP_CYCLE` full
+scans after the first visits: every skipped page has been visited since.
+Memory that arrives after the first visits starts the count again.
 
 The tuner counts a process's mergeable resident pages as its resident
 pages less its own memory (QEMU's or the interpreter's: the mappings
@@ -25,6 +32,10 @@ counted right.
 from nova_ksm_inject.ksm import signals
 
 OWN_MEMORY_REFRESH = 10.0
+# smart_scan skips a page for at most 8 full scans: the ninth visits it.
+SKIP_CYCLE = 9
+# A boost that merged fewer pages than this merged nothing.
+MERGED_NOTHING = 64
 
 
 class Coverage(object):
@@ -40,9 +51,14 @@ class Coverage(object):
     def __init__(self):
         self.visited_at = None  # full scans when every page was visited
         self._pages = 0  # guest pages then
+        self._start = None  # (full scans, merged, pages_skipped) at start
 
-    def reset(self):
+    def reset(self, sample=None):
+        """A boost starts (at ``sample``)."""
         self.visited_at = None
+        self._start = None if sample is None else (
+            sample.full_scans, sample.merged, sample.pages_skipped)
+        self._held = False
 
     def note(self, sample):
         """Remember the pass in which every guest page had been visited
@@ -66,3 +82,27 @@ class Coverage(object):
             self.visited_at = None  # new memory: its first visits first
             return False
         return sample.full_scans >= self.visited_at + 2
+
+    def waiting_for_skipped(self, sample, grown):
+        """Why an end must wait for the pages smart_scan skipped, or ''
+        (call at the end of a full scan in which sharing grew by
+        ``grown``). A start's boost that merged nothing while pages were
+        skipped waits until every skipped page has been visited since
+        the first visits (see the module's docstring); once their twins
+        merge, until a full scan merges no more (skipped pages come due
+        in different scans)."""
+        if self._start is None or None in (sample.pages_skipped,
+                                           self._start[2]):
+            return ''
+        scans0, merged0, skipped0 = self._start
+        since = scans0 if self.visited_at is None else self.visited_at
+        if (sample.pages_skipped == skipped0
+                or sample.full_scans >= since + 1 + SKIP_CYCLE):
+            return ''
+        if sample.merged - merged0 < MERGED_NOTHING:
+            self._held = True
+            return ('nothing merged yet and %d pages skipped: their twins '
+                    'may be among them' % (sample.pages_skipped - skipped0))
+        if self._held and grown >= MERGED_NOTHING:
+            return 'skipped pages merging: %d more' % grown
+        return ''

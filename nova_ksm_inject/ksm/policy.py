@@ -11,9 +11,11 @@ The adaptive policy, in short:
 * **idle**: no mergeable guest; ksmd stops (``enabled=auto``).
 * **boost**: a guest started (a hook event, a new mergeable process):
   scan as fast as ``cpu_budget_percent`` allows, from the first batch on
-  (scanrate.py), looking again every quarter second; a boost lasts at
-  least three full scans, or ends once every guest page was visited
-  twice (coverage.py). A guest's start leaves ``smart_scan`` on, as
+  (scanrate.py), looking again every quarter second; a boost ends on a
+  plateau (after three full scans at least) or, for a guest's start, as
+  soon as every guest page was visited twice (coverage.py: unless it
+  merged nothing while smart_scan skipped pages, which may hold the
+  twins). A guest's start leaves ``smart_scan`` on, as
   the kernel's default (and static-max) has it: a new guest's pages are
   young and never skipped, while the pages of older guests that never
   merged are, so a full scan does not grow with the memory that came
@@ -77,6 +79,7 @@ class Sample(object):
     # ... of their mergeable pages, those ksmd has visited none yet (less
     # their ksm_rmap_items, Linux 6.1+); None: unknown
     unvisited: int = None
+    pages_skipped: int = None  # smart_scan's skips (Linux 6.7+)
     started: bool = False  # a hook start event or new mergeable process
     profit: int = None  # bytes KSM saves net of its metadata (signals.py)
     profit_source: str = 'general_profit'
@@ -241,7 +244,7 @@ class AdaptivePolicy(object):
         self._mark = (sample.full_scans, sample.merged)
         self._boost_scans = self._quiet_scans = 0
         self._rss_mark, self._arrived = sample.guest_pages, False
-        self.coverage.reset()
+        self.coverage.reset(sample if smart else None)
         self.profit.reset()
 
     def _note_coverage(self, sample):
@@ -274,6 +277,9 @@ class AdaptivePolicy(object):
             # The scan after memory arrived only saw its checksums.
             self._quiet_scans += scans - 1 if self._arrived else scans
         self._arrived = arriving
+        if (self.state == BOOST and self._smart_boost
+                and self.coverage.waiting_for_skipped(sample, grown)):
+            return ''
         if (self._boost_scans >= self.MIN_BOOST_SCANS
                 and self._quiet_scans >= self.PLATEAU_SCANS):
             return ('plateau: %d pages merged, grew %d over the last %d '

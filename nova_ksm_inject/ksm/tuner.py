@@ -97,6 +97,7 @@ class Tuner(object):
             ksmd_cpu=self.ksmd.total(),
             guests=guests.count,
             guest_pages=resident, unvisited=unvisited,
+            pages_skipped=values.get('pages_skipped'),
             started=started, profit=profit, profit_source=source,
             mem_available=memory.get('MemAvailable'),
             mem_total=memory.get('MemTotal'),

@@ -29,3 +29,9 @@ def test_workload_is_older_waves_and_one_more():
     scenario = ksm_lapcost.workload(args)
     assert (scenario.waves, scenario.guests, scenario.guest_mib) == (3, 2,
                                                                      688)
+
+
+def test_age_windows_average_each_skip_cycle():
+    costs = [3.0, 2.5, 2.5, 0.1, 2.7, 0.1, 0.1, 2.8]
+    assert ksm_lapcost.age_windows(costs) == {
+        'laps 1-3': 2.67, 'laps 4-5': 1.4, 'laps 6-8': 1.0}

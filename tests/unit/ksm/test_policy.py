@@ -576,6 +576,43 @@ def test_memory_that_arrived_before_the_first_visits_does_not_count():
         'every guest page visited twice')
 
 
+def second_guest_of_an_image():
+    """The first guest's pages never merged (no twin until now): smart_scan
+    skips them, and the new guest's twins of them merge only in the scan
+    that visits them. KSM's metadata costs more than it saved so far."""
+    tuner = make()
+    host = Host(guests=2, started=True, guest_pages=200000, unvisited=0,
+                tracked=100000, pages_skipped=0, profit=-4 * 2 ** 20)
+    assert tuner.decide(host.sample).state == policy.BOOST
+    return tuner, host
+
+
+def test_a_boost_that_merged_nothing_waits_for_the_skipped_twins():
+    tuner, host = second_guest_of_an_image()
+    for lap in range(1, 6):  # visited twice after 2: yet nothing merged
+        decision = scan(tuner, host, 1, 0, pages_skipped=50000 * lap)
+        assert decision.state == policy.BOOST, lap
+        assert decision.reason == 'merging'
+    # The first guest's pages come due: the twins merge, over two full
+    # scans; the one after them, which merges nothing more, ends the boost.
+    assert scan(tuner, host, 1, 80000, pages_skipped=250000,
+                profit=300 * 2 ** 20).state == policy.BOOST
+    assert scan(tuner, host, 1, 90000, pages_skipped=300000).state == \
+        policy.BOOST
+    assert scan(tuner, host, 1, 90000, pages_skipped=350000).state == \
+        policy.SETTLED
+
+
+def test_nothing_merged_after_a_whole_skip_cycle_is_a_loss():
+    """smart_scan skips a page for 8 full scans at most: after 9 more
+    with nothing merged, merging does not pay."""
+    tuner, host = second_guest_of_an_image()
+    states = [scan(tuner, host, 1, 0, pages_skipped=50000 * lap).state
+              for lap in range(1, 12)]
+    assert states[:10] == [policy.BOOST] * 10
+    assert states[10] == policy.LOSS
+
+
 def test_without_rmap_items_the_plateau_decides():
     tuner = make()
     host = Host(guests=2, started=True, guest_pages=200000)
