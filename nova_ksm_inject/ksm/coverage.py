@@ -15,10 +15,15 @@ guests' unmerged pages), never a new guest's, so a new page whose twin
 is merged already merges at its second visit. The exception is a twin
 that never merged: the pages of the first guest of an image, when the
 second starts. They are skipped for up to 8 full scans, and the new
-pages merge with them only in the scan that visits them. So a start's
-boost that merged nothing while pages were skipped holds any end (and
-any verdict that merging does not pay) until :data:`SKIP_CYCLE` full
-scans after the first visits: every skipped page has been visited since.
+pages merge with them only in the scan that visits them (static-max,
+scanning without pause, gets there in a few seconds; the tuner's full
+scans take longer). So a start's boost that merged nothing while pages
+were skipped holds any end (and any verdict that merging does not pay)
+and turns ``smart_scan`` off for one full scan, which visits every page:
+the twins merge in it, or there are none (a loss, then, for guests that
+share nothing). One full scan of the older guests' unmerged pages costs
+what two or three of the scans that skip them do; waiting for them to
+come due cost up to nine.
 Memory that arrives after the first visits starts the count again.
 
 The tuner counts a process's mergeable resident pages as its resident
@@ -32,8 +37,6 @@ counted right.
 from nova_ksm_inject.ksm import signals
 
 OWN_MEMORY_REFRESH = 10.0
-# smart_scan skips a page for at most 8 full scans: the ninth visits it.
-SKIP_CYCLE = 9
 # A boost that merged fewer pages than this merged nothing.
 MERGED_NOTHING = 64
 
@@ -58,7 +61,7 @@ class Coverage(object):
         self.visited_at = None
         self._start = None if sample is None else (
             sample.full_scans, sample.merged, sample.pages_skipped)
-        self._held = False
+        self._unskip_at = None  # full scans when smart_scan went off
 
     def note(self, sample):
         """Remember the pass in which every guest page had been visited
@@ -83,26 +86,38 @@ class Coverage(object):
             return False
         return sample.full_scans >= self.visited_at + 2
 
+    @property
+    def unskipping(self):
+        """Whether the boost should scan with ``smart_scan`` off: it is
+        visiting the skipped pages (see :meth:`waiting_for_skipped`)."""
+        return self._unskip_at is not None
+
     def waiting_for_skipped(self, sample, grown):
         """Why an end must wait for the pages smart_scan skipped, or ''
         (call at the end of a full scan in which sharing grew by
         ``grown``). A start's boost that merged nothing while pages were
-        skipped waits until every skipped page has been visited since
-        the first visits (see the module's docstring); once their twins
-        merge, until a full scan merges no more (skipped pages come due
-        in different scans)."""
+        skipped visits them: ``smart_scan`` off (:attr:`unskipping`) for
+        a whole full scan, which compares every page with the new ones;
+        if their twins merge, until a full scan merges no more; if nothing
+        merged, there was nothing to merge."""
         if self._start is None or None in (sample.pages_skipped,
                                            self._start[2]):
             return ''
         scans0, merged0, skipped0 = self._start
-        since = scans0 if self.visited_at is None else self.visited_at
-        if (sample.pages_skipped == skipped0
-                or sample.full_scans >= since + 1 + SKIP_CYCLE):
+        if self._unskip_at is None and sample.pages_skipped == skipped0:
             return ''
         if sample.merged - merged0 < MERGED_NOTHING:
-            self._held = True
-            return ('nothing merged yet and %d pages skipped: their twins '
-                    'may be among them' % (sample.pages_skipped - skipped0))
-        if self._held and grown >= MERGED_NOTHING:
-            return 'skipped pages merging: %d more' % grown
+            if self._unskip_at is None:
+                self._unskip_at = sample.full_scans
+            # The full scan under way began with smart_scan on: the next.
+            if sample.full_scans < self._unskip_at + 2:
+                return ('nothing merged yet and %d pages skipped: visiting '
+                        'them, smart_scan off, for a full scan'
+                        % (sample.pages_skipped - skipped0))
+            self._unskip_at = None  # all compared: nothing to merge
+            return ''
+        if self._unskip_at is not None:
+            if grown >= MERGED_NOTHING:
+                return 'skipped pages merging: %d more' % grown
+            self._unskip_at = None  # smart_scan back on
         return ''

@@ -305,8 +305,9 @@ class AdaptivePolicy(object):
         target = self.budget * self.BOOST_MARGIN
         pages = self._batch(target, self.BOOST_SLEEP_MS,
                             self.MIN_BOOST_PAGES, self.MAX_PAGES)
+        smart = self._smart_boost and not self.coverage.unskipping
         return self._enter(BOOST, 1, reason, cpu, pages, self.BOOST_SLEEP_MS,
-                           smart_scan=int(self._smart_boost),
+                           smart_scan=int(smart),
                            poll_seconds=self.BOOST_POLL_SECONDS)
 
     def calm(self, reason):

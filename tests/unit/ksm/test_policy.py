@@ -587,30 +587,33 @@ def second_guest_of_an_image():
     return tuner, host
 
 
-def test_a_boost_that_merged_nothing_waits_for_the_skipped_twins():
+def test_a_boost_that_merged_nothing_visits_the_skipped_pages():
+    """Nothing merged while pages were skipped: smart_scan goes off for a
+    whole full scan, which visits the first guest's pages; their twins
+    merge, and the boost ends on the full scan that merges no more."""
     tuner, host = second_guest_of_an_image()
-    for lap in range(1, 6):  # visited twice after 2: yet nothing merged
-        decision = scan(tuner, host, 1, 0, pages_skipped=50000 * lap)
-        assert decision.state == policy.BOOST, lap
-        assert decision.reason == 'merging'
-    # The first guest's pages come due: the twins merge, over two full
-    # scans; the one after them, which merges nothing more, ends the boost.
-    assert scan(tuner, host, 1, 80000, pages_skipped=250000,
-                profit=300 * 2 ** 20).state == policy.BOOST
-    assert scan(tuner, host, 1, 90000, pages_skipped=300000).state == \
-        policy.BOOST
-    assert scan(tuner, host, 1, 90000, pages_skipped=350000).state == \
-        policy.SETTLED
+    decision = scan(tuner, host, 1, 0, pages_skipped=50000)
+    assert (decision.state, decision.smart_scan) == (policy.BOOST, 0)
+    assert decision.reason == 'merging'
+    decision = scan(tuner, host, 1, 80000, pages_skipped=50000,
+                    profit=300 * 2 ** 20)
+    assert (decision.state, decision.smart_scan) == (policy.BOOST, 0)
+    decision = scan(tuner, host, 1, 90000, pages_skipped=50000)
+    assert (decision.state, decision.smart_scan) == (policy.BOOST, 0)
+    decision = scan(tuner, host, 1, 90000, pages_skipped=50000)
+    assert (decision.state, decision.smart_scan) == (policy.SETTLED, 1)
 
 
-def test_nothing_merged_after_a_whole_skip_cycle_is_a_loss():
-    """smart_scan skips a page for 8 full scans at most: after 9 more
-    with nothing merged, merging does not pay."""
+def test_nothing_merged_once_every_page_was_visited_is_a_loss():
+    """smart_scan off for a whole full scan compared every page with the
+    new ones: nothing merged, so nothing will (guests that share
+    nothing); merging does not pay."""
     tuner, host = second_guest_of_an_image()
-    states = [scan(tuner, host, 1, 0, pages_skipped=50000 * lap).state
-              for lap in range(1, 12)]
-    assert states[:10] == [policy.BOOST] * 10
-    assert states[10] == policy.LOSS
+    decisions = [scan(tuner, host, 1, 0, pages_skipped=50000)
+                 for _ in range(3)]
+    assert [d.state for d in decisions] == [policy.BOOST, policy.BOOST,
+                                            policy.LOSS]
+    assert [d.smart_scan for d in decisions[:2]] == [0, 0]
 
 
 def test_without_rmap_items_the_plateau_decides():
