@@ -13,9 +13,10 @@ The adaptive policy, in short:
   scan as fast as ``cpu_budget_percent`` allows, from the first batch on
   (scanrate.py), looking again every quarter second; a boost ends on a
   plateau (after three full scans at least) or, for a guest's start, as
-  soon as every guest page was visited twice (coverage.py: unless it
+  soon as every guest page was visited twice (coverage.py; one that
   merged nothing while smart_scan skipped pages, which may hold the
-  twins). A guest's start leaves ``smart_scan`` on, as
+  twins, first visits those with smart_scan off for a full scan). A
+  guest's start leaves ``smart_scan`` on, as
   the kernel's default (and static-max) has it: a new guest's pages are
   young and never skipped, while the pages of older guests that never
   merged are, so a full scan does not grow with the memory that came
