@@ -278,17 +278,23 @@ class AdaptivePolicy(object):
             # The scan after memory arrived only saw its checksums.
             self._quiet_scans += scans - 1 if self._arrived else scans
         self._arrived = arriving
-        if (self.state == BOOST and self._smart_boost
-                and self.coverage.waiting_for_skipped(sample, grown)):
-            return ''
+        verdict = ''
         if (self._boost_scans >= self.MIN_BOOST_SCANS
                 and self._quiet_scans >= self.PLATEAU_SCANS):
-            return ('plateau: %d pages merged, grew %d over the last %d '
-                    'full scans' % (sample.merged, grown, self._quiet_scans))
-        if self.coverage.visited_twice(sample):
-            return ('every guest page visited twice: %d pages merged, grew '
-                    '%d over the last full scan' % (sample.merged, grown))
-        return ''
+            verdict = ('plateau: %d pages merged, grew %d over the last %d '
+                       'full scans' % (sample.merged, grown,
+                                       self._quiet_scans))
+        elif self.coverage.visited_twice(sample):
+            verdict = ('every guest page visited twice: %d pages merged, '
+                       'grew %d over the last full scan'
+                       % (sample.merged, grown))
+        # Only a boost about to end (new pages visited twice) can tell
+        # that it merged nothing: the first full scans never merge.
+        if (verdict or self.coverage.unskipping) and self.state == BOOST \
+                and self._smart_boost \
+                and self.coverage.waiting_for_skipped(sample, grown):
+            return ''
+        return verdict
 
     def _memory_arriving(self, sample):
         """Whether the guests' resident memory grew by over 5% (and 16

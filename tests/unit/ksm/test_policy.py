@@ -588,19 +588,25 @@ def second_guest_of_an_image():
 
 
 def test_a_boost_that_merged_nothing_visits_the_skipped_pages():
-    """Nothing merged while pages were skipped: smart_scan goes off for a
-    whole full scan, which visits the first guest's pages; their twins
-    merge, and the boost ends on the full scan that merges no more."""
+    """Nothing merged by the time every new page was visited twice, while
+    pages were skipped: smart_scan goes off for a whole full scan, which
+    visits the first guest's pages; their twins merge, and the boost ends
+    on the full scan that merges no more."""
     tuner, host = second_guest_of_an_image()
-    decision = scan(tuner, host, 1, 0, pages_skipped=50000)
+    # The first full scans cannot merge yet (first visits): smart_scan
+    # stays on, whatever it skips of the older guests.
+    for lap in (1, 2):
+        decision = scan(tuner, host, 1, 0, pages_skipped=50000 * lap)
+        assert (decision.state, decision.smart_scan) == (policy.BOOST, 1)
+    decision = scan(tuner, host, 1, 0, pages_skipped=150000)
     assert (decision.state, decision.smart_scan) == (policy.BOOST, 0)
     assert decision.reason == 'merging'
-    decision = scan(tuner, host, 1, 80000, pages_skipped=50000,
+    decision = scan(tuner, host, 1, 80000, pages_skipped=150000,
                     profit=300 * 2 ** 20)
     assert (decision.state, decision.smart_scan) == (policy.BOOST, 0)
-    decision = scan(tuner, host, 1, 90000, pages_skipped=50000)
+    decision = scan(tuner, host, 1, 90000, pages_skipped=150000)
     assert (decision.state, decision.smart_scan) == (policy.BOOST, 0)
-    decision = scan(tuner, host, 1, 90000, pages_skipped=50000)
+    decision = scan(tuner, host, 1, 90000, pages_skipped=150000)
     assert (decision.state, decision.smart_scan) == (policy.SETTLED, 1)
 
 
@@ -609,11 +615,23 @@ def test_nothing_merged_once_every_page_was_visited_is_a_loss():
     new ones: nothing merged, so nothing will (guests that share
     nothing); merging does not pay."""
     tuner, host = second_guest_of_an_image()
-    decisions = [scan(tuner, host, 1, 0, pages_skipped=50000)
-                 for _ in range(3)]
-    assert [d.state for d in decisions] == [policy.BOOST, policy.BOOST,
-                                            policy.LOSS]
-    assert [d.smart_scan for d in decisions[:2]] == [0, 0]
+    decisions = [scan(tuner, host, 1, 0, pages_skipped=50000 * lap)
+                 for lap in range(1, 6)]
+    assert [d.state for d in decisions] == [policy.BOOST] * 4 + [
+        policy.LOSS]
+    assert [d.smart_scan for d in decisions[:4]] == [1, 1, 0, 0]
+
+
+def test_a_boost_that_merges_keeps_skipping():
+    """New pages whose twins are merged already merge at their second
+    visit: smart_scan stays on (a full scan of the older guests' unique
+    pages would cost what two or three of the scans that skip them do)."""
+    tuner, host = second_guest_of_an_image()
+    decisions = [scan(tuner, host, 1, merged, pages_skipped=50000 * lap,
+                      profit=200 * 2 ** 20)
+                 for lap, merged in enumerate((0, 70000, 70000), 1)]
+    assert [d.smart_scan for d in decisions[:2]] == [1, 1]
+    assert decisions[-1].state == policy.SETTLED
 
 
 def test_without_rmap_items_the_plateau_decides():
