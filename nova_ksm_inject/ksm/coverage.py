@@ -37,8 +37,12 @@ counted right.
 from nova_ksm_inject.ksm import signals
 
 OWN_MEMORY_REFRESH = 10.0
-# A boost that merged fewer pages than this merged nothing.
+# A boost that merged fewer pages than this merged nothing...
 MERGED_NOTHING = 64
+# ... nor one that merged less than this share of the memory that came
+# with its guests (a few hundred pages the interpreters or firmware of
+# two guests share are not the twins of a whole guest).
+MERGED_NOTHING_FRACTION = 0.01
 
 
 class Coverage(object):
@@ -54,13 +58,15 @@ class Coverage(object):
     def __init__(self):
         self.visited_at = None  # full scans when every page was visited
         self._pages = 0  # guest pages then
-        self._start = None  # (full scans, merged, pages_skipped) at start
+        # (full scans, merged, pages_skipped, guest pages) at the start
+        self._start = None
 
     def reset(self, sample=None):
         """A boost starts (at ``sample``)."""
         self.visited_at = None
         self._start = None if sample is None else (
-            sample.full_scans, sample.merged, sample.pages_skipped)
+            sample.full_scans, sample.merged, sample.pages_skipped,
+            sample.guest_pages)
         self._unskip_at = None  # full scans when smart_scan went off
 
     def note(self, sample):
@@ -103,10 +109,12 @@ class Coverage(object):
         if self._start is None or None in (sample.pages_skipped,
                                            self._start[2]):
             return ''
-        scans0, merged0, skipped0 = self._start
+        _, merged0, skipped0, pages0 = self._start
+        nothing = max(MERGED_NOTHING, MERGED_NOTHING_FRACTION
+                      * (sample.guest_pages - pages0))
         if self._unskip_at is None and sample.pages_skipped == skipped0:
             return ''
-        if sample.merged - merged0 < MERGED_NOTHING:
+        if sample.merged - merged0 < nothing:
             if self._unskip_at is None:
                 self._unskip_at = sample.full_scans
             # The full scan under way began with smart_scan on: the next.

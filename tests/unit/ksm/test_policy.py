@@ -622,6 +622,19 @@ def test_nothing_merged_once_every_page_was_visited_is_a_loss():
     assert [d.smart_scan for d in decisions[:4]] == [1, 1, 0, 0]
 
 
+def test_a_few_hundred_pages_merged_are_not_the_twins():
+    """Two interpreters (or firmwares) share a few hundred pages: under 1%
+    of the new guest's memory, that is still nothing merged."""
+    tuner = make()
+    host = Host(guests=2, started=True, guest_pages=100000, unvisited=0,
+                tracked=100000, pages_skipped=0, profit=-4 * 2 ** 20)
+    tuner.decide(host.sample)
+    decisions = [scan(tuner, host, 1, 900, pages_skipped=50000 * lap,
+                      guest_pages=200000) for lap in range(1, 5)]
+    assert [d.smart_scan for d in decisions] == [1, 1, 0, 0]
+    assert {d.state for d in decisions} == {policy.BOOST}
+
+
 def test_a_boost_that_merges_keeps_skipping():
     """New pages whose twins are merged already merge at their second
     visit: smart_scan stays on (a full scan of the older guests' unique
