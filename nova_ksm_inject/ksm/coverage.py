@@ -56,17 +56,15 @@ class Coverage(object):
     ARRIVED_FRACTION = 0.01
 
     def __init__(self):
-        self.visited_at = None  # full scans when every page was visited
-        self._pages = 0  # guest pages then
-        # (full scans, merged, pages_skipped, guest pages) at the start
-        self._start = None
+        self._pages = 0  # guest pages when every page was visited
+        self.reset()
 
     def reset(self, sample=None):
-        """A boost starts (at ``sample``)."""
-        self.visited_at = None
+        """A boost starts (at ``sample``; None: not a guest's start)."""
+        self.visited_at = None  # full scans when every page was visited
+        # (merged, pages_skipped, guest pages) at the start
         self._start = None if sample is None else (
-            sample.full_scans, sample.merged, sample.pages_skipped,
-            sample.guest_pages)
+            sample.merged, sample.pages_skipped, sample.guest_pages)
         self._unskip_at = None  # full scans when smart_scan went off
 
     def note(self, sample):
@@ -107,9 +105,9 @@ class Coverage(object):
         if their twins merge, until a full scan merges no more; if nothing
         merged, there was nothing to merge."""
         if self._start is None or None in (sample.pages_skipped,
-                                           self._start[2]):
+                                           self._start[1]):
             return ''
-        _, merged0, skipped0, pages0 = self._start
+        merged0, skipped0, pages0 = self._start
         nothing = max(MERGED_NOTHING, MERGED_NOTHING_FRACTION
                       * (sample.guest_pages - pages0))
         if self._unskip_at is None and sample.pages_skipped == skipped0:
