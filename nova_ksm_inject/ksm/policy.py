@@ -11,7 +11,7 @@ The adaptive policy, in short:
 * **idle**: no mergeable guest; ksmd stops (``enabled=auto``).
 * **boost**: a guest started (a hook event, a new mergeable process):
   scan as fast as ``cpu_budget_percent`` allows, from the first batch on
-  (scanrate.py), looking again every quarter second; a boost ends on a
+  (scanrate.py), looking again every 0.05 s; a boost ends on a
   plateau (after three full scans at least) or, for a guest's start, as
   soon as every guest page was visited twice (coverage.py; one that
   merged nothing while smart_scan skipped pages, which may hold the
@@ -117,7 +117,7 @@ class AdaptivePolicy(object):
 
     BOOST_SLEEP_MS = 20
     SETTLED_SLEEP_MS = 200
-    BOOST_POLL_SECONDS = 0.25
+    BOOST_POLL_SECONDS = 0.05
     MIN_BOOST_PAGES = 100
     MAX_PAGES = 10 ** 8
     MIN_SETTLED_PAGES = 64

@@ -22,6 +22,9 @@ overshoots in another. Three sources, best first:
 """
 
 MIN_WINDOW_CPU = 0.04  # ksmd CPU seconds (4 ticks) to trust a window
+# ... and wall seconds: a boost looks every 0.05 s, and a batch outlasts
+# such a window (a duty cycle that looks saturated cuts the batch).
+MIN_WINDOW_SECONDS = 0.25
 MAX_WINDOW_SECONDS = 60.0
 MIN_RATE_CPU = 0.02
 FULL_SCANS_CPU = 0.2  # 20 ticks: a rate from full scans within ~5%
@@ -78,8 +81,8 @@ class ScanRate(object):
             return
         t0, cpu0, scanned0, pages, sleep_ms = self._window
         used, elapsed = sample.ksmd_cpu - cpu0, sample.time - t0
-        if elapsed <= 0 or (used < MIN_WINDOW_CPU
-                            and elapsed < MAX_WINDOW_SECONDS):
+        if elapsed < MIN_WINDOW_SECONDS or (used < MIN_WINDOW_CPU
+                                            and elapsed < MAX_WINDOW_SECONDS):
             return
         if used >= MIN_RATE_CPU and None not in (sample.pages_scanned,
                                                  scanned0):

@@ -183,7 +183,7 @@ class Tuner(object):
         if before != (decision.state, decision.reason):
             self._log(LOG.info, decision, knobs, sample)
         elif changed:
-            # Boost retunes every quarter second: not worth an INFO line.
+            # Boost retunes every 0.05 s: not worth an INFO line.
             self._log(LOG.debug, decision, knobs, sample)
         self.decision = decision
         self._publish(decision.state, decision.reason, sample, decision)

@@ -61,7 +61,7 @@ def test_guest_start_boosts_at_the_rate_of_merging_new_memory():
     assert decision.knobs() == {
         'run': 1, 'pages_to_scan': decision.pages_to_scan,
         'sleep_millisecs': 20, 'smart_scan': 1}
-    assert decision.poll_seconds == 0.25
+    assert decision.poll_seconds == 0.05
 
 
 def test_boost_scales_the_batch_to_the_measured_duty_cycle():
@@ -520,6 +520,32 @@ def test_a_saturated_window_cuts_to_the_costly_batch_not_below():
     assert again == pytest.approx(cut / 2, rel=0.01)
 
 
+def test_a_boost_looks_every_20th_of_a_second_but_sizes_on_quarters():
+    """A boost looks every 0.05 s (the pass in which the last new page
+    was first visited is then known to a twentieth of a second, not a
+    quarter). A batch outlasts such a look: ksmd's duty cycle is measured
+    over a quarter second at least, or every look would read a saturated
+    core and cut the batch (a boost measured this way starved at 5% of a
+    core for a second)."""
+    tuner = make(cpu_budget_percent=70)
+    host = Host(guests=1, started=True, pages_scanned=0)
+    assert tuner.decide(host.sample).poll_seconds == 0.05
+    for _ in range(12):  # cheap pages: 10% of a core, the batch grows
+        grown = tuner.decide(host.next(
+            dt=0.25, ksmd_cpu=host.sample.ksmd_cpu + 0.025,
+            pages_scanned=host.sample.pages_scanned + 100000)).pages_to_scan
+    for _ in range(3):  # a long batch, looked at three times: no cut yet
+        decision = tuner.decide(host.next(
+            dt=0.0625, ksmd_cpu=host.sample.ksmd_cpu + 0.062,
+            pages_scanned=host.sample.pages_scanned + 12000))
+        assert decision.pages_to_scan == grown
+    # A quarter second of it: saturated, cut.
+    assert tuner.decide(host.next(
+        dt=0.0625, ksmd_cpu=host.sample.ksmd_cpu + 0.062,
+        pages_scanned=host.sample.pages_scanned + 12000)
+    ).pages_to_scan < grown
+
+
 def test_a_start_boost_ends_once_every_page_was_visited_twice():
     """Every guest page has an rmap item (visited once) during the second
     full scan: the third visits each a second time and merges what will
@@ -555,6 +581,24 @@ def test_memory_that_arrives_after_the_first_visits_counts_again():
     assert tuner.decide(host.next(unvisited=0)).state == policy.BOOST
     # (Merging goes on: no plateau.)
     assert scan(tuner, host, 1, 60000).state == policy.BOOST
+    assert scan(tuner, host, 1, 70000).reason.startswith(
+        'every guest page visited twice')
+
+
+def test_memory_visited_in_the_pass_it_arrived_in_counts_from_that_pass():
+    """A guest fills its memory over two passes; the second half arrives
+    and is visited within the second pass (looks every 0.05 s see it):
+    the third pass visits every page twice and the boost ends there, not
+    a pass later for having seen the growth only at a pass's end."""
+    tuner = make()
+    host = Host(guests=2, started=True, guest_pages=200000, unvisited=200000,
+                tracked=0)
+    tuner.decide(host.sample)
+    assert scan(tuner, host, 1, 0, unvisited=0).state == policy.BOOST
+    # Mid pass 2: 10% more memory, unvisited, then visited.
+    tuner.decide(host.next(dt=0.05, guest_pages=220000, unvisited=20000))
+    tuner.decide(host.next(dt=0.05, unvisited=0))
+    assert scan(tuner, host, 1, 50000).state == policy.BOOST
     assert scan(tuner, host, 1, 70000).reason.startswith(
         'every guest page visited twice')
 
