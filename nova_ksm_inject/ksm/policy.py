@@ -138,6 +138,9 @@ class AdaptivePolicy(object):
     # time to merge (the boost's duty cycle is measured every quarter
     # second, and saturated windows no longer starve it, scanrate.py).
     BOOST_MARGIN = 0.95
+    # A boost that fell short of it catches up (scanrate.py), a little
+    # over the budget for a second at most: never more than this over.
+    CATCH_UP_POINTS = 5
 
     def __init__(self, settings):
         self.settings = settings
@@ -237,7 +240,7 @@ class AdaptivePolicy(object):
     def _start_boost(self, sample, smart=False):
         """``smart``: ``smart_scan`` may stay on (new guests only)."""
         if self.state != BOOST:
-            self.scan.start_boost()
+            self.scan.start_boost(sample)
             self.pages = None
             self._smart_boost = smart
         else:
@@ -310,8 +313,10 @@ class AdaptivePolicy(object):
 
     def _boost(self, sample, cpu, reason):
         target = self.budget * self.BOOST_MARGIN
-        pages = self._batch(target, self.BOOST_SLEEP_MS,
-                            self.MIN_BOOST_PAGES, self.MAX_PAGES)
+        aim = self.scan.catch_up(target, self.budget + self.CATCH_UP_POINTS)
+        pages = int(min(self.MAX_PAGES, max(
+            self.MIN_BOOST_PAGES,
+            self.scan.pages_for(aim, self.BOOST_SLEEP_MS, target))))
         smart = self._smart_boost and not self.coverage.unskipping
         return self._enter(BOOST, 1, reason, cpu, pages, self.BOOST_SLEEP_MS,
                            smart_scan=int(smart),
@@ -344,9 +349,11 @@ class AdaptivePolicy(object):
         cap = self._batch(ceiling * self.BUDGET_MARGIN, sleep,
                           self.MIN_SETTLED_PAGES, self.MAX_PAGES)
         pages = int(max(self.MIN_SETTLED_PAGES, min(want, cap)))
-        if self.state == state and self.pages and \
+        if self.state == state and self.pages and self.pages <= cap and \
                 abs(pages - self.pages) <= 0.25 * self.pages:
-            pages = self.pages  # small drifts are not worth a write
+            # Small drifts are not worth a write (one that holds ksmd
+            # over its ceiling is).
+            pages = self.pages
         return self._enter(state, 1, reason, cpu, pages, sleep,
                            smart_scan=1)
 

@@ -7,10 +7,15 @@ Linux 6.18: about 250,000 pages per CPU second while new memory merges,
 over 3,000,000 once it is merged), so a rate learned in one state
 overshoots in another. Three sources, best first:
 
-* **the duty cycle just measured**: ksmd's CPU time over the last window
-  (``/proc/<ksmd>/stat``) with the batch size that was set gives the
-  batch that meets the target, whatever the rate or the kernel's sleep
-  accuracy. Needs a window long enough to hold a few clock ticks.
+* **the cost of a page over the last second** (Linux 6.7+): ksmd's CPU
+  time (``/proc/<ksmd>/stat``) over the pages it scanned, and the sleeps
+  as it slept them, over the windows of the last second: the batch that
+  meets the target over any stretch of ksmd's walk (see
+  :data:`AVERAGE_SECONDS`); a window that saturated a core cuts at once;
+* **the duty cycle just measured** (before 6.7): ksmd's CPU time over
+  the last window with the batch size that was set gives the batch that
+  meets the target, whatever the rate or the kernel's sleep accuracy.
+  Needs a window long enough to hold a few clock ticks.
 * **the scan rate**: pages per CPU second, from ``pages_scanned`` (Linux
   6.7+) or, on older kernels, from full scans over time times the pages
   one full scan covers (every page KSM tracks: ``pages_shared``,
@@ -27,6 +32,23 @@ MIN_WINDOW_CPU = 0.04  # ksmd CPU seconds (4 ticks) to trust a window
 MIN_WINDOW_SECONDS = 0.25
 MAX_WINDOW_SECONDS = 60.0
 MIN_RATE_CPU = 0.02
+# A boost's batch comes from the last window's cost per page, and ksmd's
+# walk moves between pages that cost twenty times more or less (new
+# memory, merged pages, pages smart_scan skips): a batch sized in a cheap
+# stretch saturates a core in a costly one and the reverse idles it, and
+# only the first is capped. Boosts held 43-56% of a core against a 66.5%
+# target. So a boost aims, window by window, at its target plus what it
+# fell short of (or minus what it went over) in the last CATCH_UP_SECONDS,
+# made up within as long, never more than MAX_CATCH_UP of a core over
+# the target nor under half of it.
+CATCH_UP_SECONDS = 1.0
+MAX_CATCH_UP = 0.2
+# The same stretches are why a batch is sized on the cost per page over
+# the last AVERAGE_SECONDS of windows, not the last window's: with a
+# batch of ``p`` pages, ksmd's duty cycle over any stretch of its walk is
+# its CPU over that CPU plus one sleep per ``p`` pages, so the batch that
+# holds the target is the one sized on the stretch's mean cost per page.
+AVERAGE_SECONDS = 1.0
 FULL_SCANS_CPU = 0.2  # 20 ticks: a rate from full scans within ~5%
 
 
@@ -67,6 +89,10 @@ class ScanRate(object):
         self._window = None  # (time, cpu, pages_scanned, pages, sleep_ms)
         self._scan_mark = None  # (full_scans, cpu) at a full-scan boundary
         self.duty = None  # (pages, fraction of a core, sleep) measured
+        self._closes = None  # [(time, ksmd cpu)] at a boost's window ends
+        # [(time, elapsed, cpu, pages scanned, batch pages)] of the last
+        # windows with one sleep (pages_scanned known: Linux 6.7+)
+        self._recent = []
 
     def restart(self, sample, pages, sleep_ms):
         """New knobs from ``sample`` on: measure them on their own (the
@@ -90,8 +116,46 @@ class ScanRate(object):
                         'pages_scanned')
         if pages:
             self.duty = (pages, used / elapsed, sleep_ms)
+            self._remember(sample, elapsed, used, scanned0, pages, sleep_ms)
+        if self._closes is not None:
+            self._closes.append((sample.time, sample.ksmd_cpu))
+            while (len(self._closes) > 2 and self._closes[1][0]
+                   <= sample.time - CATCH_UP_SECONDS):
+                self._closes.pop(0)
         self._window = (sample.time, sample.ksmd_cpu, sample.pages_scanned,
                         pages, sleep_ms)
+
+    def _remember(self, sample, elapsed, used, scanned0, pages, sleep_ms):
+        recent = self._recent
+        if None in (sample.pages_scanned, scanned0) or \
+                sample.pages_scanned < scanned0:
+            recent[:] = []
+            return
+        if recent and recent[-1][5] != sleep_ms:
+            recent[:] = []
+        recent.append((sample.time, elapsed, used,
+                       sample.pages_scanned - scanned0, pages, sleep_ms))
+        while len(recent) > 1 and recent[1][0] <= (sample.time
+                                                   - AVERAGE_SECONDS):
+            recent.pop(0)
+
+    def _mean_batch(self, percent, sleep_ms):
+        """The batch for ``percent`` from the recent windows' mean cost
+        per page and their sleeps as ksmd slept them (the kernel sleeps
+        in jiffies; never taken as shorter than asked), or None."""
+        recent = self._recent
+        if not recent or recent[-1][5] != sleep_ms:
+            return None
+        cpu = sum(r[2] for r in recent)
+        scanned = sum(r[3] for r in recent)
+        if cpu < MIN_WINDOW_CPU or scanned <= 0:
+            return None
+        batches = sum(r[3] / float(r[4]) for r in recent)
+        sleep = sleep_ms / 1000.0
+        if batches >= 1:
+            idle = sum(r[1] for r in recent) - cpu
+            sleep = min(3 * sleep, max(sleep, idle / batches))
+        return duty_batch_seconds(percent, 1000.0 * sleep) * scanned / cpu
 
     def _rate_from_full_scans(self, sample):
         """Before 6.7: pages one full scan covers, over its CPU time."""
@@ -117,22 +181,47 @@ class ScanRate(object):
         self._boost_min = (measured if self._boost_min is None
                            else min(self._boost_min, measured))
 
-    def start_boost(self):
-        """A boost starts: assume new memory, the costliest to scan."""
+    def start_boost(self, sample=None):
+        """A boost starts (at ``sample``): assume new memory, the
+        costliest to scan."""
         self.rate = min(self.rate, self.merge_rate)
         self._boost_min = None
         self.duty = None  # measured on other memory, at other knobs
+        self._recent = []
+        self._closes = None if sample is None else [
+            (sample.time, sample.ksmd_cpu)]
+
+    def catch_up(self, percent, most):
+        """The percent of a core a boost aims at for a ``percent``
+        target: plus what the last second (at most) fell short of it, to
+        be made up within a second (see :data:`CATCH_UP_SECONDS`), at
+        most ``most``."""
+        closes = self._closes
+        if not closes or len(closes) < 2:
+            return percent
+        (t0, cpu0), (t1, cpu1) = closes[0], closes[-1]
+        if t1 <= t0:
+            return percent
+        short = (percent / 100.0 * (t1 - t0) - (cpu1 - cpu0)) / max(
+            CATCH_UP_SECONDS, t1 - t0)
+        short = min(MAX_CATCH_UP, max(-percent / 200.0, short))
+        return min(most, percent + 100.0 * short)
 
     def end_boost(self):
         """Remember the slowest rate of this boost for the next one."""
         if self._boost_min is not None:
             self.merge_rate = 0.5 * self.merge_rate + 0.5 * self._boost_min
         self._boost_min = None
+        self._closes = None
 
-    def pages_for(self, percent, sleep_ms):
-        """The batch that holds ``percent`` of a core with ``sleep_ms``."""
+    def pages_for(self, percent, sleep_ms, target=None):
+        """The batch that holds ``percent`` of a core with ``sleep_ms``
+        (no longer than a ``target`` percent's would be, when ksmd is
+        starved: a boost catching up aims over its target)."""
         batch = duty_batch_seconds(percent, sleep_ms)
-        longest = self.MAX_BATCH_FACTOR * self.fast_rate * batch
+        longest = self.MAX_BATCH_FACTOR * self.fast_rate * (
+            batch if target is None else duty_batch_seconds(target,
+                                                            sleep_ms))
         return min(self._pages_for(percent, sleep_ms, batch), longest)
 
     def costly_pages_for(self, percent, sleep_ms):
@@ -154,4 +243,11 @@ class ScanRate(object):
         wanted = min(batch / per_page, pages * self.MAX_STEP)
         if fraction >= self.SATURATED:
             wanted = max(wanted, min(pages / 2.0, self.merge_rate * batch))
-        return wanted
+        mean = self._mean_batch(percent, sleep_ms)
+        if mean is None:
+            return wanted
+        # The mean cost, but down at once when the last window saturated
+        # a core (a long costly stretch began).
+        if fraction >= self.SATURATED:
+            return min(mean, wanted)
+        return min(mean, pages * self.MAX_STEP)

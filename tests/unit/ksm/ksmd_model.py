@@ -101,3 +101,59 @@ def worst_window(trace, start, window=2.0):
                 worst = max(worst, 100.0 * (c1 - c0) / (t1 - t0))
                 break
     return worst
+
+
+@dataclasses.dataclass
+class WalkKsmd(object):
+    """ksmd walking stretches of pages that cost ``cheap`` and ``costly``
+    CPU seconds each, in turn (merged or skipped pages, then new memory),
+    batch by batch: the cost of the next batch is not the last one's.
+    Sharing keeps growing (a boost that does not end)."""
+
+    cheap_pages: int = 300000
+    costly_pages: int = 40000
+    cheap: float = 2.5e-7
+    costly: float = 5e-6
+    slack: float = 1.1
+    cpu: float = 0.0
+    scanned: int = 0
+    now: float = 0.0
+
+    @property
+    def pages(self):
+        return self.cheap_pages + self.costly_pages
+
+    def _batch_cost(self, pages):
+        cost, pos = 0.0, self.scanned % self.pages
+        while pages > 0:
+            if pos < self.cheap_pages:
+                take, each = min(pages, self.cheap_pages - pos), self.cheap
+            else:
+                take, each = min(pages, self.pages - pos), self.costly
+            cost += take * each
+            pages -= take
+            pos = (pos + take) % self.pages
+        return cost
+
+    def run(self, knobs, seconds):
+        end = self.now + seconds
+        while self.now < end - 1e-12:
+            pages = knobs['pages_to_scan']
+            batch = self._batch_cost(pages)
+            if self.now + batch > end:  # the rest of a batch, next look
+                done = (end - self.now) / batch
+                self.cpu += end - self.now
+                self.scanned += int(pages * done)
+                self.now = end
+                return
+            self.cpu += batch
+            self.scanned += pages
+            self.now = min(end, self.now + batch
+                           + knobs['sleep_millisecs'] / 1000.0 * self.slack)
+
+    def sample(self, **extra):
+        return policy.Sample(
+            time=self.now, full_scans=self.scanned // self.pages,
+            merged=self.scanned // 10, tracked=self.pages,
+            pages_scanned=self.scanned, ksmd_cpu=int(self.cpu / TICK) * TICK,
+            guests=1, guest_pages=self.pages, **extra)
