@@ -25,8 +25,14 @@ The adaptive policy, in short:
   wave). A boost on memory that grew in running guests turns it off:
   their pages are old, and would be skipped.
 * **follow**: the memory of running guests grew (a guest boots, works):
-  scan the new pages three times within 15 s (signals.Growth), at a cost
-  in proportion to the growth, never above the budget; once it stopped
+  scan the new pages three times within 15 s (signals.Growth): three
+  full scans, as many pages as ksmd visits in one (``pages_scanned`` per
+  full scan: the pages ``smart_scan`` does not skip), and at least in
+  proportion to the growth, never above the budget. A full scan costs
+  less the more of them came before (``smart_scan`` skips a page longer
+  the more often it was visited unmerged): scanning in proportion to the
+  growth alone, booting guests' pages stayed young, a full scan took
+  15 s and their boot memory merged a minute late. Once it stopped
   growing for 15 s, a boost merges what settled in it. What settles
   later is left to the settled scan: no second looks, which cost a
   boost's worth of CPU each and, on real guests, found nothing (their
@@ -152,6 +158,9 @@ class AdaptivePolicy(object):
         self.pressure = signals.Pressure(settings)
         self.profit = signals.Profit(settings)
         self._mark = None  # (full_scans, merged) at the last full scan
+        # (full_scans, pages_scanned) at the look after a full scan ended,
+        # and the pages ksmd visits in a full scan (None: not measured).
+        self._pass_mark, self.pass_pages = None, None
         self._boost_scans = self._quiet_scans = 0
         # Guest memory at the last full scan, and whether it grew then.
         self._rss_mark, self._arrived = 0, False
@@ -163,6 +172,7 @@ class AdaptivePolicy(object):
     def decide(self, sample):
         """The decision for ``sample``; call once per poll."""
         self.scan.observe(sample)
+        self._measure_pass(sample)
         decision = self._decide(sample)
         knobs = (decision.run, decision.pages_to_scan,
                  decision.sleep_millisecs)
@@ -299,6 +309,29 @@ class AdaptivePolicy(object):
             return ''
         return verdict
 
+    def _measure_pass(self, sample):
+        """The pages ksmd visits in a full scan, from the first look
+        after one full scan's end to the first after the next's."""
+        if sample.pages_scanned is None:
+            return
+        mark = self._pass_mark
+        if mark is not None and sample.full_scans == mark[0]:
+            return
+        if (mark is not None and sample.full_scans > mark[0]
+                and sample.pages_scanned >= mark[1]):
+            self.pass_pages = ((sample.pages_scanned - mark[1])
+                               / (sample.full_scans - mark[0]))
+        self._pass_mark = (sample.full_scans, sample.pages_scanned)
+
+    def _follow_rate(self, sample, growth_rate):
+        """Pages per second that scan the followed memory three times
+        within 15 s: three full scans, or the growth's own rate."""
+        passes = signals.Growth.FOLLOW_SCANS / signals.Growth.FOLLOW_SECONDS
+        pages = self.pass_pages
+        if pages is None:  # before Linux 6.7: every page a full scan
+            pages = max(sample.tracked, sample.guest_pages)
+        return max(growth_rate, passes * pages)
+
     def _memory_arriving(self, sample):
         """Whether the guests' resident memory grew by over 5% (and 16
         MiB) since the last full scan: pages still being written."""
@@ -335,7 +368,8 @@ class AdaptivePolicy(object):
         follow = self.growth.rate(sample.time)
         if follow:
             state, ceiling = FOLLOW, self.budget
-            want += math.ceil(follow * sleep / 1000.0)
+            want += math.ceil(self._follow_rate(sample, follow)
+                              * sleep / 1000.0)
         elif self.pressure.check(sample):
             ceiling = self.settings.pressure_cpu_budget_percent
             # As fast as the pressure budget allows when every page is

@@ -296,10 +296,11 @@ def test_growth_is_followed_in_proportion(change, reason):
     assert follow.state == policy.FOLLOW and follow.smart_scan == 1
     assert follow.reason.startswith(reason)
     total = max(change.get('guest_pages', 0), change.get('tracked', 0))
-    # All memory once per 300 s and the new pages three times in 15 s,
-    # at 200 ms sleeps.
+    # All memory once per 300 s and three full scans in 15 s, at 200 ms
+    # sleeps (no pages_scanned before Linux 6.7: a full scan visits every
+    # page).
     assert follow.pages_to_scan == pytest.approx(
-        total * 0.2 / 300 + 3 * (total - 100000) / 15.0 * 0.2, abs=2)
+        total * 0.2 / 300 + 3 * total / 15.0 * 0.2, abs=2)
     assert tuner.decide(host.next()).reason == 'following new memory'
     # 15 s without growth: a boost merges what settled in it, then the
     # cheap state again.
@@ -316,6 +317,33 @@ def test_growth_is_followed_in_proportion(change, reason):
     assert decision.state == policy.SETTLED
     assert decision.pages_to_scan == pytest.approx(total * 0.2 / 300, abs=1)
     assert calm.pages_to_scan < decision.pages_to_scan
+
+
+@pytest.mark.parametrize('pass_pages,rate', [
+    # Booting guests, their pages young: a full scan visits most pages.
+    (400000, 3 * 400000 / 15.0),
+    # Old pages smart_scan skips: the growth's own rate, three times the
+    # new pages in 15 s.
+    (30000, 3 * 100000 / 15.0),
+])
+def test_growth_is_followed_by_three_full_scans_in_15_s(pass_pages, rate):
+    """A full scan visits as many pages as pages_scanned counts in one;
+    following new memory runs three of them within 15 s, or three times
+    the new pages, whichever is more."""
+    tuner = make()
+    host = Host(guests=2, started=True, guest_pages=100000, tracked=100000,
+                pages_scanned=0)
+    settle(tuner, host)
+    # Two full scans' ends, pass_pages apart in pages_scanned.
+    for _ in range(2):
+        tuner.decide(host.next(
+            full_scans=host.sample.full_scans + 1,
+            pages_scanned=host.sample.pages_scanned + pass_pages))
+    assert tuner.pass_pages == pass_pages
+    follow = tuner.decide(host.next(guest_pages=200000))
+    assert follow.state == policy.FOLLOW
+    assert follow.pages_to_scan == pytest.approx(
+        200000 * 0.2 / 300 + rate * 0.2, abs=2)
 
 
 def boost_until_settled(tuner, host, merged):
