@@ -28,12 +28,10 @@ The adaptive policy, in short:
   scan the new pages three times within 15 s (signals.Growth): three
   full scans, as many pages as ksmd visits in one (``pages_scanned`` per
   full scan: the pages ``smart_scan`` does not skip), and at least in
-  proportion to the growth, never above the budget. A full scan costs
-  less the more of them came before (``smart_scan`` skips a page longer
-  the more often it was visited unmerged): scanning in proportion to the
-  growth alone, booting guests' pages stayed young, a full scan took
-  15 s and their boot memory merged a minute late. Once it stopped
-  growing for 15 s, a boost merges what settled in it. What settles
+  proportion to the growth, never above the budget (in proportion to
+  the growth alone covers a full scan only when ``smart_scan`` skips the
+  older pages). Once it stopped growing for 15 s, a boost merges what
+  settled in it. What settles
   later is left to the settled scan: no second looks, which cost a
   boost's worth of CPU each and, on real guests, found nothing (their
   missing saving was on the zero page, see bench/zeropages.py).
