@@ -129,7 +129,8 @@ def test_failed_mandatory_injection_puts_the_server_in_error(cloud):
     assert '\n' not in fault.strip(), fault
     assert cloud.domain_name(server) not in base.our_domains()
     cloud.assert_nothing_left(server)
-    assert files_under(os.path.join(cloud.tmp, 'inject-state')) == []
+    left = leftovers(cloud)
+    assert not left, left
 
 
 def test_check_nova_passes_on_this_compute_node(cloud, tmp_path):
@@ -165,7 +166,8 @@ def test_delete_releases_everything(cloud):
     ids = {s['id'] for s in cloud.servers.values()}
     assert not ids & {g['instance'] for g in status['guests']}
     assert not ids & {g.get('instance') for g in status['hook_guests']}
-    assert files_under(os.path.join(cloud.tmp, 'inject-state')) == []
+    left = leftovers(cloud)
+    assert not left, left
     assert base.our_domains() == []
 
 
@@ -173,6 +175,15 @@ def files_under(path):
     """Every file (journal, work directory entry) below ``path``."""
     return [os.path.join(root, name) for root, _dirs, names in os.walk(path)
             for name in names]
+
+
+def leftovers(cloud):
+    """What an injection left in the state dir, journals with their
+    records (which image, handler and steps were not undone): a record
+    is kept when unwinding failed, and names the step that did."""
+    found = files_under(os.path.join(cloud.tmp, 'inject-state'))
+    return {path: open(path).read() if path.endswith('.json') else ''
+            for path in found}
 
 
 def ksm_stat(pid):
