@@ -338,16 +338,15 @@ class AdaptivePolicy(object):
                                           self.QUIET_FRACTION)
 
     # -- knob computation -------------------------------------------------
-    def _batch(self, percent, sleep, floor, ceiling):
-        return int(min(ceiling, max(floor, self.scan.pages_for(percent,
-                                                               sleep))))
+    def _batch(self, percent, sleep, floor, ceiling, target=None):
+        return int(min(ceiling, max(floor, self.scan.pages_for(
+            percent, sleep, target))))
 
     def _boost(self, sample, cpu, reason):
         target = self.budget * self.BOOST_MARGIN
         aim = self.scan.catch_up(target, self.budget + self.CATCH_UP_POINTS)
-        pages = int(min(self.MAX_PAGES, max(
-            self.MIN_BOOST_PAGES,
-            self.scan.pages_for(aim, self.BOOST_SLEEP_MS, target))))
+        pages = self._batch(aim, self.BOOST_SLEEP_MS, self.MIN_BOOST_PAGES,
+                            self.MAX_PAGES, target)
         smart = self._smart_boost and not self.coverage.unskipping
         return self._enter(BOOST, 1, reason, cpu, pages, self.BOOST_SLEEP_MS,
                            smart_scan=int(smart),
