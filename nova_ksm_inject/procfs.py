@@ -8,7 +8,7 @@ an explicit fallback, and the comments name the kernel that added them.
 
 Readers named for a value (``stat``, ``cmdline``) raise for a process that
 is gone; the helpers used while polling many processes (``cpu_seconds``,
-``resident_pages``, ``ksm_stat``, ``start_time``, ``running``,
+``run_seconds``, ``resident_pages``, ``ksm_stat``, ``start_time``, ``running``,
 ``process_matches``) answer None, 0 or False instead, because processes
 exit between ``listdir`` and ``open``.
 """
@@ -184,6 +184,18 @@ def cpu_seconds(pid, proc_root=None):
     try:
         return stat(pid, proc_root=proc_root).cpu_seconds
     except ProcError:
+        return None
+
+
+def run_seconds(pid, proc_root=None):
+    """Seconds ``pid`` ran on a CPU, to the nanosecond (``schedstat``'s
+    first field: the scheduler's own sum, which ``stat``'s clock ticks
+    round to 10 ms); None when it is gone or the kernel lacks the file
+    (``CONFIG_SCHED_INFO``)."""
+    text = _read_or_none(_path(pid, 'schedstat', proc_root))
+    try:
+        return int(text.split()[0]) / 1e9
+    except (AttributeError, IndexError, ValueError):
         return None
 
 

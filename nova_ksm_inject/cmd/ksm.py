@@ -20,6 +20,7 @@ import time
 from nova_ksm_inject import exception
 from nova_ksm_inject.cmd import base
 from nova_ksm_inject.ksm.hook import events as hook_events
+from nova_ksm_inject.ksm.hook import settings_cache
 from nova_ksm_inject.privsep import client
 
 HOOKS_DIR = '/etc/libvirt/hooks'
@@ -207,6 +208,22 @@ def _hook_command(explicit):
     return os.path.abspath(command)
 
 
+def _remove_settings_cache():
+    """The hook's settings cache goes with the hook (and its directory
+    under /run, when nothing else is in it)."""
+    path = settings_cache.cache_path()
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return
+    print('Removed %s' % path)
+    if path == settings_cache.DEFAULT_CACHE:
+        try:
+            os.rmdir(os.path.dirname(path))
+        except OSError:
+            pass  # the tuner's state or something else lives there
+
+
 def cmd_install_hook(args):
     hook_dir = os.path.join(args.hooks_dir, 'qemu.d')
     path = os.path.join(hook_dir, SHIM_NAME)
@@ -214,6 +231,7 @@ def cmd_install_hook(args):
         if os.path.exists(path):
             os.unlink(path)
         print('Removed %s' % path)
+        _remove_settings_cache()
         return 0
     existed = os.path.isdir(hook_dir)
     command = _hook_command(args.hook_command)

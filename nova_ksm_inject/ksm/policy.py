@@ -79,6 +79,7 @@ class Sample(object):
     tracked: int = 0  # shared + sharing + unshared + volatile
     pages_scanned: int = None  # None before Linux 6.7
     ksmd_cpu: float = 0.0  # ksmd CPU seconds since boot
+    ksmd_cpu_resolution: float = 0.01  # seconds: a clock tick, or 1e-9
     guests: int = 0  # mergeable guests and processes
     guest_pages: int = 0  # resident pages of mergeable processes
     # ... of their mergeable pages, those ksmd has visited none yet (less
@@ -139,8 +140,9 @@ class AdaptivePolicy(object):
     # Aim a little under a ceiling: ksmd's cost changes between looks.
     BUDGET_MARGIN = 0.9
     # ... and closer while boosting, where every point of the budget is
-    # time to merge (the boost's duty cycle is measured every quarter
-    # second, and saturated windows no longer starve it, scanrate.py).
+    # time to merge (the boost's duty cycle is measured every tenth of a
+    # second, a quarter where ksmd's CPU time comes in clock ticks, and
+    # saturated windows no longer starve it, scanrate.py).
     BOOST_MARGIN = 0.95
     # A boost that fell short of it catches up (scanrate.py), a little
     # over the budget for a second at most: never more than this over.

@@ -8,14 +8,16 @@ over 3,000,000 once it is merged), so a rate learned in one state
 overshoots in another. Three sources, best first:
 
 * **the cost of a page over the last second** (Linux 6.7+): ksmd's CPU
-  time (``/proc/<ksmd>/stat``) over the pages it scanned, and the sleeps
-  as it slept them, over the windows of the last second: the batch that
-  meets the target over any stretch of ksmd's walk (see
-  :data:`AVERAGE_SECONDS`); a window that saturated a core cuts at once;
+  time (``/proc/<ksmd>/schedstat``, else ``stat``) over the pages it
+  scanned, and the sleeps as it slept them, over the windows of the last
+  second: the batch that meets the target over any stretch of ksmd's
+  walk (see :data:`AVERAGE_SECONDS`); a window that saturated a core cuts
+  at once;
 * **the duty cycle just measured** (before 6.7): ksmd's CPU time over
   the last window with the batch size that was set gives the batch that
   meets the target, whatever the rate or the kernel's sleep accuracy.
-  Needs a window long enough to hold a few clock ticks.
+  Needs a window long enough to hold a few clock ticks when ksmd's CPU
+  time comes in ticks.
 * **the scan rate**: pages per CPU second, from ``pages_scanned`` (Linux
   6.7+) or, on older kernels, from full scans over time times the pages
   one full scan covers (every page KSM tracks: ``pages_shared``,
@@ -32,6 +34,14 @@ MIN_WINDOW_CPU = 0.04  # ksmd CPU seconds (4 ticks) to trust a window
 MIN_WINDOW_SECONDS = 0.25
 MAX_WINDOW_SECONDS = 60.0
 MIN_RATE_CPU = 0.02
+# When ksmd's CPU time comes to the nanosecond (``schedstat``), a window
+# needs no clock ticks, only a batch and a sleep or two: a boost's first
+# window closes in a tenth of a second, not a quarter (where it ran at
+# 10-30% of a core: a wave that merges in a second or two never made up
+# that start).
+TICK_SECONDS = 0.01
+EXACT_WINDOW_CPU = 0.005
+EXACT_WINDOW_SECONDS = 0.1
 # A boost's batch comes from the last window's cost per page, and ksmd's
 # walk moves between pages that cost twenty times more or less (new
 # memory, merged pages, pages smart_scan skips): a batch sized in a cheap
@@ -93,6 +103,14 @@ class ScanRate(object):
         # [(time, elapsed, cpu, pages scanned, batch pages)] of the last
         # windows with one sleep (pages_scanned known: Linux 6.7+)
         self._recent = []
+        self.resolution = TICK_SECONDS  # of ksmd's CPU time
+
+    def _limits(self):
+        """(wall seconds, ksmd CPU seconds) a window needs, and the CPU
+        seconds a rate needs, at the resolution of ksmd's CPU time."""
+        if self.resolution < EXACT_WINDOW_CPU / 10:
+            return EXACT_WINDOW_SECONDS, EXACT_WINDOW_CPU, EXACT_WINDOW_CPU
+        return MIN_WINDOW_SECONDS, MIN_WINDOW_CPU, MIN_RATE_CPU
 
     def restart(self, sample, pages, sleep_ms):
         """New knobs from ``sample`` on: measure them on their own (the
@@ -102,16 +120,18 @@ class ScanRate(object):
 
     def observe(self, sample):
         """Account a new sample to the current window and the rate."""
+        self.resolution = sample.ksmd_cpu_resolution
         self._rate_from_full_scans(sample)
         if self._window is None:
             return
         t0, cpu0, scanned0, pages, sleep_ms = self._window
         used, elapsed = sample.ksmd_cpu - cpu0, sample.time - t0
-        if elapsed < MIN_WINDOW_SECONDS or (used < MIN_WINDOW_CPU
-                                            and elapsed < MAX_WINDOW_SECONDS):
+        min_seconds, min_cpu, rate_cpu = self._limits()
+        if elapsed < min_seconds or (used < min_cpu
+                                     and elapsed < MAX_WINDOW_SECONDS):
             return
-        if used >= MIN_RATE_CPU and None not in (sample.pages_scanned,
-                                                 scanned0):
+        if used >= rate_cpu and None not in (sample.pages_scanned,
+                                             scanned0):
             self._learn(max(1, sample.pages_scanned - scanned0) / used,
                         'pages_scanned')
         if pages:
@@ -148,7 +168,7 @@ class ScanRate(object):
             return None
         cpu = sum(r[2] for r in recent)
         scanned = sum(r[3] for r in recent)
-        if cpu < MIN_WINDOW_CPU or scanned <= 0:
+        if cpu < self._limits()[1] or scanned <= 0:
             return None
         batches = sum(r[3] / float(r[4]) for r in recent)
         sleep = sleep_ms / 1000.0

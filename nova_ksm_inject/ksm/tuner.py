@@ -95,6 +95,7 @@ class Tuner(object):
                 'pages_volatile')),
             pages_scanned=values.get('pages_scanned'),
             ksmd_cpu=self.ksmd.total(),
+            ksmd_cpu_resolution=self.ksmd.resolution,
             guests=guests.count,
             guest_pages=resident, unvisited=unvisited,
             pages_skipped=values.get('pages_skipped'),

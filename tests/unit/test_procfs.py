@@ -26,6 +26,14 @@ def test_stat_fields(fake_proc):
     assert procfs.cpu_seconds(200, fake_proc.root) == info.cpu_seconds
 
 
+def test_run_seconds_to_the_nanosecond(fake_proc):
+    fake_proc.set_runtime(37, 1234567891)
+    assert procfs.run_seconds(37, fake_proc.root) == pytest.approx(
+        1.234567891, abs=1e-12)
+    # A kernel without CONFIG_SCHED_INFO, or a process gone: None.
+    assert procfs.run_seconds(999, fake_proc.root) is None
+
+
 def test_a_gone_process_raises_no_such_process(fake_proc):
     with pytest.raises(procfs.NoSuchProcess) as err:
         procfs.stat(999, proc_root=fake_proc.root)

@@ -130,7 +130,8 @@ def libvirtd(libvirt_cache):
 @pytest.fixture
 def hooked(tmp_path):
     """A hooks directory with our hook installed by the real command,
-    and the nova.conf the hook reads (``write(**ksm_options)``)."""
+    and the nova.conf the hook reads (``write(**ksm_options)``); removed
+    afterwards by the real command, with the hook's settings cache."""
     conf = str(tmp_path / 'nova.conf')
     hooks = tmp_path / 'hooks'
 
@@ -156,4 +157,9 @@ def hooked(tmp_path):
     proc = cli('nova-ksm-inject', '--config-file', conf, 'ksm',
                'install-hook', '--hooks-dir', str(hooks))
     assert proc.returncode == 0, proc.stderr
-    return hooked
+    yield hooked
+    # libvirtd runs the hook with a clear environment: its settings cache
+    # is the real one under /run, which --remove removes with the hook.
+    proc = cli('nova-ksm-inject', '--config-file', conf, 'ksm',
+               'install-hook', '--hooks-dir', str(hooks), '--remove')
+    assert proc.returncode == 0, proc.stderr

@@ -168,3 +168,19 @@ def test_tuner_with_static_policy_keeps_operator_knobs(tmp_path, ksm_saved):
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
+
+
+def test_the_tuner_reads_ksmds_cpu_time_to_the_nanosecond():
+    """The tuner's ksmd CPU time (``schedstat``) is the kernel's sum that
+    ``/proc/<ksmd>/stat`` rounds to clock ticks: read both ways, they
+    agree within a tick (plus what ksmd ran between the two reads)."""
+    from nova_ksm_inject.ksm import processes
+    cpu = processes.KsmdCpu(time.monotonic)
+    if not os.path.exists('/proc/%d/schedstat' % cpu.pid):
+        pytest.skip('kernel without CONFIG_SCHED_INFO: ticks only')
+    before = conftest.ksmd_cpu_seconds()
+    exact = cpu.total()
+    after = conftest.ksmd_cpu_seconds()
+    assert cpu.resolution == 1e-9
+    tick = 1.0 / os.sysconf('SC_CLK_TCK')
+    assert before - tick <= exact <= after + tick

@@ -160,8 +160,10 @@ def test_bad_option_is_rejected_with_the_range(env, capsys):
     assert 'sleep_millisecs' in err and '60000' in err
 
 
-def test_install_hook(env, tmp_path, capsys):
+def test_install_hook(env, tmp_path, capsys, monkeypatch):
     _, _, conf = env
+    cache = tmp_path / 'hook-settings.json'
+    monkeypatch.setenv('NOVA_KSM_INJECT_HOOK_CACHE', str(cache))
     hooks = tmp_path / 'hooks'
     command = tmp_path / 'nova-ksm-libvirt-hook'
     command.write_text('#!/bin/sh\n')
@@ -174,9 +176,15 @@ def test_install_hook(env, tmp_path, capsys):
     assert "NOVA_KSM_INJECT_CONFIG_FILES=%s" % conf in text
     assert text.rstrip().endswith('exec %s "$@"' % command)
     assert 'restart libvirtd' in capsys.readouterr().out
+    cache.write_text('{}')  # what the hook's first run leaves
     assert run(conf, 'install-hook', '--hooks-dir', str(hooks),
                '--remove') == 0
     assert not shim.exists()
+    # The hook's settings cache goes with it.
+    assert not cache.exists()
+    assert 'Removed %s' % cache in capsys.readouterr().out
+    assert run(conf, 'install-hook', '--hooks-dir', str(hooks),
+               '--remove') == 0
 
 
 def test_install_hook_without_executable(env, tmp_path, capsys):

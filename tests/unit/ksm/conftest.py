@@ -91,6 +91,10 @@ class FakeProc(object):
         self._write(pid, 'stat', '%d (%s) %s\n' % (pid, comm,
                                                    ' '.join(fields)))
 
+    def set_runtime(self, pid, ns):
+        # schedstat: run time (ns), run-queue wait (ns), timeslices.
+        self._write(pid, 'schedstat', '%d 0 0\n' % ns)
+
     def add_ksmd(self, pid=37, ticks=0):
         self.add(pid, comm='ksmd', rss_pages=0, ticks=ticks)
         os.unlink(os.path.join(self.root, str(pid), 'ksm_stat'))

@@ -6,7 +6,8 @@ and then sleeps ``sleep_millisecs`` times ``slack`` (the kernel sleeps in
 jiffies). New memory costs ``new_cost`` per page until it has been
 through two full scans (the checksum, then the merge), after which a page
 costs ``merged_cost`` (figures of the order measured on Linux 6.18:
-~4 us and ~0.3 us). CPU time is reported in 10 ms ticks, as /proc does.
+~4 us and ~0.3 us). CPU time is reported in 10 ms ticks, as
+``/proc/<pid>/stat`` does, or to the nanosecond (``schedstat``).
 """
 
 import dataclasses
@@ -25,6 +26,7 @@ class Ksmd(object):
     identical: float = 0.85
     guests: int = 4
     has_pages_scanned: bool = True
+    exact_cpu: bool = False  # CPU time to the ns (schedstat), not ticks
     cpu: float = 0.0
     scanned: float = 0.0
     new_pages: float = 0.0  # pages not yet through two full scans
@@ -71,8 +73,10 @@ class Ksmd(object):
             tracked=tracked,
             pages_scanned=int(self.scanned) if self.has_pages_scanned
             else None,
-            ksmd_cpu=int(self.cpu / TICK) * TICK, guests=self.guests,
-            guest_pages=self.pages, **extra)
+            ksmd_cpu=self.cpu if self.exact_cpu else int(
+                self.cpu / TICK) * TICK,
+            ksmd_cpu_resolution=1e-9 if self.exact_cpu else TICK,
+            guests=self.guests, guest_pages=self.pages, **extra)
 
 
 def drive(tuner, ksmd, seconds, poll=None, on_poll=None, **extra):

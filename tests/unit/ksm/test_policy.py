@@ -128,14 +128,17 @@ def test_boost_without_enough_cpu_ticks_keeps_the_model():
 
 
 @pytest.mark.parametrize('budget', [20, 50, 70])
-@pytest.mark.parametrize('has_pages_scanned', [True, False])
-def test_budget_holds_from_the_first_second(budget, has_pages_scanned):
+@pytest.mark.parametrize('has_pages_scanned,exact_cpu', [
+    (True, False), (False, False), (True, True)])
+def test_budget_holds_from_the_first_second(budget, has_pages_scanned,
+                                            exact_cpu):
     """After settling on merged memory (ksmd cheap: 0.3 us a page), a
     guest brings new memory (4 us a page): the first batches must not
     assume the cheap rate."""
     tuner = make(cpu_budget_percent=budget)
     ksmd = ksmd_model.Ksmd(pages=4 * 65536,
-                           has_pages_scanned=has_pages_scanned)
+                           has_pages_scanned=has_pages_scanned,
+                           exact_cpu=exact_cpu)
     trace = ksmd_model.drive(tuner, ksmd, 60)
     assert trace[-1][2].state == policy.SETTLED
     ksmd.add_memory(65536)
@@ -621,6 +624,25 @@ def test_a_boost_looks_every_20th_of_a_second_but_sizes_on_quarters():
         dt=0.0625, ksmd_cpu=host.sample.ksmd_cpu + 0.062,
         pages_scanned=host.sample.pages_scanned + 12000)
     ).pages_to_scan < grown
+
+
+@pytest.mark.parametrize('resolution,measured', [(1e-9, True),
+                                                  (0.01, False)])
+def test_cpu_time_to_the_nanosecond_closes_a_window_in_a_tenth_second(
+        resolution, measured):
+    """With ksmd's CPU from ``schedstat`` a window needs no clock ticks:
+    a boost's first batch, that held 10% of a core, grows after a tenth
+    of a second. In 10 ms ticks that window holds one tick, and the
+    boost waits a quarter second (and four ticks) at 10-30% of a core."""
+    tuner = make(cpu_budget_percent=70)
+    host = Host(guests=1, started=True, pages_scanned=0,
+                ksmd_cpu_resolution=resolution)
+    first = tuner.decide(host.sample).pages_to_scan
+    second = tuner.decide(host.next(
+        dt=0.1, ksmd_cpu=0.01, pages_scanned=30000)).pages_to_scan
+    assert (second > first) is measured
+    assert tuner.decide(host.next(
+        dt=0.15, ksmd_cpu=0.05, pages_scanned=150000)).pages_to_scan > first
 
 
 def test_a_start_boost_ends_once_every_page_was_visited_twice():

@@ -20,6 +20,18 @@ def test_ksmd_cpu_percent(fake_proc, clock):
     assert cpu.sample() == pytest.approx(50.0)
 
 
+def test_ksmd_cpu_to_the_nanosecond_when_the_kernel_has_schedstat(
+        fake_proc, clock):
+    cpu = processes.KsmdCpu(clock, fake_proc.root)
+    fake_proc.set_ticks(37, 3 * procfs.CLOCK_TICKS)
+    assert cpu.total() == pytest.approx(3.0)
+    assert cpu.resolution == pytest.approx(1.0 / procfs.CLOCK_TICKS)
+    # schedstat's sum, which stat's ticks round: preferred, exact.
+    fake_proc.set_runtime(37, 3004000001)
+    assert cpu.total() == pytest.approx(3.004000001, abs=1e-12)
+    assert cpu.resolution == 1e-9
+
+
 def test_no_ksmd_means_zero(tmp_path, clock):
     cpu = processes.KsmdCpu(clock, str(tmp_path))
     assert cpu.pid is None and cpu.total() == 0.0
