@@ -20,6 +20,7 @@ from oslo_log import log as logging
 from bench import ksm_policies
 from bench import ksm_scenario
 from nova_ksm_inject.ksm import statedir as ksm_statedir
+from nova_ksm_inject.ksm.hook import settings_cache
 
 LOG = logging.getLogger(__name__)
 
@@ -101,7 +102,10 @@ class Adaptive(ksm_policies.Policy):
         proc = subprocess.Popen(
             [hook, guest.name, op, subop, '-'], stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL, stderr=self.stderr,
-            env={'PATH': ksm_policies.SYSTEM_PATH, CONFIG_ENV: self.conf})
+            env={'PATH': ksm_policies.SYSTEM_PATH, CONFIG_ENV: self.conf,
+                 # its settings cache in the workdir, not under /run
+                 settings_cache.CACHE_ENV: os.path.join(
+                     self.workdir, 'hook-settings.json')})
         proc.stdin.write(guest.xml().encode())
         proc.stdin.close()
         # wait4, not wait: the hook's own CPU time is part of the cost.

@@ -66,7 +66,8 @@ class RealGuestLauncher(object):
         shim = os.path.join(self.hooks, 'qemu.d', cmd_ksm.SHIM_NAME)
         command = ksm_policies.console_script('nova-ksm-libvirt-hook')
         with open(shim, 'w') as f:
-            f.write(cmd_ksm.hook_shim(command, [conf]))
+            f.write(cmd_ksm.hook_shim(command, [conf], cache=os.path.join(
+                self.workdir, 'hook-settings.json')))
         os.chmod(shim, 0o755)
 
     def start(self):

@@ -171,8 +171,10 @@ def cmd_restore(args):
     return 0
 
 
-def hook_shim(command, config_files=()):
-    """The text of the qemu.d script that runs the hook."""
+def hook_shim(command, config_files=(), cache=None):
+    """The text of the qemu.d script that runs the hook (``cache``: its
+    settings cache elsewhere than under /run, for tests and the
+    benchmark)."""
     lines = ['#!/bin/sh',
              '# KSM for libvirt guests, installed by "nova-ksm-inject ksm '
              'install-hook".'] + shim_event_filter() + [
@@ -181,6 +183,9 @@ def hook_shim(command, config_files=()):
         lines += ['NOVA_KSM_INJECT_CONFIG_FILES=%s' % shlex.quote(
             ':'.join(os.path.abspath(f) for f in config_files)),
             'export NOVA_KSM_INJECT_CONFIG_FILES']
+    if cache:
+        lines += ['%s=%s' % (settings_cache.CACHE_ENV, shlex.quote(cache)),
+                  'export %s' % settings_cache.CACHE_ENV]
     lines.append('exec %s "$@"' % shlex.quote(command))
     return '\n'.join(lines) + '\n'
 

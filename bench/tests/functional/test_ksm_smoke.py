@@ -22,6 +22,7 @@ from bench import ksm_scale_report
 from bench import ksm_scenario
 from nova_ksm_inject.ksm import host as ksm_host
 from nova_ksm_inject.ksm import settings as ksm_settings
+from nova_ksm_inject.ksm.hook import settings_cache
 from tests.functional.ksm import conftest
 
 SETTINGS = ksm_settings.KsmSettings()
@@ -45,14 +46,27 @@ def bench_processes():
     return found
 
 
+def default_hook_cache():
+    """The hook's settings cache under /run: (mtime, inode) or None."""
+    try:
+        st = os.stat(settings_cache.DEFAULT_CACHE)
+    except FileNotFoundError:
+        return None
+    return st.st_mtime_ns, st.st_ino
+
+
 def run_bench(ksm_saved, scenario, policies, settings=SETTINGS):
     said = []
+    cache = default_hook_cache()
     # ksm_saved holds the KSM lock already: the benchmark must not wait.
     result = ksm.run(scenario, policies, settings, lock_path=None,
                      progress=said.append)
-    # The benchmark put every knob back by itself and left nothing.
+    # The benchmark put every knob back by itself and left nothing: no
+    # process, and no hook settings cache under /run (its hooks keep
+    # theirs in the benchmark's own directory).
     assert conftest.read_knobs() == ksm_saved
     assert bench_processes() == []
+    assert default_hook_cache() == cache
     print('\n' + ksm_report.format_text(result))
     return result
 

@@ -187,6 +187,16 @@ def test_install_hook(env, tmp_path, capsys, monkeypatch):
                '--remove') == 0
 
 
+def test_hook_shim_can_name_the_settings_cache():
+    """The benchmark's hooks keep their cache in its own directory."""
+    text = cmd_ksm.hook_shim('/usr/bin/hook', ['/etc/nova/nova.conf'],
+                             cache='/tmp/bench dir/cache.json')
+    assert ("NOVA_KSM_INJECT_HOOK_CACHE='/tmp/bench dir/cache.json'\n"
+            "export NOVA_KSM_INJECT_HOOK_CACHE\n") in text
+    assert 'NOVA_KSM_INJECT_HOOK_CACHE' not in cmd_ksm.hook_shim(
+        '/usr/bin/hook')
+
+
 def test_install_hook_without_executable(env, tmp_path, capsys):
     _, _, conf = env
     assert run(conf, 'install-hook', '--hooks-dir', str(tmp_path),
