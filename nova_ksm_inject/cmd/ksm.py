@@ -221,6 +221,11 @@ def _remove_settings_cache():
         os.unlink(path)
     except FileNotFoundError:
         return
+    except OSError as err:
+        raise exception.NovaKsmInjectError(
+            'Cannot remove the hook\'s settings cache %s: %s; nothing was '
+            'removed. Run as the user that installed the hook (root)'
+            % (path, err.strerror)) from err
     print('Removed %s' % path)
     if path == settings_cache.DEFAULT_CACHE:
         try:
@@ -233,10 +238,11 @@ def cmd_install_hook(args):
     hook_dir = os.path.join(args.hooks_dir, 'qemu.d')
     path = os.path.join(hook_dir, SHIM_NAME)
     if args.remove:
+        # The cache first: when it cannot go, the hook stays as it was.
+        _remove_settings_cache()
         if os.path.exists(path):
             os.unlink(path)
         print('Removed %s' % path)
-        _remove_settings_cache()
         return 0
     existed = os.path.isdir(hook_dir)
     command = _hook_command(args.hook_command)

@@ -187,6 +187,26 @@ def test_install_hook(env, tmp_path, capsys, monkeypatch):
                '--remove') == 0
 
 
+def test_install_hook_remove_that_cannot_remove_the_cache_changes_nothing(
+        env, tmp_path, capsys, monkeypatch):
+    _, _, conf = env
+    hooks = tmp_path / 'hooks'
+    shim = hooks / 'qemu.d' / 'nova-ksm-inject'
+    shim.parent.mkdir(parents=True)
+    shim.write_text('#!/bin/sh\n')
+    # A directory where the cache file should be: unlink fails (EISDIR
+    # or EPERM), as it would for a root-owned cache and another user.
+    cache = tmp_path / 'hook-settings.json'
+    cache.mkdir()
+    monkeypatch.setenv('NOVA_KSM_INJECT_HOOK_CACHE', str(cache))
+    assert run(conf, 'install-hook', '--hooks-dir', str(hooks),
+               '--remove') == 1
+    err = capsys.readouterr().err.strip()
+    assert "Cannot remove the hook's settings cache" in err
+    assert 'nothing was removed' in err and '\n' not in err
+    assert shim.exists() and cache.exists()
+
+
 def test_hook_shim_can_name_the_settings_cache():
     """The benchmark's hooks keep their cache in its own directory."""
     text = cmd_ksm.hook_shim('/usr/bin/hook', ['/etc/nova/nova.conf'],
