@@ -79,7 +79,8 @@ class Sample(object):
     tracked: int = 0  # shared + sharing + unshared + volatile
     pages_scanned: int = None  # None before Linux 6.7
     ksmd_cpu: float = 0.0  # ksmd CPU seconds since boot
-    ksmd_cpu_resolution: float = 0.01  # seconds: a clock tick, or 1e-9
+    # seconds: a clock tick (stat), or 1e-9 (schedstat)
+    ksmd_cpu_resolution: float = scanrate.TICK_SECONDS
     guests: int = 0  # mergeable guests and processes
     guest_pages: int = 0  # resident pages of mergeable processes
     # ... of their mergeable pages, those ksmd has visited none yet (less

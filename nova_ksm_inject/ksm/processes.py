@@ -128,20 +128,20 @@ class KsmdCpu(object):
         self.proc_root = proc_root
         self.pid = procfs.find_ksmd(proc_root)
         self.last = None
-        self.resolution = 1.0 / procfs.CLOCK_TICKS  # of total(), seconds
+        # One source for every reading (a delta never mixes the two):
+        # schedstat where the kernel has it, else stat's clock ticks (a
+        # boost's first window then needs a quarter second; scanrate.py).
+        self._exact = self.pid is not None and procfs.run_seconds(
+            self.pid, proc_root) is not None
+        self.resolution = 1e-9 if self._exact else 1.0 / procfs.CLOCK_TICKS
 
     def total(self):
-        """ksmd's CPU seconds since boot (0 when there is no ksmd): to
-        the nanosecond from ``schedstat``, else in ``stat``'s clock ticks
-        (a boost's first window then needs a quarter second to hold a few
-        ticks; see scanrate.py)."""
+        """ksmd's CPU seconds since boot (0 when there is no ksmd), to
+        :attr:`resolution` seconds."""
         if self.pid is None:
             return 0.0
-        exact = procfs.run_seconds(self.pid, self.proc_root)
-        if exact is not None:
-            self.resolution = 1e-9
-            return exact
-        self.resolution = 1.0 / procfs.CLOCK_TICKS
+        if self._exact:
+            return procfs.run_seconds(self.pid, self.proc_root) or 0.0
         return procfs.cpu_seconds(self.pid, self.proc_root) or 0.0
 
     def sample(self):

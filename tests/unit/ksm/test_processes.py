@@ -28,6 +28,7 @@ def test_ksmd_cpu_to_the_nanosecond_when_the_kernel_has_schedstat(
     assert cpu.resolution == pytest.approx(1.0 / procfs.CLOCK_TICKS)
     # schedstat's sum, which stat's ticks round: preferred, exact.
     fake_proc.set_runtime(37, 3004000001)
+    cpu = processes.KsmdCpu(clock, fake_proc.root)
     assert cpu.total() == pytest.approx(3.004000001, abs=1e-12)
     assert cpu.resolution == 1e-9
 
