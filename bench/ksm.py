@@ -160,17 +160,39 @@ def restore(host, saved, progress):
                  'saved, %s now' % (saved, host.save()))
 
 
+def ksmd_nice():
+    """(ksmd's pid, its nice value), or None without ksmd."""
+    pid = procfs.find_ksmd()
+    return None if pid is None else (
+        pid, os.getpriority(os.PRIO_PROCESS, pid))
+
+
+def restore_nice(found, progress):
+    """ksmd back at the nice value :func:`ksmd_nice` found (a tuner killed
+    during a boost leaves it raised, and the next policy would run with
+    it)."""
+    if found is None or ksmd_nice() == found:
+        return
+    progress('  ksmd left at nice %d; putting it back at %d'
+             % (ksmd_nice()[1], found[1]))
+    os.setpriority(os.PRIO_PROCESS, *found)
+
+
 def host_info():
     info = procfs.meminfo()
     return {'kernel': platform.release(), 'cpus': os.cpu_count(),
             'mem_total_mib': info['MemTotal'] // 1024,
-            'page_size': ksm_guest.PAGE_SIZE}
+            'page_size': ksm_guest.PAGE_SIZE,
+            # The kernel's: static-max and the others run at it; the
+            # tuner raises it while it boosts ([ksm] boost_ksmd_nice).
+            'ksmd_nice': (ksmd_nice() or (None, None))[1]}
 
 
 @contextlib.contextmanager
 def session(sysfs, lock_path, progress):
     """Hold the KSM lock, refuse competing controllers, and restore the
-    KSM settings found (also on failure); yields (host, workdir)."""
+    KSM settings and ksmd's nice value found (also on failure); yields
+    (host, workdir)."""
     with ksm_lock(lock_path, progress):
         competing = ksm_preflight.competing_controllers()
         if competing:
@@ -178,12 +200,13 @@ def session(sysfs, lock_path, progress):
                 reason='%s already tune(s) KSM; stop it first'
                 % ', '.join(competing))
         host = ksm_host.KsmHost(sysfs=sysfs)
-        saved = host.save()
+        saved, nice = host.save(), ksmd_nice()
         workdir = tempfile.mkdtemp(prefix='nova-ksm-bench-')
         try:
             yield host, workdir
         finally:
             restore(host, saved, progress)
+            restore_nice(nice, progress)
             shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -106,6 +106,25 @@ starts (the default matches the kernel advisor's own ceiling); once
 sharing plateaus ksmd costs far less. ``kernel`` passes it to the advisor
 as ``advisor_max_cpu``.
 """),
+    cfg.IntOpt('boost_ksmd_nice',
+               default=0,
+               min=-20,
+               max=19,
+               help="""
+ksmd's nice value while the ``adaptive`` tuner boosts; empty: never change
+ksmd's priority.
+
+The kernel starts ksmd at nice 5. While guests fill their memory the
+scheduler then gives ksmd 40-60% of a core, not ``cpu_budget_percent``:
+the budget is a ceiling the tuner enforces with ksmd's sleeps, and this
+makes it the share ksmd gets. The tuner only ever raises ksmd's priority,
+and puts the nice value it found back when the boost ends, when it stops,
+and when it starts again after it was killed.
+
+Related options:
+
+* ``cpu_budget_percent``
+"""),
     cfg.BoolOpt('restore_on_exit',
                 default=False,
                 help="""

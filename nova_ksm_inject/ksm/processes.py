@@ -153,6 +153,31 @@ class KsmdCpu(object):
         return 100.0 * (total - last[1]) / (now - last[0])
 
 
+class KsmdPriority(object):
+    """ksmd's nice value: read and set through ``getpriority(2)`` and
+    ``setpriority(2)`` (root: CAP_SYS_NICE), or through the injected
+    ``get(pid)`` and ``set(pid, nice)`` of a unit test.
+
+    The kernel starts ksmd at nice 5. While guests fill their memory the
+    scheduler then gives it less than the tuner's budget (measured: 41-64%
+    of a core against 66.5%; doc/source/reference/performance.rst).
+    """
+
+    def __init__(self, pid, get=None, set=None):
+        self.pid = pid
+        self._get = get or (lambda p: os.getpriority(os.PRIO_PROCESS, p))
+        self._set = set or (
+            lambda p, nice: os.setpriority(os.PRIO_PROCESS, p, nice))
+
+    def get(self):
+        """ksmd's nice value; :raises OSError: it cannot be read."""
+        return self._get(self.pid)
+
+    def set(self, nice):
+        """:raises OSError: not allowed (no CAP_SYS_NICE), or no ksmd."""
+        self._set(self.pid, nice)
+
+
 class MergeableWatcher(object):
     """Tracks mergeable processes and QEMU guests cheaply, poll after poll.
 

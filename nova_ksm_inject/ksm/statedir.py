@@ -7,6 +7,8 @@ Layout (``[ksm] state_dir``, default ``/run/nova-ksm-inject/ksm``)::
     events          JSON {"generation": N, "kind": "start"|"stop", ...}
     tuner           JSON state the tuner publishes (pid, state, knobs...)
     saved           JSON KSM settings found before the first change
+    ksmd-nice       JSON {"pid": ksmd's pid, "nice": N}: the nice value
+                    ksmd had before a boost raised its priority
 
 Every file is written to a temporary name and renamed, so a reader never
 sees half a file; writers hold the lock so concurrent hooks never lose an
@@ -216,3 +218,21 @@ class KsmStateDir(object):
     def clear_saved_ksm(self):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._file('saved'))
+
+    # ksmd's priority during a boost --------------------------------------
+    def save_ksmd_nice(self, pid, nice):
+        """Record ksmd's nice value before the tuner changes it, so that a
+        tuner started after a crash can put it back."""
+        self._write_json('ksmd-nice', {'pid': pid, 'nice': nice})
+
+    def saved_ksmd_nice(self):
+        """The :meth:`save_ksmd_nice` record ({"pid", "nice"}), or None."""
+        data = self._read_json('ksmd-nice')
+        if not isinstance(data, dict) or not isinstance(
+                data.get('nice'), int) or not isinstance(data.get('pid'), int):
+            return None
+        return data
+
+    def clear_ksmd_nice(self):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._file('ksmd-nice'))

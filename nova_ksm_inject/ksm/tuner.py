@@ -36,6 +36,9 @@ class Tuner(object):
 
     :param clock: monotonic seconds; :param sleeper: waits N seconds
         (``threading.Event.wait`` in the daemon, so SIGTERM is prompt).
+    :param priority: a :class:`processes.KsmdPriority`; by default
+        ksmd's own, except under a fake ``proc_root``, where the tuner
+        never changes a priority.
     """
 
     LOCK_TIMEOUT = 2.0
@@ -44,7 +47,7 @@ class Tuner(object):
               'advisor_mode')
 
     def __init__(self, settings, host, statedir, clock=time.monotonic,
-                 sleeper=time.sleep, proc_root=None):
+                 sleeper=time.sleep, proc_root=None, priority=None):
         self.settings = settings
         self.host = host
         self.sysfs = host.sysfs
@@ -54,6 +57,10 @@ class Tuner(object):
         self.proc_root = proc_root
         self.policy = make_policy(settings, self.sysfs)
         self.ksmd = processes.KsmdCpu(clock, proc_root)
+        if priority is None and proc_root is None and self.ksmd.pid:
+            priority = processes.KsmdPriority(self.ksmd.pid)
+        self.priority = priority
+        self._nice = None  # the statedir record while ksmd's is raised
         self.watcher = processes.MergeableWatcher(proc_root)
         self.generation = None
         self.applied = None
@@ -66,6 +73,10 @@ class Tuner(object):
         self.sysfs.require()
         self.statedir.save_ksm_once(self.host.save())
         self.generation = self.statedir.event().get('generation', 0)
+        found = self.statedir.saved_ksmd_nice()
+        if found is not None:
+            self._put_nice_back(found, 'a tuner before this one was killed '
+                                'during a boost')
         self._publish(ksm_policy.IDLE, 'starting')
         LOG.info('nova-ksm-tuner started: policy=%s enabled=%s '
                  'cpu_budget=%d%% poll=%.1fs', self.settings.policy,
@@ -179,6 +190,7 @@ class Tuner(object):
             with self.statedir.locked(timeout=self.LOCK_TIMEOUT):
                 self.host.apply(knobs)
             self.applied = knobs
+        self._renice(decision.state == ksm_policy.BOOST)
         before = (getattr(self.decision, 'state', None),
                   getattr(self.decision, 'reason', None))
         if before != (decision.state, decision.reason):
@@ -200,6 +212,56 @@ class Tuner(object):
             LOG.info('KSM settings changed behind the tuner: %s; setting '
                      'them again', drifted)
         return bool(drifted)
+
+    def _renice(self, boosting):
+        """ksmd at ``[ksm] boost_ksmd_nice`` while a boost runs, and back
+        at the nice value it had once the boost ends. Only ever raises
+        ksmd's priority; when that fails, says so once and stops trying."""
+        wanted = self.settings.boost_ksmd_nice
+        if not boosting or self.priority is None or wanted is None:
+            if not boosting and self._nice is not None:
+                self._put_nice_back(self._nice, 'the boost ended')
+            return
+        if self._nice is not None:
+            return
+        try:
+            found = self.priority.get()
+            if found <= wanted:
+                return
+            # The way back is on disk before the change: a tuner killed
+            # now is followed by one that puts it back at start.
+            self._nice = {'pid': self.priority.pid, 'nice': found}
+            self.statedir.save_ksmd_nice(**self._nice)
+            self.priority.set(wanted)
+        except OSError as err:
+            LOG.warning('Cannot raise the priority of ksmd (pid %d): %s; '
+                        'boosts get less of a core than cpu_budget_percent '
+                        'under load. Run the tuner as root, or set [ksm] '
+                        'boost_ksmd_nice empty to stop trying',
+                        self.priority.pid, err.strerror or err)
+            self.priority = None
+            self._nice = None
+            self.statedir.clear_ksmd_nice()
+            return
+        LOG.info('ksmd (pid %d) at nice %d while the boost runs (was %d)',
+                 self.priority.pid, wanted, found)
+
+    def _put_nice_back(self, record, why):
+        """ksmd back at ``record['nice']``, if it is still the ksmd the
+        record is about; the record goes either way."""
+        try:
+            if self.priority is not None and \
+                    record['pid'] == self.priority.pid:
+                self.priority.set(record['nice'])
+                LOG.info('ksmd (pid %d) back at nice %d: %s',
+                         record['pid'], record['nice'], why)
+        except OSError as err:
+            LOG.warning('Cannot put ksmd (pid %d) back at nice %d: %s; '
+                        'run "renice -n %d -p %d" as root', record['pid'],
+                        record['nice'], err.strerror or err, record['nice'],
+                        record['pid'])
+        self._nice = None
+        self.statedir.clear_ksmd_nice()
 
     def _knobs(self, decision):
         if isinstance(self.policy, ksm_policy.AdaptivePolicy):
@@ -274,8 +336,10 @@ class Tuner(object):
                 return
 
     def stop(self):
-        """Restore the saved settings, or leave ksmd at a calm rate."""
+        """Restore the saved settings, or leave ksmd at a calm rate;
+        ksmd's nice value goes back either way."""
         try:
+            self._renice(False)
             saved = self.statedir.saved_ksm()
             if self.settings.restore_on_exit and saved is not None:
                 deferred = self.host.restore(saved)

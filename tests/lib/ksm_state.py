@@ -66,6 +66,23 @@ def restore_knobs(saved):
     write_ksm('run', saved['run'])
 
 
+def ksmd_pid():
+    for name in os.listdir('/proc'):
+        try:
+            with open('/proc/%s/comm' % name) as f:
+                if f.read().strip() == 'ksmd':
+                    return int(name)
+        except (OSError, ValueError):
+            continue
+    raise AssertionError('no ksmd thread')
+
+
+def ksmd_nice():
+    """ksmd's nice value, from /proc/<ksmd>/stat (field 19)."""
+    with open('/proc/%d/stat' % ksmd_pid()) as f:
+        return int(f.read().rsplit(')', 1)[1].split()[16])
+
+
 def merging_pages(pid):
     """The kernel's count of ``pid``'s merged pages."""
     with open('/proc/%d/ksm_merging_pages' % pid) as f:
@@ -74,15 +91,22 @@ def merging_pages(pid):
 
 @contextlib.contextmanager
 def saved():
-    """Hold the KSM test lock; save every knob and restore it after."""
+    """Hold the KSM test lock; save every knob and ksmd's nice value, and
+    restore them after."""
     with open(LOCK, 'a') as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        knobs = read_knobs()
+        knobs, nice = read_knobs(), ksmd_nice()
         try:
             yield knobs
         finally:
             restore_knobs(knobs)
+            changed = ksmd_nice()
+            if changed != nice:
+                os.setpriority(os.PRIO_PROCESS, ksmd_pid(), nice)
         assert read_knobs() == knobs, 'KSM knobs not restored'
+        assert changed == nice, 'ksmd left at nice %d (was %d)' % (
+            changed, nice)
+
 
 def tuner_state(state_dir):
     """What the tuner published in its state directory ({} before)."""

@@ -31,6 +31,7 @@ read_ksm, read_knobs, write_ksm = (ksm_state.read_ksm, ksm_state.read_knobs,
 restore_knobs, tuner_state = ksm_state.restore_knobs, ksm_state.tuner_state
 TunerProcess = ksm_state.TunerProcess
 merging_pages = ksm_state.merging_pages
+ksmd_nice = ksm_state.ksmd_nice
 
 
 @pytest.fixture

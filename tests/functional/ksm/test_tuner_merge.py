@@ -24,15 +24,20 @@ COUNT, MIB, IDENTICAL = 4, 48, 0.9
 REFERENCE_SECONDS = 5.0
 
 
-@pytest.fixture
-def tuner(tmp_path, ksm_saved):
-    """A real ``nova-ksm-tuner``, started by the test; SIGTERM after."""
+def tuner_process(tmp_path, log='tuner.log'):
+    """A real ``nova-ksm-tuner`` (not started) with the tests' nova.conf
+    and its state in ``tmp_path / 'state'``."""
     state_dir = str(tmp_path / 'state')
     conf = conftest.write_conf(
         tmp_path / 'nova.conf', state_dir=state_dir, connection_uri='',
         poll_interval=0.5, cpu_budget_percent=50, restore_on_exit='true')
-    tuner = conftest.TunerProcess(conf, str(tmp_path / 'tuner.log'),
-                                  state_dir)
+    return conftest.TunerProcess(conf, str(tmp_path / log), state_dir)
+
+
+@pytest.fixture
+def tuner(tmp_path, ksm_saved):
+    """A real ``nova-ksm-tuner``, started by the test; SIGTERM after."""
+    tuner = tuner_process(tmp_path)
     try:
         yield tuner
     finally:
@@ -74,6 +79,7 @@ def cpu_percent_over(seconds):
 
 
 def test_tuner_merges_settles_and_restores(tuner, ksm_saved):
+    nice = conftest.ksmd_nice()
     with workload.Workload(COUNT, MIB, IDENTICAL) as load:
         cpu_before = conftest.ksmd_cpu_seconds()
         ready = time.monotonic()
@@ -86,6 +92,8 @@ def test_tuner_merges_settles_and_restores(tuner, ksm_saved):
         # Settled: long sleeps, small batches, a small share of the boost.
         conftest.wait_for(lambda: settled(tuner.state_dir), 60,
                           what='the tuner to settle')
+        # ksmd's priority is raised for the boost only.
+        assert conftest.ksmd_nice() == nice
         others = conftest.mergeable_pids() - set(load.pids)
         settled_percent = cpu_percent_over(3)
         others |= conftest.mergeable_pids() - set(load.pids)
@@ -137,6 +145,9 @@ def test_tuner_merges_settles_and_restores(tuner, ksm_saved):
     assert 'KSM boost: guests found' in log or \
         'KSM boost: guest started' in log
     assert 'KSM settled: plateau' in log
+    if nice > 0:
+        assert 'at nice 0 while the boost runs (was %d)' % nice in log
+        assert 'back at nice %d: the boost ended' % nice in log
 
     # The reference, on the same memory: the kernel's defaults for twice
     # as long as the tuner needed (at least REFERENCE_SECONDS) merge less
@@ -184,3 +195,39 @@ def test_the_tuner_reads_ksmds_cpu_time_to_the_nanosecond():
     assert cpu.resolution == 1e-9
     tick = 1.0 / os.sysconf('SC_CLK_TCK')
     assert before - tick <= exact <= after + tick
+
+
+def test_a_boost_raises_ksmds_priority_and_a_crash_is_undone(tmp_path,
+                                                             ksm_saved):
+    """ksmd runs at ``boost_ksmd_nice`` while the tuner boosts, as the
+    kernel's /proc/<ksmd>/stat shows. A tuner killed (SIGKILL) during the
+    boost leaves it there, and the next tuner puts it back as it starts.
+    (The test above checks that settling puts it back.)"""
+    original = conftest.ksmd_nice()
+    if original <= 0:
+        pytest.skip('ksmd already runs at nice %d' % original)
+    first = tuner_process(tmp_path, 'first.log')
+    state_dir = first.state_dir
+    # Big enough that the boost lasts seconds (three full scans).
+    with workload.Workload(4, 256, 0.5):
+        first.start()
+        try:
+            conftest.wait_for(
+                lambda: conftest.tuner_state(state_dir).get('state')
+                == 'boost' and conftest.ksmd_nice() == 0, 30,
+                what='the boost to raise ksmd to nice 0')
+        finally:
+            first.proc.kill()
+            first.proc.wait(timeout=30)
+        assert conftest.ksmd_nice() == 0
+    os.unlink(os.path.join(state_dir, 'tuner'))  # the killed one's state
+    second = tuner_process(tmp_path, 'second.log')
+    second.start()
+    try:
+        assert conftest.ksmd_nice() == original
+        assert 'back at nice %d: a tuner before this one was killed' % (
+            original) in second.log_text()
+    finally:
+        assert second.stop() == 0
+    assert 'at nice 0 while the boost runs (was %d)' % original in (
+        first.log_text())
