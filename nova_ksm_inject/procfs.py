@@ -82,7 +82,7 @@ def _read_or_none(path):
 
 
 Stat = collections.namedtuple(
-    'Stat', 'pid comm state ppid starttime utime stime cutime cstime')
+    'Stat', 'pid comm state ppid starttime utime stime cutime cstime nice')
 Stat.cpu_seconds = property(
     lambda self: (self.utime + self.stime) / CLOCK_TICKS,
     doc='User plus system CPU seconds.')
@@ -100,12 +100,12 @@ def stat(pid, proc_root=None):
     fields = tail.split()
     try:
         # stat(5): state 3, ppid 4, utime 14, stime 15, cutime 16,
-        # cstime 17 (children waited for), starttime 22.
+        # cstime 17 (children waited for), nice 19, starttime 22.
         return Stat(pid=int(pid), comm=head.partition('(')[2],
                     state=fields[0], ppid=int(fields[1]),
                     utime=int(fields[11]), stime=int(fields[12]),
                     cutime=int(fields[13]), cstime=int(fields[14]),
-                    starttime=int(fields[19]))
+                    nice=int(fields[16]), starttime=int(fields[19]))
     except (IndexError, ValueError) as err:
         raise ProcError(path=_path(pid, 'stat', proc_root),
                         reason='unexpected format %r' % text[:80]) from err

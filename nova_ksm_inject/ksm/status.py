@@ -8,6 +8,7 @@ otherwise own), the usual reading; the kernel's own ``general_profit``
 
 import mmap
 
+from nova_ksm_inject import procfs
 from nova_ksm_inject.ksm import processes
 
 PAGE_SIZE = mmap.PAGESIZE
@@ -58,12 +59,22 @@ def collect(sysfs, statedir, clock, sleeper, window=0.5,
         ksmd_cpu_percent=(None if cpu_percent is None
                           else round(cpu_percent, 1)),
         ksmd_pid=cpu.pid,
+        ksmd_nice=_nice(cpu.pid, proc_root),
         tuner=statedir.tuner() if statedir.tuner_alive() else None,
         hook_guests=statedir.guests(),
         guests=found,
         projects=project_savings(found, sharing),
     )
     return status
+
+
+def _nice(pid, proc_root=None):
+    """ksmd's nice value (the tuner raises its priority while it boosts:
+    ``[ksm] boost_ksmd_nice``), or None."""
+    try:
+        return None if pid is None else procfs.stat(pid, proc_root).nice
+    except procfs.ProcError:
+        return None
 
 
 def attach_owners(found, records):
@@ -120,7 +131,8 @@ def format_text(status):
         'Unshared %s, volatile %s, full scans %s' % (
             status['pages_unshared'], status['pages_volatile'],
             status['full_scans']),
-        'ksmd CPU: %s%% of one core' % _na(status['ksmd_cpu_percent']),
+        'ksmd CPU: %s%% of one core, nice %s' % (
+            _na(status['ksmd_cpu_percent']), _na(status.get('ksmd_nice'))),
         'Tuner: %s' % ('not running' if not tuner else '%s (%s)' % (
             tuner.get('state'), tuner.get('reason'))),
         'Guests (%d):' % len(status['guests']),

@@ -84,10 +84,12 @@ class FakeProc(object):
                  ' mg' if mergeable else ''))))
 
     def set_ticks(self, pid, ticks, comm='ksmd', state='S', ppid=1,
-                  starttime=100, stime=0):
-        # stat(5): state 3, ppid 4, utime 14, stime 15, starttime 22.
+                  starttime=100, stime=0, nice=0):
+        # stat(5): state 3, ppid 4, utime 14, stime 15, nice 19,
+        # starttime 22.
         fields = [state, str(ppid)] + ['0'] * 9 + [str(ticks), str(stime)]
-        fields += ['0'] * 6 + [str(starttime)] + ['0'] * 30
+        fields += ['0'] * 3 + [str(nice)] + ['0'] * 2 + [str(starttime)]
+        fields += ['0'] * 30
         self._write(pid, 'stat', '%d (%s) %s\n' % (pid, comm,
                                                    ' '.join(fields)))
 

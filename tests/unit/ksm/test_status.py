@@ -31,7 +31,7 @@ def collected(fake_ksm, fake_proc, statedir, clock):
 
     def sleeper(seconds):
         clock.sleep(seconds)
-        fake_proc.set_ticks(37, procfs.CLOCK_TICKS // 10)  # 0.1 s
+        fake_proc.set_ticks(37, procfs.CLOCK_TICKS // 10, nice=5)  # 0.1 s
     statedir.write_tuner({'state': 'settled', 'reason': 'plateau'})
     return ksm_status.collect(fake_ksm.sysfs, statedir, clock, sleeper,
                               window=0.5, proc_root=fake_proc.root)
@@ -43,6 +43,7 @@ def test_collect(collected):
     assert collected['saved_mib'] == 100.0
     assert collected['general_profit_mib'] == 100.0
     assert collected['ksmd_cpu_percent'] == 20.0
+    assert collected['ksmd_nice'] == 5
     assert collected['guests'] == [{'name': 'lab-1', 'pid': 1001,
                                     'merging_pages': 1000,
                                     'profit_bytes': 0, 'instance': None,
@@ -63,6 +64,7 @@ def test_text(collected):
     text = ksm_status.format_text(collected)
     assert 'KSM: running' in text
     assert 'Saved: 100.0 MiB' in text
+    assert 'ksmd CPU: 20.0% of one core, nice 5' in text
     assert 'lab-1' in text and 'settled' in text
 
 
