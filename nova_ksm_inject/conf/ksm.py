@@ -115,7 +115,7 @@ ksmd's nice value while the ``adaptive`` tuner boosts; empty: never change
 ksmd's priority.
 
 The kernel starts ksmd at nice 5. While guests fill their memory the
-scheduler then gives ksmd 40-60% of a core, not ``cpu_budget_percent``:
+scheduler then gives ksmd 41-64% of a core, not ``cpu_budget_percent``:
 the budget is a ceiling the tuner enforces with ksmd's sleeps, and this
 makes it the share ksmd gets. The tuner only ever raises ksmd's priority,
 and puts the nice value it found back when the boost ends, when it stops,
