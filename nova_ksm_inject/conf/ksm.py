@@ -111,15 +111,17 @@ as ``advisor_max_cpu``.
                min=-20,
                max=19,
                help="""
-ksmd's nice value while the ``adaptive`` tuner boosts; empty: never change
-ksmd's priority.
+ksmd's nice value while the ``adaptive`` tuner boosts on guest memory that
+is in; empty: never change ksmd's priority.
 
-The kernel starts ksmd at nice 5. While guests fill their memory the
-scheduler then gives ksmd 41-64% of a core, not ``cpu_budget_percent``:
-the budget is a ceiling the tuner enforces with ksmd's sleeps, and this
-makes it the share ksmd gets. The tuner only ever raises ksmd's priority,
-and puts the nice value it found back when the boost ends, when it stops,
-and when it starts again after it was killed.
+The kernel starts ksmd at nice 5, at which a boost got 41-64% of a core
+under load, not ``cpu_budget_percent``: the budget is a ceiling the tuner
+keeps with ksmd's sleeps, and this makes it the share ksmd gets. While
+guests are filling their memory (it grew by 1% within half a second)
+ksmd keeps the nice value it had: their boot comes first. The tuner only
+ever raises ksmd's priority, and puts the nice value it found back when
+guests fill memory again, when the boost ends, when it stops, and when it
+starts again after it was killed.
 
 Related options:
 
