@@ -1,0 +1,104 @@
+"""static-max against reruns of itself: how far the grid's targets are
+the kernel's noise (``python -m bench.ksm_grid_reruns RESULT.json...``).
+
+The grid compares the tuner with one run of static-max. The same
+workload on the same kernel does not merge in the same time twice: a
+later wave lands wherever ``smart_scan``'s skip cycle of the older
+guests' pages is, and a full scan that visits them costs ten to twenty
+times one that skips them. So, for every case run more than once (the
+same seed and case in several JSON files), each run of static-max is put
+against each other one with the grid's own time target (every wave's t95
+within 1.5x the other run's, plus the resolution) and the CPU one (its
+merge-work floor within the other run's allowed CPU). A case where
+static-max misses a target against itself is one where no policy can be
+sure to meet it in a single run.
+"""
+
+import argparse
+import itertools
+import json
+import sys
+
+from bench import ksm_grid_report
+from bench import ksm_grid_targets as targets
+from bench import ksm_report
+
+
+def t95_met(candidate, reference):
+    """Whether ``candidate``'s static-max waves meet the time target
+    against ``reference``'s (case numbers)."""
+    for theirs, ours in zip(reference['waves'], candidate['waves'],
+                            strict=False):
+        if theirs['static_t95'] is None or ours['static_t95'] is None:
+            continue
+        if ours['static_t95'] > (targets.MAX_T95_RATIO * theirs['static_t95']
+                                 + targets.RESOLUTION + 1e-9):
+            return False
+    return True
+
+
+def by_case(results):
+    """{(seed, case): [case numbers of every run]}."""
+    runs = {}
+    for result in results:
+        for case in result['cases']:
+            runs.setdefault((result['seed'], case['case']), []).append(
+                case['numbers'])
+    return runs
+
+
+def case_rows(results):
+    """One row per case run at least twice, and the totals:
+    (rows, t95 misses, CPU misses, ordered pairs)."""
+    rows, t95_misses, cpu_misses, pairs = [], 0, 0, 0
+    for (seed, case), runs in sorted(by_case(results).items()):
+        if len(runs) < 2:
+            continue
+        ordered = list(itertools.permutations(runs, 2))
+        slow = sum(not t95_met(b, a) for a, b in ordered)
+        costly = sum(b['floor_cpu'] > a['allowed_cpu'] for a, b in ordered)
+        t95s = ['/'.join(targets._seconds(w['static_t95'])
+                         for w in run['waves']) for run in runs]
+        floors = [run['floor_cpu'] for run in runs]
+        rows.append(('%s#%s' % (seed, case), str(len(runs)),
+                     '%d of %d' % (slow, len(ordered)),
+                     '%d of %d' % (costly, len(ordered)),
+                     '%.1f-%.1f' % (min(floors), max(floors)),
+                     ', '.join(t95s)))
+        t95_misses += slow
+        cpu_misses += costly
+        pairs += len(ordered)
+    return rows, t95_misses, cpu_misses, pairs
+
+
+def format_text(results):
+    rows, slow, costly, pairs = case_rows(results)
+    if not rows:
+        return 'No case was run twice: give the JSON of several runs.'
+    return '\n'.join([
+        'static-max against reruns of itself (ordered pairs of runs of '
+        'the same case; the grid\'s targets, the first run as the '
+        'reference):', '',
+        ksm_report.rst_table(('case', 'runs', 't95 target missed',
+                              'floor over allowed', 'floor (s)',
+                              'static-max t95 per run (s)'), rows), '',
+        'In all: the t95 target missed in %d of %d pairs, the floor over '
+        'the allowed CPU in %d.' % (slow, pairs, costly)])
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog='ksm_grid_reruns', description=__doc__.split('\n')[0])
+    parser.add_argument('results', nargs='+', metavar='RESULT.json')
+    args = parser.parse_args(argv)
+    results = []
+    for name in args.results:
+        with open(name) as f:
+            data = json.load(f)
+        results.append(ksm_grid_report.refresh(data.get('grid', data)))
+    print(format_text(results))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

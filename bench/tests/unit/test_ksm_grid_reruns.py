@@ -1,0 +1,30 @@
+"""static-max against reruns of itself (bench/ksm_grid_reruns.py)."""
+
+from bench import ksm_grid_reruns as reruns
+
+
+def run(seed, t95s, floor, allowed):
+    return {'seed': seed, 'cases': [{'case': 1, 'numbers': {
+        'waves': [{'static_t95': t} for t in t95s],
+        'floor_cpu': floor, 'allowed_cpu': allowed}}]}
+
+
+def test_a_slow_rerun_misses_the_target_against_the_fast_one_only():
+    fast, slow = run(3, [0.0, 1.0], 2.0, 3.0), run(3, [0.0, 2.1], 3.5, 5.0)
+    rows, t95_misses, cpu_misses, pairs = reruns.case_rows([fast, slow])
+    # 2.1 > 1.5 x 1.0 + 0.5; 1.0 <= 1.5 x 2.1 + 0.5. Floor 3.5 > 3.0.
+    assert (t95_misses, cpu_misses, pairs) == (1, 1, 2)
+    assert rows == [('3#1', '2', '1 of 2', '1 of 2', '2.0-3.5',
+                     '0.0/1.0, 0.0/2.1')]
+
+
+def test_the_resolution_is_the_margin():
+    rows, t95_misses, _, _ = reruns.case_rows(
+        [run(1, [1.0], 1.0, 2.0), run(1, [2.0], 1.0, 2.0)])
+    assert t95_misses == 0  # 2.0 = 1.5 x 1.0 + 0.5
+
+
+def test_a_case_run_once_or_of_another_seed_is_left_out():
+    text = reruns.format_text([run(1, [1.0], 1.0, 2.0),
+                               run(2, [9.0], 1.0, 2.0)])
+    assert text.startswith('No case was run twice')
