@@ -6,7 +6,6 @@ sleeper, the sysfs tree and the procfs root are injectable so unit tests
 run the loop against fake trees without waiting.
 """
 
-import collections
 import time
 
 from oslo_log import log as logging
@@ -43,11 +42,6 @@ class Tuner(object):
     """
 
     LOCK_TIMEOUT = 2.0
-    # The guests' memory is arriving while it grew by 1% (and 16 MiB)
-    # within this many seconds: they are booting, and ksmd keeps its
-    # own priority (see _renice).
-    ARRIVAL_SECONDS = 0.5
-    ARRIVAL_FRACTION = 0.01
     EVENT_POLL = 0.1
     LOGGED = ('run', 'pages_to_scan', 'sleep_millisecs', 'smart_scan',
               'advisor_mode')
@@ -67,7 +61,6 @@ class Tuner(object):
             priority = processes.KsmdPriority(self.ksmd.pid)
         self.priority = priority
         self._nice = None  # the statedir record while ksmd's is raised
-        self._recent = collections.deque()  # (time, guest pages)
         self.watcher = processes.MergeableWatcher(proc_root)
         self.generation = None
         self.applied = None
@@ -197,11 +190,7 @@ class Tuner(object):
             with self.statedir.locked(timeout=self.LOCK_TIMEOUT):
                 self.host.apply(knobs)
             self.applied = knobs
-        arriving = self._arriving(sample)  # every look: a window of them
-        boosting = decision.state == ksm_policy.BOOST
-        self._renice(boosting and not arriving,
-                     'the guests are filling their memory' if boosting
-                     else 'the boost ended')
+        self._renice(decision.state == ksm_policy.BOOST)
         before = (getattr(self.decision, 'state', None),
                   getattr(self.decision, 'reason', None))
         if before != (decision.state, decision.reason):
@@ -224,29 +213,14 @@ class Tuner(object):
                      'them again', drifted)
         return bool(drifted)
 
-    def _arriving(self, sample):
-        """Whether the guests' memory grew over the last
-        :attr:`ARRIVAL_SECONDS`: guests are filling it."""
-        recent = self._recent
-        recent.append((sample.time, sample.guest_pages or 0))
-        while len(recent) > 1 and \
-                recent[1][0] <= sample.time - self.ARRIVAL_SECONDS:
-            recent.popleft()
-        return signals.Growth.significant(
-            recent[-1][1], min(pages for _, pages in recent),
-            self.ARRIVAL_FRACTION)
-
-    def _renice(self, boosting, why='the boost ended'):
-        """ksmd at ``[ksm] boost_ksmd_nice`` while a boost runs on memory
-        that is in, and back at the nice value it had while guests fill
-        theirs (their boot comes first: at nice 0 ksmd slowed it, and
-        memory that arrives behind ksmd's cursor waits a pass anyway) and
-        once the boost ends. Only ever raises ksmd's priority; when that
-        fails, says so once and stops trying."""
+    def _renice(self, boosting):
+        """ksmd at ``[ksm] boost_ksmd_nice`` while a boost runs, and back
+        at the nice value it had once the boost ends. Only ever raises
+        ksmd's priority; when that fails, says so once and stops trying."""
         wanted = self.settings.boost_ksmd_nice
         if not boosting or self.priority is None or wanted is None:
             if not boosting and self._nice is not None:
-                self._put_nice_back(self._nice, why)
+                self._put_nice_back(self._nice, 'the boost ended')
             return
         if self._nice is not None:
             return
@@ -269,8 +243,8 @@ class Tuner(object):
             self._nice = None
             self.statedir.clear_ksmd_nice()
             return
-        LOG.info('ksmd (pid %d) at nice %d while the boost merges the '
-                 "guests' memory (was %d)", self.priority.pid, wanted, found)
+        LOG.info('ksmd (pid %d) at nice %d while the boost runs (was %d)',
+                 self.priority.pid, wanted, found)
 
     def _put_nice_back(self, record, why):
         """ksmd back at ``record['nice']``, if it is still the ksmd the

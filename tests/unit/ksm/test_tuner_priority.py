@@ -52,14 +52,6 @@ def make_tuner(settings, fake_ksm, fake_proc, statedir, clock,
     return _make
 
 
-def boost_on_memory_that_is_in(tuner, clock):
-    """The first look of a boost sees the guests' memory arrive; the look
-    after ARRIVAL_SECONDS sees it in."""
-    assert tuner.step().state == policy.BOOST
-    clock.sleep(tuner.ARRIVAL_SECONDS + 0.05)
-    assert tuner.step().state == policy.BOOST
-
-
 def boost_then_settle(tuner, fake_ksm, clock):
     """Steps until the tuner settles; the states seen."""
     states = []
@@ -81,45 +73,21 @@ def test_a_boost_raises_ksmds_priority_and_settling_puts_it_back(
     assert fake_priority.nice[KSMD] == 5  # idle: left alone
     fake_proc.add(900, mergeable=True, rss_pages=16384)
     assert tuner.step().state == policy.BOOST
-    assert fake_priority.nice[KSMD] == 5  # the guest fills its memory
-    clock.sleep(tuner.ARRIVAL_SECONDS + 0.05)
-    assert tuner.step().state == policy.BOOST
     assert fake_priority.nice[KSMD] == 0
     assert statedir.saved_ksmd_nice() == {'pid': KSMD, 'nice': 5}
-    assert ("ksmd (pid 37) at nice 0 while the boost merges the guests' "
-            "memory (was 5)") in caplog.text
+    assert 'ksmd (pid 37) at nice 0 while the boost runs (was 5)' in \
+        caplog.text
     assert boost_then_settle(tuner, fake_ksm, clock)[-1] == policy.SETTLED
     assert fake_priority.nice[KSMD] == 5
     assert statedir.saved_ksmd_nice() is None
     assert fake_priority.sets == [(KSMD, 0), (KSMD, 5)]
 
 
-def test_guests_filling_their_memory_get_ksmds_priority_back(
-        make_tuner, fake_proc, clock, statedir, fake_priority, caplog):
-    caplog.set_level(logging.INFO, logger='nova_ksm_inject')
-    fake_proc.add(906, mergeable=True, rss_pages=16384)
-    tuner = make_tuner()
-    tuner.start()
-    boost_on_memory_that_is_in(tuner, clock)
-    assert fake_priority.nice[KSMD] == 0
-    fake_proc.add(907, mergeable=True, rss_pages=16384)  # another boots
-    clock.sleep(0.05)
-    assert tuner.step().state == policy.BOOST
-    assert fake_priority.nice[KSMD] == 5
-    assert statedir.saved_ksmd_nice() is None
-    assert ('ksmd (pid 37) back at nice 5: the guests are filling their '
-            'memory') in caplog.text
-    clock.sleep(tuner.ARRIVAL_SECONDS + 0.05)
-    tuner.step()
-    assert fake_priority.sets == [(KSMD, 0), (KSMD, 5), (KSMD, 0)]
-
-
 def test_stopping_during_a_boost_puts_the_priority_back(
-        make_tuner, fake_proc, clock, statedir, fake_priority):
+        make_tuner, fake_proc, statedir, fake_priority):
     fake_proc.add(901, mergeable=True, rss_pages=16384)
     tuner = make_tuner(restore_on_exit=False)
-    polls = iter([False, False, True])
-    tuner.sleeper = lambda seconds: clock.sleep(tuner.ARRIVAL_SECONDS)
+    polls = iter([False, True])
     tuner.run(lambda: next(polls))
     assert tuner.decision.state == policy.BOOST
     assert fake_priority.sets == [(KSMD, 0), (KSMD, 5)]
@@ -127,11 +95,11 @@ def test_stopping_during_a_boost_puts_the_priority_back(
 
 
 def test_a_tuner_killed_during_a_boost_is_undone_by_the_next(
-        make_tuner, fake_proc, clock, statedir, fake_priority):
+        make_tuner, fake_proc, statedir, fake_priority):
     fake_proc.add(902, mergeable=True, rss_pages=16384)
     killed = make_tuner()
     killed.start()
-    boost_on_memory_that_is_in(killed, clock)  # then SIGKILL: no stop()
+    killed.step()  # then SIGKILL: no stop()
     assert fake_priority.nice[KSMD] == 0
     fake_proc.remove(902)
     make_tuner().start()
@@ -147,24 +115,24 @@ def test_a_record_about_another_ksmd_is_dropped(make_tuner, statedir,
     assert statedir.saved_ksmd_nice() is None
 
 
-def test_ksmds_priority_is_never_lowered(make_tuner, fake_proc, clock,
-                                         statedir, fake_priority):
+def test_ksmds_priority_is_never_lowered(make_tuner, fake_proc, statedir,
+                                         fake_priority):
     fake_priority.nice[KSMD] = -5  # the operator's choice
     fake_proc.add(903, mergeable=True, rss_pages=16384)
     tuner = make_tuner()
     tuner.start()
-    boost_on_memory_that_is_in(tuner, clock)
+    assert tuner.step().state == policy.BOOST
     tuner.stop()
     assert fake_priority.sets == []
     assert statedir.saved_ksmd_nice() is None
 
 
-def test_an_empty_option_leaves_ksmd_alone(make_tuner, fake_proc, clock,
+def test_an_empty_option_leaves_ksmd_alone(make_tuner, fake_proc,
                                            fake_priority):
     fake_proc.add(904, mergeable=True, rss_pages=16384)
     tuner = make_tuner(boost_ksmd_nice=None)
     tuner.start()
-    boost_on_memory_that_is_in(tuner, clock)
+    assert tuner.step().state == policy.BOOST
     tuner.stop()
     assert fake_priority.sets == []
 
@@ -176,8 +144,7 @@ def test_a_refused_renice_is_said_once_and_the_boost_goes_on(
     fake_proc.add(905, mergeable=True, rss_pages=16384)
     tuner = make_tuner()
     tuner.start()
-    boost_on_memory_that_is_in(tuner, clock)
-    clock.sleep(0.05)
+    assert tuner.step().state == policy.BOOST
     assert tuner.step().state == policy.BOOST
     warnings = [r.getMessage() for r in caplog.records
                 if r.levelno == logging.WARNING]
