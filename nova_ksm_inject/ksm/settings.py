@@ -22,7 +22,7 @@ class KsmSettings(object):
     use_zero_pages: bool = False
     max_page_sharing: int = 256
     cpu_budget_percent: int = 70
-    boost_ksmd_nice: int = 0
+    boost_ksmd_nice: int = None  # None: ksmd's priority is left alone
     restore_on_exit: bool = False
     connection_uri: str = 'qemu:///system'
     state_dir: str = '/run/nova-ksm-inject/ksm'

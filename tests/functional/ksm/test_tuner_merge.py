@@ -30,7 +30,8 @@ def tuner_process(tmp_path, log='tuner.log'):
     state_dir = str(tmp_path / 'state')
     conf = conftest.write_conf(
         tmp_path / 'nova.conf', state_dir=state_dir, connection_uri='',
-        poll_interval=0.5, cpu_budget_percent=50, restore_on_exit='true')
+        poll_interval=0.5, cpu_budget_percent=50, restore_on_exit='true',
+        boost_ksmd_nice=0)
     return conftest.TunerProcess(conf, str(tmp_path / log), state_dir)
 
 

@@ -10,6 +10,7 @@ import pytest
 from nova_ksm_inject.ksm import host as ksm_host
 from nova_ksm_inject.ksm import policy
 from nova_ksm_inject.ksm import processes
+from nova_ksm_inject.ksm import settings as ksm_settings
 from nova_ksm_inject.ksm import tuner as ksm_tuner
 
 KSMD = 37  # the fake tree's ksmd (conftest.FakeProc.add_ksmd)
@@ -42,6 +43,7 @@ def fake_priority():
 def make_tuner(settings, fake_ksm, fake_proc, statedir, clock,
                fake_priority):
     def _make(priority=True, **overrides):
+        overrides.setdefault('boost_ksmd_nice', 0)
         return ksm_tuner.Tuner(
             dataclasses.replace(settings, **overrides),
             ksm_host.KsmHost(fake_ksm.sysfs), statedir, clock=clock,
@@ -125,6 +127,10 @@ def test_ksmds_priority_is_never_lowered(make_tuner, fake_proc, statedir,
     tuner.stop()
     assert fake_priority.sets == []
     assert statedir.saved_ksmd_nice() is None
+
+
+def test_by_default_ksmd_is_left_alone():
+    assert ksm_settings.KsmSettings().boost_ksmd_nice is None
 
 
 def test_an_empty_option_leaves_ksmd_alone(make_tuner, fake_proc,
