@@ -236,8 +236,8 @@ class Tuner(object):
         except OSError as err:
             LOG.warning('Cannot raise the priority of ksmd (pid %d): %s; '
                         'boosts get less of a core than cpu_budget_percent '
-                        'under load. Run the tuner as root, or set [ksm] '
-                        'boost_ksmd_nice empty to stop trying',
+                        'under load. Run the tuner as root, or unset [ksm] '
+                        'boost_ksmd_nice',
                         self.priority.pid, err.strerror or err)
             self.priority = None
             self._nice = None

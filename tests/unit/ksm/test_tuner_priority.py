@@ -157,8 +157,8 @@ def test_a_refused_renice_is_said_once_and_the_boost_goes_on(
     assert warnings == [
         'Cannot raise the priority of ksmd (pid 37): Operation not '
         'permitted; boosts get less of a core than cpu_budget_percent '
-        'under load. Run the tuner as root, or set [ksm] boost_ksmd_nice '
-        'empty to stop trying']
+        'under load. Run the tuner as root, or unset [ksm] '
+        'boost_ksmd_nice']
     assert fake_priority.nice[KSMD] == 5
     assert statedir.saved_ksmd_nice() is None
     assert int(fake_ksm.get('pages_to_scan')) > 100
