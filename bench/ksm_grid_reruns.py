@@ -12,6 +12,9 @@ within 1.5x the other run's, plus the resolution) and the CPU one (its
 merge-work floor within the other run's allowed CPU). A case where
 static-max misses a target against itself is one where no policy can be
 sure to meet it in a single run.
+
+``--policy adaptive`` does the same with the tuner's t95 (runs of the
+same tuner only: its JSON does not say which commit ran).
 """
 
 import argparse
@@ -23,16 +26,18 @@ from bench import ksm_grid_report
 from bench import ksm_grid_targets as targets
 from bench import ksm_report
 
+KEYS = {'static-max': 'static_t95', 'adaptive': 'adaptive_t95'}
 
-def t95_met(candidate, reference):
-    """Whether ``candidate``'s static-max waves meet the time target
-    against ``reference``'s (case numbers)."""
+
+def t95_met(candidate, reference, key='static_t95'):
+    """Whether ``candidate``'s waves meet the time target against
+    ``reference``'s (case numbers; ``key``: whose t95)."""
     for theirs, ours in zip(reference['waves'], candidate['waves'],
                             strict=False):
-        if theirs['static_t95'] is None or ours['static_t95'] is None:
+        if theirs[key] is None or ours[key] is None:
             continue
-        if ours['static_t95'] > (targets.MAX_T95_RATIO * theirs['static_t95']
-                                 + targets.RESOLUTION + 1e-9):
+        if ours[key] > (targets.MAX_T95_RATIO * theirs[key]
+                        + targets.RESOLUTION + 1e-9):
             return False
     return True
 
@@ -47,19 +52,22 @@ def by_case(results):
     return runs
 
 
-def case_rows(results):
+def case_rows(results, key='static_t95'):
     """One row per case run at least twice, and the totals:
-    (rows, t95 misses, CPU misses, ordered pairs)."""
+    (rows, t95 misses, CPU misses, ordered pairs). The CPU check is
+    static-max's merge-work floor against the other run's allowed CPU,
+    or the tuner's CPU against it (``key`` the tuner's t95)."""
+    cpu = 'floor_cpu' if key == KEYS['static-max'] else 'adaptive_cpu'
     rows, t95_misses, cpu_misses, pairs = [], 0, 0, 0
     for (seed, case), runs in sorted(by_case(results).items()):
         if len(runs) < 2:
             continue
         ordered = list(itertools.permutations(runs, 2))
-        slow = sum(not t95_met(b, a) for a, b in ordered)
-        costly = sum(b['floor_cpu'] > a['allowed_cpu'] for a, b in ordered)
-        t95s = ['/'.join(targets._seconds(w['static_t95'])
+        slow = sum(not t95_met(b, a, key) for a, b in ordered)
+        costly = sum(b[cpu] > a['allowed_cpu'] for a, b in ordered)
+        t95s = ['/'.join(targets._seconds(w[key])
                          for w in run['waves']) for run in runs]
-        floors = [run['floor_cpu'] for run in runs]
+        floors = [run[cpu] for run in runs]
         rows.append(('%s#%s' % (seed, case), str(len(runs)),
                      '%d of %d' % (slow, len(ordered)),
                      '%d of %d' % (costly, len(ordered)),
@@ -71,32 +79,39 @@ def case_rows(results):
     return rows, t95_misses, cpu_misses, pairs
 
 
-def format_text(results):
-    rows, slow, costly, pairs = case_rows(results)
+def format_text(results, policy='static-max'):
+    rows, slow, costly, pairs = case_rows(results, KEYS[policy])
     if not rows:
         return 'No case was run twice: give the JSON of several runs.'
     return '\n'.join([
-        'static-max against reruns of itself (ordered pairs of runs of '
-        'the same case; the grid\'s targets, the first run as the '
-        'reference):', '',
-        ksm_report.rst_table(('case', 'runs', 't95 target missed',
-                              'floor over allowed', 'floor (s)',
-                              'static-max t95 per run (s)'), rows), '',
-        'In all: the t95 target missed in %d of %d pairs, the floor over '
-        'the allowed CPU in %d.' % (slow, pairs, costly)])
+        '%s against reruns of itself (ordered pairs of runs of the same '
+        'case; the grid\'s targets, the first run as the reference):'
+        % policy, '',
+        ksm_report.rst_table(
+            ('case', 'runs', 't95 target missed',
+             '%s over allowed' % ('floor' if policy == 'static-max'
+                                  else 'CPU'),
+             '%s (s)' % ('floor' if policy == 'static-max' else 'CPU'),
+             '%s t95 per run (s)' % policy), rows), '',
+        'In all: the t95 target missed in %d of %d pairs, the %s over '
+        'the allowed CPU in %d.' % (slow, pairs, 'floor' if policy ==
+                                    'static-max' else 'CPU', costly)])
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog='ksm_grid_reruns', description=__doc__.split('\n')[0])
     parser.add_argument('results', nargs='+', metavar='RESULT.json')
+    parser.add_argument('--policy', choices=sorted(KEYS),
+                        default='static-max', help="whose t95 is put "
+                        "against its reruns (default: %(default)s)")
     args = parser.parse_args(argv)
     results = []
     for name in args.results:
         with open(name) as f:
             data = json.load(f)
         results.append(ksm_grid_report.refresh(data.get('grid', data)))
-    print(format_text(results))
+    print(format_text(results, args.policy))
     return 0
 
 

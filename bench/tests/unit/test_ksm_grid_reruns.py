@@ -3,10 +3,12 @@
 from bench import ksm_grid_reruns as reruns
 
 
-def run(seed, t95s, floor, allowed):
+def run(seed, t95s, floor, allowed, tuner=None):
     return {'seed': seed, 'cases': [{'case': 1, 'numbers': {
-        'waves': [{'static_t95': t} for t in t95s],
-        'floor_cpu': floor, 'allowed_cpu': allowed}}]}
+        'waves': [{'static_t95': t, 'adaptive_t95': u}
+                  for t, u in zip(t95s, tuner or t95s, strict=True)],
+        'floor_cpu': floor, 'allowed_cpu': allowed,
+        'adaptive_cpu': 2 * floor}}]}
 
 
 def test_a_slow_rerun_misses_the_target_against_the_fast_one_only():
@@ -28,3 +30,15 @@ def test_a_case_run_once_or_of_another_seed_is_left_out():
     text = reruns.format_text([run(1, [1.0], 1.0, 2.0),
                                run(2, [9.0], 1.0, 2.0)])
     assert text.startswith('No case was run twice')
+
+
+def test_the_tuner_against_its_reruns():
+    first = run(1, [1.0, 1.0], 1.0, 2.0, tuner=[None, 1.0])
+    again = run(1, [1.0, 1.0], 1.0, 2.0, tuner=[None, 2.5])
+    again['cases'][0]['numbers']['adaptive_cpu'] = 2.5
+    rows, t95_misses, cpu_misses, _ = reruns.case_rows(
+        [first, again], reruns.KEYS['adaptive'])
+    assert (t95_misses, cpu_misses) == (1, 1)  # CPU 2.5 > 2.0 allowed
+    assert rows[0][-2:] == ('2.0-2.5', 'never/1.0, never/2.5')
+    assert reruns.format_text([first, again], 'adaptive').startswith(
+        'adaptive against reruns of itself')
