@@ -183,8 +183,8 @@ def host_info():
     return {'kernel': platform.release(), 'cpus': os.cpu_count(),
             'mem_total_mib': info['MemTotal'] // 1024,
             'page_size': ksm_guest.PAGE_SIZE,
-            # The kernel's: static-max and the others run at it; the
-            # tuner raises it while it boosts ([ksm] boost_ksmd_nice).
+            # The kernel's: every policy runs at it (the tuner raises it
+            # while it boosts only if [ksm] boost_ksmd_nice is set).
             'ksmd_nice': (ksmd_nice() or (None, None))[1]}
 
 
