@@ -67,6 +67,7 @@ def restore_knobs(saved):
 
 
 def ksmd_pid():
+    """The pid of the ksmd kernel thread, found by its name in /proc."""
     for name in os.listdir('/proc'):
         try:
             with open('/proc/%s/comm' % name) as f:
