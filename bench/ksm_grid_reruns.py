@@ -14,7 +14,11 @@ static-max misses a target against itself is one where no policy can be
 sure to meet it in a single run.
 
 ``--policy adaptive`` does the same with the tuner's t95 (runs of the
-same tuner only: its JSON does not say which commit ran).
+same tuner only: its JSON does not say which commit ran). ``--cross``
+puts each run of the tuner against each run of static-max, its own
+round's and the others', next to static-max against itself: how often
+the tuner meets the targets against a run of static-max drawn at
+random, and how often static-max itself does.
 """
 
 import argparse
@@ -29,14 +33,16 @@ from bench import ksm_report
 KEYS = {'static-max': 'static_t95', 'adaptive': 'adaptive_t95'}
 
 
-def t95_met(candidate, reference, key='static_t95'):
+def t95_met(candidate, reference, key='static_t95', reference_key=None):
     """Whether ``candidate``'s waves meet the time target against
-    ``reference``'s (case numbers; ``key``: whose t95)."""
+    ``reference``'s (case numbers; ``key``: whose t95, in the reference
+    ``reference_key``'s, by default the same)."""
+    reference_key = reference_key or key
     for theirs, ours in zip(reference['waves'], candidate['waves'],
                             strict=False):
-        if theirs[key] is None or ours[key] is None:
+        if theirs[reference_key] is None or ours[key] is None:
             continue
-        if ours[key] > (targets.MAX_T95_RATIO * theirs[key]
+        if ours[key] > (targets.MAX_T95_RATIO * theirs[reference_key]
                         + targets.RESOLUTION + 1e-9):
             return False
     return True
@@ -79,6 +85,48 @@ def case_rows(results, key='static_t95'):
     return rows, t95_misses, cpu_misses, pairs
 
 
+def cross_rows(results):
+    """One row per case: each run of the tuner against each run of
+    static-max (its own round's and the others'), then static-max against
+    its reruns; and the totals (rows, tuner t95 misses, tuner CPU misses,
+    pairs, static-max t95 misses, floor misses, static-max pairs)."""
+    rows, totals = [], [0] * 6
+    for (seed, case), runs in sorted(by_case(results).items()):
+        crossed = list(itertools.product(runs, runs))
+        itself = list(itertools.permutations(runs, 2))
+        counts = (
+            sum(not t95_met(b, a, KEYS['adaptive'], KEYS['static-max'])
+                for a, b in crossed),
+            sum(b['adaptive_cpu'] > a['allowed_cpu'] for a, b in crossed),
+            len(crossed),
+            sum(not t95_met(b, a) for a, b in itself),
+            sum(b['floor_cpu'] > a['allowed_cpu'] for a, b in itself),
+            len(itself))
+        totals = [t + c for t, c in zip(totals, counts, strict=True)]
+        rows.append(('%s#%s' % (seed, case), str(len(runs)))
+                    + tuple('%d of %d' % (n, counts[2]) for n in counts[:2])
+                    + tuple('%d of %d' % (n, counts[5]) if counts[5]
+                            else '-' for n in counts[3:5]))
+    return (rows,) + tuple(totals)
+
+
+def format_cross(results):
+    rows, slow, costly, pairs, self_slow, self_costly, self_pairs = (
+        cross_rows(results))
+    return '\n'.join([
+        'The tuner against every run of static-max, and static-max '
+        'against its reruns (pairs of runs of the same case; the '
+        'grid\'s targets, static-max\'s run as the reference):', '',
+        ksm_report.rst_table(
+            ('case', 'runs', 'tuner: t95 missed', 'tuner: CPU over',
+             'static-max: t95 missed', 'static-max: floor over'), rows),
+        '',
+        'In all: the tuner missed the t95 target in %d of %d pairs and '
+        'the CPU target in %d; static-max against itself %d and %d of '
+        '%d.' % (slow, pairs, costly, self_slow, self_costly,
+                 self_pairs)])
+
+
 def format_text(results, policy='static-max'):
     rows, slow, costly, pairs = case_rows(results, KEYS[policy])
     if not rows:
@@ -105,13 +153,18 @@ def main(argv=None):
     parser.add_argument('--policy', choices=sorted(KEYS),
                         default='static-max', help="whose t95 is put "
                         "against its reruns (default: %(default)s)")
+    parser.add_argument('--cross', action='store_true',
+                        help='each run of the tuner against each run of '
+                             'static-max, next to static-max against '
+                             'itself')
     args = parser.parse_args(argv)
     results = []
     for name in args.results:
         with open(name) as f:
             data = json.load(f)
         results.append(ksm_grid_report.refresh(data.get('grid', data)))
-    print(format_text(results, args.policy))
+    print(format_cross(results) if args.cross
+          else format_text(results, args.policy))
     return 0
 
 

@@ -42,3 +42,27 @@ def test_the_tuner_against_its_reruns():
     assert rows[0][-2:] == ('2.0-2.5', 'never/1.0, never/2.5')
     assert reruns.format_text([first, again], 'adaptive').startswith(
         'adaptive against reruns of itself')
+
+
+def test_the_tuner_against_every_run_of_static_max():
+    # static-max 1.0 s then 2.0 s; the tuner 2.0 s then 3.0 s.
+    first = run(2, [1.0], 1.0, 2.0, tuner=[2.0])
+    again = run(2, [2.0], 1.5, 3.0, tuner=[3.0])
+    again['cases'][0]['numbers']['adaptive_cpu'] = 2.5
+    rows, slow, costly, pairs, self_slow, self_costly, self_pairs = (
+        reruns.cross_rows([first, again]))
+    # Against 1.0 s (allowed 2.0 s): 3.0 misses; against 2.0 s (3.5 s)
+    # both meet. CPU 2.0 and 2.5 against 2.0 allowed: 2.5 is over;
+    # against 3.0 allowed, neither.
+    assert (slow, costly, pairs) == (1, 1, 4)
+    # static-max 2.0 against 1.0: met (2.0 = 1.5 x 1.0 + 0.5); floor 1.5
+    # over the first run's 2.0 allowed: no.
+    assert (self_slow, self_costly, self_pairs) == (0, 0, 2)
+    assert rows == [('2#1', '2', '1 of 4', '1 of 4', '0 of 2', '0 of 2')]
+    text = reruns.format_cross([first, again])
+    assert 'missed the t95 target in 1 of 4 pairs' in text
+
+
+def test_a_case_run_once_is_crossed_with_itself_only():
+    rows = reruns.cross_rows([run(1, [1.0], 1.0, 2.0, tuner=[2.6])])[0]
+    assert rows == [('1#1', '1', '1 of 1', '0 of 1', '-', '-')]
