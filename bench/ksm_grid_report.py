@@ -94,6 +94,8 @@ def format_text(result):
                 entry['target'], entry['measured']))
         for why in case.get('disturbed', []):
             lines.append('[disturbed] #%d %s' % (case['case'], why))
+        for note in targets.short_waves(case['numbers']):
+            lines.append('[note] #%d %s' % (case['case'], note))
     lines.append('')
     lines.append('%d of %d checks met%s' % (
         len(result['targets']) - len(missed), len(result['targets']),

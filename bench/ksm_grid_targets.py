@@ -33,6 +33,10 @@ LONG_RUN_SECONDS = 300.0
 RESOLUTION = 0.5  # seconds between samples
 ROUNDING = 0.01  # start and t95 are each rounded to 10 ms
 MIN_RATE_WINDOW = 2.0
+# A wave static-max merged less than this share of what the tuner did
+# within its phase, and at least SHORT_PAGES (10 MiB) less, is noted.
+SHORT_SHARE = 0.8
+SHORT_PAGES = 2560
 SETTLED = 'settled'
 
 
@@ -65,11 +69,44 @@ def wave_numbers(static, adaptive):
             static['samples'], theirs['start'] + t95 + ROUNDING)
         waves.append({
             'wave': theirs['wave'], 'static_t95': t95,
+            'static_pages': theirs.get('achievable_pages'),
+            'adaptive_pages': phase_level(adaptive, ours),
             'lap_cpu': None if lap is None else round(lap, 2),
             'adaptive_t95': ours['t95'], 'ratio': ratio, 'score': score,
             'met': score is not None and score <= 1.0,
             'floor_cpu': None if floor is None else round(floor, 2)})
     return waves
+
+
+def phase_level(run, wave):
+    """The most ``run`` saved (pages) within ``wave``'s phase, or None
+    when its samples were not kept."""
+    samples = run.get('samples', {})
+    if 'saved' not in samples or 'phase_seconds' not in wave:
+        return None
+    end = wave['start'] + wave['phase_seconds']
+    return max((v for t, v in zip(samples['t'], samples['saved'],
+                                  strict=True)
+                if wave['start'] <= t <= end), default=0)
+
+
+def short_waves(numbers):
+    """Notes on the waves static-max merged far less of within their
+    phase than the tuner: its t95 (the time target's reference, and the
+    level the tuner's t95 counts to) is then for the fewer pages."""
+    notes = []
+    for w in numbers['waves']:
+        ours, theirs = w.get('adaptive_pages'), w.get('static_pages')
+        if None in (ours, theirs) or ours - theirs < SHORT_PAGES or \
+                theirs >= SHORT_SHARE * ours:
+            continue
+        notes.append(
+            'wave %d: static-max had %d pages merged by the end of its '
+            'phase, the tuner %d; both t95s count to static-max\'s level '
+            '(where traced, smart_scan\'s skip cycle kept static-max\'s '
+            'older and newer pages from meeting)' % (w['wave'], theirs,
+                                                     ours))
+    return notes
 
 
 def lap_after(samples, when):

@@ -310,3 +310,33 @@ def test_the_kernel_bound_is_the_floor_plus_a_lap_after_t95():
     assert found['bound_over_allowed']
     assert 'kernel bound 15.5 s, over the allowed' in targets.case_checks(
         1, found)[1]['measured']
+
+
+def test_a_wave_static_max_merged_far_less_of_is_noted():
+    """static-max's level in a phase is the time target's reference: a
+    wave it left mostly unmerged (smart_scan's skip cycle) is said, with
+    both levels; one the two merged alike is not."""
+    static = run(full_speed, [(0.0, 3.0), (20.0, 4.0)])
+    adaptive = run(lambda t: 0.0, [(0.0, 4.0), (20.0, 5.0)])
+    static['samples']['saved'] = [0 if t < 2 else 50000
+                                  for t in static['samples']['t']]
+    adaptive['samples']['saved'] = [0 if t < 2 else 50000 if t < 22
+                                    else 100000
+                                    for t in adaptive['samples']['t']]
+    for wave, level in zip(static['summary']['waves'], (50000, 50500),
+                           strict=True):
+        wave['achievable_pages'] = level
+    waves = targets.wave_numbers(static, adaptive)
+    assert [(w['static_pages'], w['adaptive_pages']) for w in waves] == [
+        (50000, 50000), (50500, 100000)]
+    notes = targets.short_waves({'waves': waves})
+    assert notes == [
+        "wave 2: static-max had 50500 pages merged by the end of its "
+        "phase, the tuner 100000; both t95s count to static-max's level "
+        "(where traced, smart_scan's skip cycle kept static-max's older "
+        "and newer pages from meeting)"]
+    # Within a fifth, or fewer than 10 MiB apart: nothing to say.
+    waves[1]['static_pages'] = 81000
+    assert targets.short_waves({'waves': waves}) == []
+    waves[1].update(static_pages=1000, adaptive_pages=3000)
+    assert targets.short_waves({'waves': waves}) == []
