@@ -58,6 +58,15 @@ def by_case(results):
     return runs
 
 
+def misses(pairs, key, reference_key, cpu):
+    """(t95 misses, CPU misses) over ``pairs`` of (reference, candidate)
+    case numbers: the candidate's ``key`` t95 against the reference's
+    ``reference_key`` one, and its ``cpu`` against the reference's
+    allowed CPU."""
+    return (sum(not t95_met(b, a, key, reference_key) for a, b in pairs),
+            sum(b[cpu] > a['allowed_cpu'] for a, b in pairs))
+
+
 def case_rows(results, key='static_t95'):
     """One row per case run at least twice, and the totals:
     (rows, t95 misses, CPU misses, ordered pairs). The CPU check is
@@ -69,8 +78,7 @@ def case_rows(results, key='static_t95'):
         if len(runs) < 2:
             continue
         ordered = list(itertools.permutations(runs, 2))
-        slow = sum(not t95_met(b, a, key) for a, b in ordered)
-        costly = sum(b[cpu] > a['allowed_cpu'] for a, b in ordered)
+        slow, costly = misses(ordered, key, key, cpu)
         t95s = ['/'.join(targets._seconds(w[key])
                          for w in run['waves']) for run in runs]
         floors = [run[cpu] for run in runs]
@@ -95,13 +103,10 @@ def cross_rows(results):
         crossed = list(itertools.product(runs, runs))
         itself = list(itertools.permutations(runs, 2))
         counts = (
-            sum(not t95_met(b, a, KEYS['adaptive'], KEYS['static-max'])
-                for a, b in crossed),
-            sum(b['adaptive_cpu'] > a['allowed_cpu'] for a, b in crossed),
-            len(crossed),
-            sum(not t95_met(b, a) for a, b in itself),
-            sum(b['floor_cpu'] > a['allowed_cpu'] for a, b in itself),
-            len(itself))
+            misses(crossed, KEYS['adaptive'], KEYS['static-max'],
+                   'adaptive_cpu') + (len(crossed),)
+            + misses(itself, KEYS['static-max'], KEYS['static-max'],
+                     'floor_cpu') + (len(itself),))
         totals = [t + c for t, c in zip(totals, counts, strict=True)]
         rows.append(('%s#%s' % (seed, case), str(len(runs)))
                     + tuple('%d of %d' % (n, counts[2]) for n in counts[:2])

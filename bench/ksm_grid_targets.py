@@ -84,10 +84,10 @@ def phase_level(run, wave):
     samples = run.get('samples', {})
     if 'saved' not in samples or 'phase_seconds' not in wave:
         return None
-    end = wave['start'] + wave['phase_seconds']
-    return max((v for t, v in zip(samples['t'], samples['saved'],
-                                  strict=True)
-                if wave['start'] <= t <= end), default=0)
+    phase = (wave['wave'], wave['start'],
+             wave['start'] + wave['phase_seconds'])
+    return ksm_metrics.achievable_levels([phase], samples['t'],
+                                         samples['saved'])[0]
 
 
 def short_waves(numbers):
