@@ -26,6 +26,8 @@ from nova_ksm_inject.privsep import client
 HOOKS_DIR = '/etc/libvirt/hooks'
 SHIM_NAME = 'nova-ksm-inject'
 HOOK_SCRIPT = 'nova-ksm-libvirt-hook'
+# The hook's PATH when refreshing its cache (libvirt's is as bare).
+SYSTEM_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
 
 DESCRIPTION = """\
 KSM status and one-shot control on this hypervisor. The libvirt hook
@@ -179,15 +181,40 @@ def hook_shim(command, config_files=(), cache=None):
              '# KSM for libvirt guests, installed by "nova-ksm-inject ksm '
              'install-hook".'] + shim_event_filter() + [
              '# libvirt clears the environment: say where nova.conf is.']
-    if config_files:
-        lines += ['NOVA_KSM_INJECT_CONFIG_FILES=%s' % shlex.quote(
-            ':'.join(os.path.abspath(f) for f in config_files)),
-            'export NOVA_KSM_INJECT_CONFIG_FILES']
-    if cache:
-        lines += ['%s=%s' % (settings_cache.CACHE_ENV, shlex.quote(cache)),
-                  'export %s' % settings_cache.CACHE_ENV]
+    for name, value in shim_environment(config_files, cache).items():
+        lines += ['%s=%s' % (name, shlex.quote(value)), 'export %s' % name]
     lines.append('exec %s "$@"' % shlex.quote(command))
     return '\n'.join(lines) + '\n'
+
+
+def shim_environment(config_files=(), cache=None):
+    """What the shim exports for the hook (libvirt clears the rest)."""
+    env = {}
+    if config_files:
+        env[settings_cache.CONFIG_ENV] = ':'.join(
+            os.path.abspath(f) for f in config_files)
+    if cache:
+        env[settings_cache.CACHE_ENV] = cache
+    return env
+
+
+def refresh_hook_cache(command, config_files=(), cache=None):
+    """Run ``command --refresh-cache`` as the shim runs the hook, so
+    that the first guest starts do not each read nova.conf.
+
+    :raises NovaKsmInjectError: its one-line error.
+    """
+    import subprocess
+    env = dict(shim_environment(config_files, cache), PATH=SYSTEM_PATH)
+    proc = subprocess.run([command, '--refresh-cache'], env=env,
+                          stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, timeout=60)
+    if proc.returncode:
+        why = ' '.join(proc.stderr.split()) or 'exit %d' % proc.returncode
+        raise exception.NovaKsmInjectError(
+            '%s --refresh-cache failed: %s; nothing was installed'
+            % (command, why))
+    return proc.stdout.strip()
 
 
 def shim_event_filter():
@@ -246,11 +273,17 @@ def cmd_install_hook(args):
         return 0
     existed = os.path.isdir(hook_dir)
     command = _hook_command(args.hook_command)
+    config_files = getattr(args, 'config_file', None) or ()
+    # Tests name another cache; the hook then keeps it there too.
+    cache = os.environ.get(settings_cache.CACHE_ENV)
+    # The cache first: a hook that cannot read nova.conf is not installed.
+    cached = refresh_hook_cache(command, config_files, cache)
     os.makedirs(hook_dir, mode=0o755, exist_ok=True)
-    _write_atomic(path, hook_shim(command,
-                                  getattr(args, 'config_file', None) or ()))
+    _write_atomic(path, hook_shim(command, config_files, cache))
     os.chmod(path, 0o755)
     print('Installed %s (runs %s)' % (path, command))
+    if cached:
+        print(cached)
     if not existed:
         print('note: %s is new: restart libvirtd so that it runs the hook'
               % hook_dir)

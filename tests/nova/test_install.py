@@ -181,9 +181,12 @@ def _check_nova(bin_dir, env, workdir, name, hook=True, driver=DRIVER):
     hooks = os.path.join(workdir, name + '-hooks')
     command = os.path.join(bin_dir, 'nova-ksm-inject')
     if hook:
+        # The hook's settings cache in the workdir, not under /run.
         _run([command, 'ksm', 'install-hook', '--hooks-dir', hooks,
               '--hook-command', os.path.join(bin_dir,
-                                             'nova-ksm-libvirt-hook')], env)
+                                             'nova-ksm-libvirt-hook')],
+             dict(env, NOVA_KSM_INJECT_HOOK_CACHE=os.path.join(
+                 workdir, name + '-hook-settings.json')))
     return _run([command, 'check', 'nova', '--config-file', conf,
                  '--hooks-dir', hooks], env, check=False)
 

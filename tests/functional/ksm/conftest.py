@@ -146,12 +146,17 @@ def hooked(tmp_path):
 
     hooked = Hooked()
     hooked.conf = hooked.write()
+    # The private libvirtd has its own /run: the shim names the hook's
+    # settings cache here (install-hook exports what it was given), and
+    # --remove removes it with the hook.
+    hooked.cache = str(tmp_path / 'hook-settings.json')
+    env = dict(os.environ, NOVA_KSM_INJECT_HOOK_CACHE=hooked.cache)
     proc = cli('nova-ksm-inject', '--config-file', conf, 'ksm',
-               'install-hook', '--hooks-dir', str(hooks))
+               'install-hook', '--hooks-dir', str(hooks), env=env)
     assert proc.returncode == 0, proc.stderr
     yield hooked
-    # libvirtd runs the hook with a clear environment: its settings cache
-    # is the real one under /run, which --remove removes with the hook.
     proc = cli('nova-ksm-inject', '--config-file', conf, 'ksm',
-               'install-hook', '--hooks-dir', str(hooks), '--remove')
+               'install-hook', '--hooks-dir', str(hooks), '--remove',
+               env=env)
     assert proc.returncode == 0, proc.stderr
+    assert not os.path.exists(hooked.cache)

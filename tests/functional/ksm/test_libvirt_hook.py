@@ -62,6 +62,27 @@ def test_guest_start_and_stop_drive_ksm(ksm_saved, hooked, libvirtd):
     assert conftest.read_knobs() == ksm_saved
 
 
+def test_libvirts_first_hook_run_reads_the_cache_install_hook_filled(
+        ksm_saved, hooked, libvirtd):
+    """install-hook read nova.conf as libvirt runs the hook (its bare
+    environment, the shim's variables): the first guest's hooks find the
+    cache valid and do not write it again, as a run that read nova.conf
+    would."""
+    cache = hooked.cache
+    with open(cache) as f:
+        stored = json.load(f)
+    assert stored['settings']['ksm']['state_dir'] == hooked.state_dir
+    written = os.stat(cache).st_mtime_ns
+    daemon = libvirtd(hooked.hooks_dir, ksm='fake')
+    domain = daemon.start_domain()
+    assert conftest.read_ksm('run', daemon.fake_ksm) == '1'
+    assert 'libvirt started begin of guest %s' % domain.name() in (
+        hooked.log_text())
+    domain.destroy()
+    assert 'libvirt release end of guest' in hooked.log_text()
+    assert os.stat(cache).st_mtime_ns == written
+
+
 def test_unmergeable_guest_leaves_ksm_off(ksm_saved, hooked, libvirtd):
     hooked.write(enabled='auto', policy='static')
     daemon = libvirtd(hooked.hooks_dir, ksm='fake')

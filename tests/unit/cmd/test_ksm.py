@@ -187,6 +187,44 @@ def test_install_hook(env, tmp_path, capsys, monkeypatch):
                '--remove') == 0
 
 
+def test_install_hook_fills_the_hooks_cache_first(env, tmp_path, capsys,
+                                                  monkeypatch):
+    """The hook reads nova.conf once, at install, as libvirt would run it
+    (the shim's environment and no other), not at the first guests."""
+    _, _, conf = env
+    cache = tmp_path / 'cache.json'
+    monkeypatch.setenv('NOVA_KSM_INJECT_HOOK_CACHE', str(cache))
+    monkeypatch.setenv('OS_KSM__PAGES_TO_SCAN', '7')
+    hooks = tmp_path / 'hooks'
+    seen = tmp_path / 'seen'
+    command = tmp_path / 'nova-ksm-libvirt-hook'
+    command.write_text('#!/bin/sh\necho "$@" > %s; env | sort >> %s\n'
+                       'echo Cached it\n' % (seen, seen))
+    command.chmod(0o755)
+    assert run(conf, 'install-hook', '--hooks-dir', str(hooks),
+               '--hook-command', str(command)) == 0
+    lines = seen.read_text().splitlines()
+    assert lines[0] == '--refresh-cache'
+    env_seen = dict(line.split('=', 1) for line in lines[1:])
+    assert env_seen['NOVA_KSM_INJECT_CONFIG_FILES'] == str(conf)
+    assert env_seen['NOVA_KSM_INJECT_HOOK_CACHE'] == str(cache)
+    assert not [k for k in env_seen if k.startswith('OS_')]
+    assert 'Cached it' in capsys.readouterr().out
+    shim = (hooks / 'qemu.d' / 'nova-ksm-inject').read_text()
+    assert "NOVA_KSM_INJECT_HOOK_CACHE=%s" % cache in shim
+    # A hook that cannot read nova.conf (or write the cache) is not
+    # installed: the one line says why.
+    command.write_text('#!/bin/sh\necho "bad  [ksm]\n enabled" >&2\n'
+                       'exit 2\n')
+    (hooks / 'qemu.d' / 'nova-ksm-inject').unlink()
+    assert run(conf, 'install-hook', '--hooks-dir', str(hooks),
+               '--hook-command', str(command)) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.endswith('--refresh-cache failed: bad [ksm] enabled; '
+                        'nothing was installed')
+    assert os.listdir(hooks / 'qemu.d') == []
+
+
 def test_install_hook_remove_that_cannot_remove_the_cache_changes_nothing(
         env, tmp_path, capsys, monkeypatch):
     _, _, conf = env

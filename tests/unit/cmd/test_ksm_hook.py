@@ -221,3 +221,53 @@ def test_cached_run_does_not_import_tempfile(tmp_path):
     assert (tmp_path / 's' / 'x').read_text() == '{"a": 1}'
     assert oct((tmp_path / 's' / 'x').stat().st_mode & 0o777) == '0o644'
     assert sorted(os.listdir(tmp_path / 's')) == ['guests', 'x']
+
+
+def test_refresh_cache_writes_what_the_next_run_reads(env, monkeypatch,
+                                                       tmp_path, capsys):
+    _, conf = env
+    with open(conf, 'a') as f:
+        f.write('pages_to_scan = 4242\n')
+    # No XML on stdin: the option must not wait for one.
+    monkeypatch.setattr(sys, 'stdin', None)
+    assert cmd_hook.main(['--refresh-cache']) == 0
+    cache = tmp_path / 'hook-cache.json'
+    out = capsys.readouterr().out
+    assert out == 'Cached the [ksm] settings of %s in %s\n' % (conf, cache)
+    settings, _ = cmd_hook._cached_settings(_key())
+    assert settings.pages_to_scan == 4242
+
+
+def test_refresh_cache_with_bad_config_fails_in_one_line(env, monkeypatch,
+                                                          tmp_path, capsys):
+    _, conf = env
+    conf.write_text('[ksm]\nenabled = maybe\n')
+    monkeypatch.setattr(sys, 'stdin', None)
+    assert cmd_hook.main(['--refresh-cache']) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('nova-ksm-libvirt-hook: error: ')
+    assert 'enabled' in err and err.count('\n') == 1
+    assert not (tmp_path / 'hook-cache.json').exists()
+
+
+def test_refresh_cache_that_cannot_write_says_where(env, monkeypatch,
+                                                     tmp_path, capsys):
+    (tmp_path / 'hook-cache.json').mkdir()  # os.replace onto it fails
+    monkeypatch.setattr(sys, 'stdin', None)
+    assert cmd_hook.main(['--refresh-cache']) == 2
+    err = capsys.readouterr().err
+    assert 'cannot write the settings cache %s' % (
+        tmp_path / 'hook-cache.json') in err
+    assert 'NOVA_KSM_INJECT_HOOK_CACHE' in err and err.count('\n') == 1
+    assert os.listdir(tmp_path / 'hook-cache.json') == []
+    assert not [n for n in os.listdir(tmp_path) if n.endswith('.tmp')]
+
+
+def test_refresh_cache_is_only_the_whole_argument_list(env, monkeypatch):
+    """libvirt passes four arguments: a domain named --refresh-cache is a
+    domain."""
+    loads = []
+    monkeypatch.setattr(cmd_hook, 'refresh_cache', lambda: loads.append(1))
+    assert hook(monkeypatch, '--refresh-cache', 'prepare', 'begin',
+                '-') == 0
+    assert loads == []
