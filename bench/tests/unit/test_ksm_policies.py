@@ -139,6 +139,8 @@ def test_adaptive_delivers_hook_events_as_libvirt_does(host, tmp_path,
                         lambda name: str(hook))
     policy = ksm_adaptive.Adaptive(host, str(tmp_path),
                                    ksm_settings.KsmSettings())
+    policy._write_conf()
+    policy._install_hook()
     policy.stderr = open(os.devnull, 'w')
     guest = ksm_scenario.Guest(name='bench-w1-g1', wave=1, tag=1, mib=64)
     try:
@@ -148,11 +150,12 @@ def test_adaptive_delivers_hook_events_as_libvirt_does(host, tmp_path,
     finally:
         policy.stderr.close()
     calls = (tmp_path / 'calls').read_text().splitlines()
-    assert calls == ['bench-w1-g1 %s - %s' % (event, policy.conf)
-                     for event in ('prepare begin', 'start begin',
-                                   'started begin', 'stopped end',
-                                   'release end')]
-    assert (tmp_path / 'stdin').read_text() == guest.xml() * 5
+    # The cache filled first, as install-hook does; then every event
+    # through the shim, which ends those the hook ignores in sh.
+    assert calls == ['--refresh-cache %s' % policy.conf] + [
+        'bench-w1-g1 %s - %s' % (event, policy.conf)
+        for event in ('prepare begin', 'started begin', 'release end')]
+    assert (tmp_path / 'stdin').read_text() == guest.xml() * 3
     assert len(policy.hooks) == 5
     assert all(h['seconds'] >= 0 and h['cpu'] >= 0 for h in policy.hooks)
 
@@ -163,12 +166,31 @@ def test_adaptive_says_why_the_tuner_did_not_start(host, tmp_path,
     tuner.write_text('#!/bin/sh\necho "no such option --bogus" >&2\n'
                      'exit 2\n')
     tuner.chmod(0o755)
-    monkeypatch.setattr(ksm_policies, 'console_script',
-                        lambda name: str(tuner))
+    hook = tmp_path / 'hook'
+    hook.write_text('#!/bin/sh\n')
+    hook.chmod(0o755)
+    monkeypatch.setattr(ksm_policies, 'console_script', lambda name: str(
+        tuner if name == 'nova-ksm-tuner' else hook))
     policy = ksm_adaptive.Adaptive(host, str(tmp_path),
                                    ksm_settings.KsmSettings())
     with pytest.raises(ksm_scenario.BenchFailed) as err:
         policy.start()
     assert 'nova-ksm-tuner did not start within 30 s: no such option' in (
         str(err.value))
+    policy.stop()
+
+
+def test_adaptive_says_why_the_hook_cannot_run(host, tmp_path, monkeypatch):
+    hook = tmp_path / 'hook'
+    hook.write_text('#!/bin/sh\necho "cannot write the settings cache" >&2'
+                    '\nexit 2\n')
+    hook.chmod(0o755)
+    monkeypatch.setattr(ksm_policies, 'console_script',
+                        lambda name: str(hook))
+    policy = ksm_adaptive.Adaptive(host, str(tmp_path),
+                                   ksm_settings.KsmSettings())
+    with pytest.raises(ksm_scenario.BenchFailed) as err:
+        policy.start()
+    assert 'cannot write the settings cache' in str(err.value)
+    assert policy.proc is None  # no tuner started
     policy.stop()
