@@ -22,7 +22,7 @@ which always passes four arguments) reads nova.conf as a first run would
 and writes the cache, so that no guest start pays for it: without it the
 first guests after a boot, an install or a change of nova.conf each spent
 about 0.15 s of CPU in it, and eight guests starting together on two
-cores started 0.5 s later. ``ksm install-hook`` and the tuner's systemd
+cores started 0.5-0.9 s later. ``ksm install-hook`` and the tuner's systemd
 unit run it.
 """
 

@@ -28,6 +28,8 @@ SHIM_NAME = 'nova-ksm-inject'
 HOOK_SCRIPT = 'nova-ksm-libvirt-hook'
 # The hook's PATH when refreshing its cache (libvirt's is as bare).
 SYSTEM_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
+# Seconds: nova.conf through oslo.config takes a fraction of one.
+REFRESH_TIMEOUT = 60
 
 DESCRIPTION = """\
 KSM status and one-shot control on this hypervisor. The libvirt hook
@@ -202,18 +204,22 @@ def refresh_hook_cache(command, config_files=(), cache=None):
     """Run ``command --refresh-cache`` as the shim runs the hook, so
     that the first guest starts do not each read nova.conf.
 
-    :raises NovaKsmInjectError: its one-line error.
+    :returns: what the hook printed.
+    :raises NovaKsmInjectError: why it failed, in one line.
     """
     import subprocess
     env = dict(shim_environment(config_files, cache), PATH=SYSTEM_PATH)
-    proc = subprocess.run([command, '--refresh-cache'], env=env,
-                          stdin=subprocess.DEVNULL, capture_output=True,
-                          text=True, timeout=60)
+    try:
+        proc = subprocess.run([command, '--refresh-cache'], env=env,
+                              stdin=subprocess.DEVNULL, capture_output=True,
+                              text=True, timeout=REFRESH_TIMEOUT)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise exception.NovaKsmInjectError(
+            '%s --refresh-cache failed: %s' % (command, err)) from err
     if proc.returncode:
         why = ' '.join(proc.stderr.split()) or 'exit %d' % proc.returncode
         raise exception.NovaKsmInjectError(
-            '%s --refresh-cache failed: %s; nothing was installed'
-            % (command, why))
+            '%s --refresh-cache failed: %s' % (command, why))
     return proc.stdout.strip()
 
 
@@ -277,7 +283,11 @@ def cmd_install_hook(args):
     # Tests name another cache; the hook then keeps it there too.
     cache = os.environ.get(settings_cache.CACHE_ENV)
     # The cache first: a hook that cannot read nova.conf is not installed.
-    cached = refresh_hook_cache(command, config_files, cache)
+    try:
+        cached = refresh_hook_cache(command, config_files, cache)
+    except exception.NovaKsmInjectError as err:
+        raise exception.NovaKsmInjectError(
+            '%s; nothing was installed' % err) from err
     os.makedirs(hook_dir, mode=0o755, exist_ok=True)
     _write_atomic(path, hook_shim(command, config_files, cache))
     os.chmod(path, 0o755)

@@ -223,6 +223,14 @@ def test_install_hook_fills_the_hooks_cache_first(env, tmp_path, capsys,
     assert err.endswith('--refresh-cache failed: bad [ksm] enabled; '
                         'nothing was installed')
     assert os.listdir(hooks / 'qemu.d') == []
+    # A hook that hangs is given up on, also in one line.
+    monkeypatch.setattr(cmd_ksm, 'REFRESH_TIMEOUT', 0.2)
+    command.write_text('#!/bin/sh\nexec sleep 5\n')
+    assert run(conf, 'install-hook', '--hooks-dir', str(hooks),
+               '--hook-command', str(command)) == 1
+    err = capsys.readouterr().err.strip()
+    assert 'timed out after 0.2 seconds; nothing was installed' in err
+    assert '\n' not in err and os.listdir(hooks / 'qemu.d') == []
 
 
 def test_install_hook_remove_that_cannot_remove_the_cache_changes_nothing(
