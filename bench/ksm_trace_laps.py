@@ -123,8 +123,13 @@ def main(argv=None):
     if args.trace == '-':
         events = parse(sys.stdin)
     else:
-        with open(args.trace) as f:
-            events = parse(f)
+        try:
+            with open(args.trace) as f:
+                events = parse(f)
+        except OSError as err:
+            print('ksm_trace_laps: error: cannot read %s: %s' % (
+                args.trace, err.strerror or err), file=sys.stderr)
+            return 2
     print(format_text(joins(events)))
     return 0
 

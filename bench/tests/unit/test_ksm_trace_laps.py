@@ -67,3 +67,10 @@ def test_quiet_laps_after_the_first_ones_are_one_line():
 def test_no_join_says_so():
     assert laps.format_text(laps.joins(laps.parse(HEADER))) == (
         'No ksm_enter event in the trace.')
+
+
+def test_a_trace_that_cannot_be_read_is_one_line(tmp_path, capsys):
+    assert laps.main([str(tmp_path / 'missing')]) == 2
+    err = capsys.readouterr().err
+    assert err == 'ksm_trace_laps: error: cannot read %s: No such file ' \
+                  'or directory\n' % (tmp_path / 'missing')
