@@ -30,6 +30,7 @@ HOOK_SCRIPT = 'nova-ksm-libvirt-hook'
 SYSTEM_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
 # Seconds: nova.conf through oslo.config takes a fraction of one.
 REFRESH_TIMEOUT = 60
+PYTHON_ENV = ('PYTHONHOME', 'PYTHONPATH')
 
 DESCRIPTION = """\
 KSM status and one-shot control on this hypervisor. The libvirt hook
@@ -209,6 +210,10 @@ def refresh_hook_cache(command, config_files=(), cache=None):
     """
     import subprocess
     env = dict(shim_environment(config_files, cache), PATH=SYSTEM_PATH)
+    # Where this Python finds its packages, as the hook's own Python does
+    # (a private prefix); not part of the cache's key.
+    env.update((name, os.environ[name]) for name in PYTHON_ENV
+               if name in os.environ)
     try:
         proc = subprocess.run([command, '--refresh-cache'], env=env,
                               stdin=subprocess.DEVNULL, capture_output=True,

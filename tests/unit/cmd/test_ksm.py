@@ -195,6 +195,8 @@ def test_install_hook_fills_the_hooks_cache_first(env, tmp_path, capsys,
     cache = tmp_path / 'cache.json'
     monkeypatch.setenv('NOVA_KSM_INJECT_HOOK_CACHE', str(cache))
     monkeypatch.setenv('OS_KSM__PAGES_TO_SCAN', '7')
+    monkeypatch.setenv('PYTHONPATH', str(tmp_path / 'site'))
+    monkeypatch.setenv('LANG', 'C.UTF-8')
     hooks = tmp_path / 'hooks'
     seen = tmp_path / 'seen'
     command = tmp_path / 'nova-ksm-libvirt-hook'
@@ -208,7 +210,10 @@ def test_install_hook_fills_the_hooks_cache_first(env, tmp_path, capsys,
     env_seen = dict(line.split('=', 1) for line in lines[1:])
     assert env_seen['NOVA_KSM_INJECT_CONFIG_FILES'] == str(conf)
     assert env_seen['NOVA_KSM_INJECT_HOOK_CACHE'] == str(cache)
-    assert not [k for k in env_seen if k.startswith('OS_')]
+    # The cache's key holds OS_* variables: none but the shim's reach
+    # it; where Python finds its packages does.
+    assert not [k for k in env_seen if k.startswith('OS_') or k == 'LANG']
+    assert env_seen['PYTHONPATH'] == str(tmp_path / 'site')
     assert 'Cached it' in capsys.readouterr().out
     shim = (hooks / 'qemu.d' / 'nova-ksm-inject').read_text()
     assert "NOVA_KSM_INJECT_HOOK_CACHE=%s" % cache in shim
