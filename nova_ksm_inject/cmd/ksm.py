@@ -84,8 +84,15 @@ def add_parser(subparsers, parent=None):
                             'first change')
     p.set_defaults(func=cmd_restore)
 
-    p = sub.add_parser('install-hook', parents=parents,
-                       help='install the libvirt qemu hook')
+    p = sub.add_parser(
+        'install-hook', parents=parents,
+        help='install the libvirt qemu hook',
+        description='Write the qemu.d shim that runs %s at guest events. '
+                    'It first runs the hook once with --refresh-cache, as '
+                    'libvirt will run it, so that the first guests do not '
+                    'each read nova.conf; when that fails nothing is '
+                    'installed. --remove removes the shim and the hook\'s '
+                    'settings cache.' % HOOK_SCRIPT)
     p.add_argument('--hooks-dir', default=HOOKS_DIR,
                    help='libvirt hooks directory (default %(default)s)')
     p.add_argument('--hook-command', metavar='PATH',
