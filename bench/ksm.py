@@ -106,8 +106,9 @@ def make_launcher(scenario, workdir, policy, progress):
     from bench import ksm_realguest
     hook_conf = getattr(policy, 'conf', None)
     policy.hooks_from_libvirt = hook_conf is not None
-    return ksm_realguest.RealGuestLauncher(scenario, policy.workdir,
-                                           hook_conf, progress=progress)
+    return ksm_realguest.RealGuestLauncher(
+        scenario, policy.workdir, hook_conf, progress=progress,
+        hook_cache=getattr(policy, 'hook_cache', None))
 
 
 def run_policy(name, scenario, host, settings, workdir, progress):

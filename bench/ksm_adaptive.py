@@ -48,6 +48,8 @@ class Adaptive(ksm_policies.Policy):
         self.hooks_from_libvirt = False
         self.statedir = None
         self.shim = os.path.join(self.workdir, 'hook-shim')
+        # The hook's settings cache; the real guests' shim names it too.
+        self.hook_cache = os.path.join(self.workdir, 'hook-settings.json')
 
     def start(self):
         self._write_conf()
@@ -70,19 +72,17 @@ class Adaptive(ksm_policies.Policy):
             time.sleep(0.05)
 
     def _install_hook(self):
-        """The filled settings cache (in the workdir, where the real
-        guests' shim names it too) and our shim, as ``ksm install-hook``
-        leaves a host."""
+        """The filled settings cache and our shim, as ``ksm
+        install-hook`` leaves a host."""
         hook = ksm_policies.console_script('nova-ksm-libvirt-hook')
-        cache = os.path.join(self.workdir, 'hook-settings.json')
         try:
-            cmd_ksm.refresh_hook_cache(hook, [self.conf], cache)
+            cmd_ksm.refresh_hook_cache(hook, [self.conf], self.hook_cache)
         except exception.NovaKsmInjectError as err:
             raise ksm_scenario.BenchFailed(reason=str(err)) from err
         if self.hooks_from_libvirt:
             return  # the real guests' libvirtd has the shim
         with open(self.shim, 'w') as f:
-            f.write(cmd_ksm.hook_shim(hook, [self.conf], cache))
+            f.write(cmd_ksm.hook_shim(hook, [self.conf], self.hook_cache))
         os.chmod(self.shim, 0o755)
 
     def _write_conf(self):

@@ -36,10 +36,11 @@ class RealGuestLauncher(object):
     :param hook_conf: the nova.conf our hook reads, to install it in the
         daemon's hooks directory (None: no hook, as for the other
         policies).
+    :param hook_cache: the hook's settings cache the policy filled.
     """
 
     def __init__(self, scenario, workdir, hook_conf=None, base_image=None,
-                 progress=LOG.info):
+                 progress=LOG.info, hook_cache=None):
         self.scenario = scenario
         self.workdir = workdir
         self.base = base_image or guest_image.cached_image(progress=progress)
@@ -49,7 +50,7 @@ class RealGuestLauncher(object):
         self.hooks = os.path.join(workdir, 'hooks')
         os.makedirs(os.path.join(self.hooks, 'qemu.d'), exist_ok=True)
         if hook_conf:
-            self._install_hook(hook_conf)
+            self._install_hook(hook_conf, hook_cache)
         # Unix socket paths are limited to 108 bytes: keep the base short.
         self.daemon_dir = tempfile.mkdtemp(prefix='nki-bench-lv-')
         cache = os.path.join(self.daemon_dir, 'cache')
@@ -62,12 +63,11 @@ class RealGuestLauncher(object):
         self._pids = {}
         self._lock = threading.Lock()
 
-    def _install_hook(self, conf):
+    def _install_hook(self, conf, cache):
         shim = os.path.join(self.hooks, 'qemu.d', cmd_ksm.SHIM_NAME)
         command = ksm_policies.console_script('nova-ksm-libvirt-hook')
         with open(shim, 'w') as f:
-            f.write(cmd_ksm.hook_shim(command, [conf], cache=os.path.join(
-                self.workdir, 'hook-settings.json')))
+            f.write(cmd_ksm.hook_shim(command, [conf], cache=cache))
         os.chmod(shim, 0o755)
 
     def start(self):

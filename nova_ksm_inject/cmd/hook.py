@@ -190,6 +190,10 @@ def _report(log, argv, err):
     elif log is not None:
         log.exception('KSM hook failed for guest %s (%s %s)', argv[0],
                       argv[1], argv[2])
+    _print_error(err)
+
+
+def _print_error(err):
     sys.stderr.write('%s: error: %s\n' % (PROG, ' '.join(str(err).split())))
 
 
@@ -203,8 +207,7 @@ def refresh_cache():
         _load_full(settings_cache.identity(files), refresh=True)
     except (exception.NovaKsmInjectError, OSError) as err:
         # OSError: [ksm] hook_log_file cannot be opened.
-        sys.stderr.write('%s: error: %s\n' % (PROG, ' '.join(
-            str(err).split())))
+        _print_error(err)
         return 2
     print('Cached the [ksm] settings of %s in %s' % (
         ', '.join(files) or 'the defaults (no nova.conf)',
