@@ -24,6 +24,20 @@ the twins merge in it, or there are none (a loss, then, for guests that
 share nothing). One full scan of the older guests' unmerged pages costs
 what two or three of the scans that skip them do; waiting for them to
 come due cost up to nine.
+
+A boost that merged *some* of those twins is no better: the first
+guest's pages came in over more than one full scan, so they are skipped
+in cohorts, and the new pages merge with the cohort that came due (a
+second guest of 880 MiB merged 41% of its twins, static-max all of
+them). An older guest's ``ksm_merging_pages`` growing during the boost
+says so: twins that are merged already never change it, only unmerged
+ones that found a new twin do. So, while pages are skipped, the first
+such growth turns ``smart_scan`` off until a whole full scan has
+visited every page (:meth:`Coverage.note_older_twins`): every pair
+meets in it, and the boost may end after it. An *older* guest is one
+ksmd has been through :data:`OLD_SCANS` full scans at least since it
+was first seen: younger pages are never skipped.
+
 Memory that arrives after the first visits starts the count again.
 
 The tuner counts a process's mergeable resident pages as its resident
@@ -43,6 +57,8 @@ MERGED_NOTHING = 64
 # with its guests (a few hundred pages the interpreters or firmware of
 # two guests share are not the twins of a whole guest).
 MERGED_NOTHING_FRACTION = 0.01
+# smart_scan skips a page only from its fourth visit without merging on.
+OLD_SCANS = 3
 
 
 class Coverage(object):
@@ -59,13 +75,22 @@ class Coverage(object):
         self._pages = 0  # guest pages when every page was visited
         self.reset()
 
-    def reset(self, sample=None):
-        """A boost starts (at ``sample``; None: not a guest's start)."""
+    def reset(self, sample=None, older=()):
+        """A boost starts (at ``sample``; None: not a guest's start);
+        ``older``: the pids of the guests ksmd has been through
+        :data:`OLD_SCANS` full scans at least."""
         self.visited_at = None  # full scans when every page was visited
         # (merged, pages_skipped, guest pages) at the start
         self._start = None if sample is None else (
             sample.merged, sample.pages_skipped, sample.guest_pages)
         self._unskip_at = None  # full scans when smart_scan went off
+        # The older guests' ksm_merging_pages at the start, and the full
+        # scans when their twins turned smart_scan off (None: not yet;
+        # True: done, a whole full scan visited every page).
+        merging = (sample.process_merging or {}) if sample else {}
+        self._older = {pid: merging[pid] for pid in older
+                       if merging.get(pid) is not None}
+        self._twins_at = None
 
     def note(self, sample):
         """Remember the pass in which every guest page had been visited
@@ -102,7 +127,30 @@ class Coverage(object):
     def unskipping(self):
         """Whether the boost should scan with ``smart_scan`` off: it is
         visiting the skipped pages (see :meth:`waiting_for_skipped`)."""
-        return self._unskip_at is not None
+        return self._unskip_at is not None or self._twins_at not in (
+            None, True)
+
+    def note_older_twins(self, sample):
+        """Turn ``smart_scan`` off for a whole full scan once an older
+        guest's unmerged pages merge with the new ones while pages are
+        skipped: the skipped ones may hold more of their twins (call at
+        every look of a start's boost)."""
+        if self._twins_at is not None or self._start is None or \
+                None in (sample.pages_skipped, self._start[1]) or \
+                sample.pages_skipped == self._start[1]:
+            return
+        merging = sample.process_merging or {}
+        grown = sum(max(0, merging[pid] - then)
+                    for pid, then in self._older.items()
+                    if merging.get(pid) is not None)
+        if grown >= self._nothing(sample):
+            self._twins_at = sample.full_scans
+
+    def _nothing(self, sample):
+        """Fewer pages merged than this is nothing (see
+        :data:`MERGED_NOTHING_FRACTION`)."""
+        return max(MERGED_NOTHING, MERGED_NOTHING_FRACTION
+                   * (sample.guest_pages - self._start[2]))
 
     def waiting_for_skipped(self, sample, grown):
         """Why an end must wait for the pages smart_scan skipped, or ''
@@ -112,12 +160,19 @@ class Coverage(object):
         a whole full scan, which compares every page with the new ones;
         if their twins merge, until a full scan merges no more; if nothing
         merged, there was nothing to merge."""
+        if self._twins_at not in (None, True):
+            # The full scan under way began with smart_scan on: the next.
+            if sample.full_scans < self._twins_at + 2:
+                return ('older guests\' pages merging with the new ones '
+                        'while %d pages were skipped: visiting them, '
+                        'smart_scan off, for a full scan'
+                        % (sample.pages_skipped - self._start[1]))
+            self._twins_at = True  # every pair met in that full scan
         if self._start is None or None in (sample.pages_skipped,
                                            self._start[1]):
             return ''
-        merged0, skipped0, pages0 = self._start
-        nothing = max(MERGED_NOTHING, MERGED_NOTHING_FRACTION
-                      * (sample.guest_pages - pages0))
+        merged0, skipped0, _ = self._start
+        nothing = self._nothing(sample)
         if self._unskip_at is None and sample.pages_skipped == skipped0:
             return ''
         if sample.merged - merged0 < nothing:

@@ -15,7 +15,9 @@ The adaptive policy, in short:
   plateau (after three full scans at least) or, for a guest's start, as
   soon as every guest page was visited twice (coverage.py; one that
   merged nothing while smart_scan skipped pages, which may hold the
-  twins, first visits those with smart_scan off for a full scan). A
+  twins, or merged some with an older guest's unmerged pages, whose
+  others it may have skipped, first visits those with smart_scan off for
+  a full scan). A
   guest's start leaves ``smart_scan`` on, as
   the kernel's default (and static-max) has it: a new guest's pages are
   young and never skipped, while the pages of older guests that never
@@ -87,6 +89,8 @@ class Sample(object):
     # their ksm_rmap_items, Linux 6.1+); None: unknown
     unvisited: int = None
     pages_skipped: int = None  # smart_scan's skips (Linux 6.7+)
+    # {pid: ksm_merging_pages} of the mergeable processes (None: unknown)
+    process_merging: dict = None
     started: bool = False  # a hook start event or new mergeable process
     profit: int = None  # bytes KSM saves net of its metadata (signals.py)
     profit_source: str = 'general_profit'
@@ -169,11 +173,13 @@ class AdaptivePolicy(object):
         self._knobs = None  # (run, pages_to_scan, sleep) last decided
         self._smart_boost = True  # the boost leaves smart_scan on
         self.coverage = coverage.Coverage()
+        self._seen_at = {}  # pid: full scans when first seen mergeable
 
     def decide(self, sample):
         """The decision for ``sample``; call once per poll."""
         self.scan.observe(sample)
         self._measure_pass(sample)
+        self._note_processes(sample)
         decision = self._decide(sample)
         knobs = (decision.run, decision.pages_to_scan,
                  decision.sleep_millisecs)
@@ -259,14 +265,29 @@ class AdaptivePolicy(object):
         self._mark = (sample.full_scans, sample.merged)
         self._boost_scans = self._quiet_scans = 0
         self._rss_mark, self._arrived = sample.guest_pages, False
-        self.coverage.reset(sample if smart else None)
+        self.coverage.reset(sample if smart else None, self._older(sample))
         self.profit.reset()
+
+    def _note_processes(self, sample):
+        """When ksmd was first seen with each mergeable process."""
+        pids = sample.process_merging
+        if pids is None:
+            return
+        self._seen_at = {pid: self._seen_at.get(pid, sample.full_scans)
+                         for pid in pids}
+
+    def _older(self, sample):
+        """The processes ksmd has been through for enough full scans that
+        smart_scan may skip their pages."""
+        return [pid for pid, seen in self._seen_at.items()
+                if sample.full_scans - seen >= coverage.OLD_SCANS]
 
     def _note_coverage(self, sample):
         """Count a start's boost's passes from every page's first visit
         (a boost on old memory, smart_scan off, waits for a plateau)."""
         if self.state == BOOST and self._smart_boost:
             self.coverage.note(sample)
+            self.coverage.note_older_twins(sample)
 
     def _track_scans(self, sample):
         """Count full scans; a plateau reason once sharing stops growing."""

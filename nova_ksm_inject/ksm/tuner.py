@@ -95,7 +95,7 @@ class Tuner(object):
         guests = self._guests()
         profit, source = signals.profit(values, self._process_stats())
         memory = self._memory()
-        resident, unvisited = self._coverage()
+        resident, unvisited, merging = self._coverage()
         return ksm_policy.Sample(
             time=self.clock(),
             full_scans=values.get('full_scans', 0),
@@ -109,6 +109,7 @@ class Tuner(object):
             ksmd_cpu_resolution=self.ksmd.resolution,
             guests=guests.count,
             guest_pages=resident, unvisited=unvisited,
+            process_merging=merging,
             pages_skipped=values.get('pages_skipped'),
             started=started, profit=profit, profit_source=source,
             mem_available=memory.get('MemAvailable'),
@@ -145,15 +146,21 @@ class Tuner(object):
     def _coverage(self):
         """(resident pages of the mergeable processes, their mergeable
         pages ksmd has not visited yet: resident less the process's own
-        memory less ``ksm_rmap_items``, Linux 6.1+, else None)."""
-        resident, unvisited = 0, 0
+        memory less ``ksm_rmap_items``, Linux 6.1+, else None; and
+        {pid: ksm_merging_pages}, Linux 5.19+, else None)."""
+        resident, unvisited, merging = 0, 0, {}
         refresh = getattr(self.policy, 'state', None) == ksm_policy.BOOST
         pids = self.watcher.mergeable
         for pid in pids:
             pages = procfs.resident_pages(pid, self.proc_root)
             resident += pages
-            items = (procfs.ksm_stat(pid, self.proc_root) or {}).get(
-                'ksm_rmap_items')
+            stats = procfs.ksm_stat(pid, self.proc_root) or {}
+            if merging is not None and isinstance(
+                    stats.get('ksm_merging_pages'), int):
+                merging[pid] = stats['ksm_merging_pages']
+            else:
+                merging = None
+            items = stats.get('ksm_rmap_items')
             if not isinstance(items, int) or unvisited is None:
                 unvisited = None
             else:
@@ -161,7 +168,7 @@ class Tuner(object):
                 unvisited += max(0, pages - own - items)
         self._own = {pid: own for pid, own in self._own.items()
                      if pid in pids}
-        return resident, unvisited
+        return resident, unvisited, merging
 
     def _own_pages(self, pid, pages, refresh):
         """Resident pages of ``pid`` outside its mergeable mappings

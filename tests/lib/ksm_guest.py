@@ -60,8 +60,9 @@ def pattern():
     return rng.randbytes(PATTERN_PAGES * PAGE_SIZE)
 
 
-def fill(buf, pages, identical_pages, tag, body=None):
-    """Fill ``pages`` pages: bodies from ``body``, distinct headers.
+def fill(buf, pages, identical_pages, tag, body=None, first_page=0):
+    """Fill pages ``first_page`` to ``pages``: bodies from ``body``,
+    distinct headers.
 
     Headers make every page unique within the guest; owner 0 (identical
     pages) makes page ``i`` the same in every guest. Each page is written
@@ -74,12 +75,14 @@ def fill(buf, pages, identical_pages, tag, body=None):
     per_chunk = len(body) // PAGE_SIZE
     for first in range(0, pages, per_chunk):
         count = min(per_chunk, pages - first)
-        for j in range(count):
+        # Page i's body is the same whichever page a fill starts at.
+        skip = min(count, max(0, first_page - first))
+        for j in range(skip, count):
             i = first + j
             HEADER.pack_into(chunk, j * PAGE_SIZE, i + 1,
                              0 if i < identical_pages else tag, 0)
-        buf[first * PAGE_SIZE:(first + count) * PAGE_SIZE] = (
-            memoryview(chunk)[:count * PAGE_SIZE])
+        buf[(first + skip) * PAGE_SIZE:(first + count) * PAGE_SIZE] = (
+            memoryview(chunk)[skip * PAGE_SIZE:count * PAGE_SIZE])
 
 
 def volatile_range(pages, identical_pages, volatile):
@@ -138,7 +141,13 @@ def guest_main(args):
     if not args.ballast:
         set_comm()
         buf.madvise(mmap.MADV_MERGEABLE)
-    fill(buf, pages, identical_pages, args.tag)
+    if args.fill_pause:
+        # Half now, half later: ksmd first visits them in other full
+        # scans, and smart_scan later skips them in two cohorts.
+        fill(buf, pages // 2, identical_pages, args.tag)
+        select.select([], [], [], args.fill_pause)
+    fill(buf, pages, identical_pages, args.tag,
+         first_page=pages // 2 if args.fill_pause else 0)
     sys.stdout.buffer.write(READY)
     sys.stdout.buffer.flush()
     indexes = volatile_range(pages, identical_pages, args.volatile)
@@ -157,6 +166,9 @@ def build_parser():
     parser.add_argument('--volatile', type=float, default=0.01)
     parser.add_argument('--rewrite-seconds', type=float, default=2.0)
     parser.add_argument('--tag', type=int, default=1)
+    parser.add_argument('--fill-pause', type=float, default=0.0,
+                        help='fill half the memory, wait this many '
+                             'seconds, then fill the rest')
     parser.add_argument('--ballast', action='store_true',
                         help='memory pressure: not mergeable, not QEMU')
     parser.add_argument('--floor-mib', type=int, default=4096,

@@ -22,8 +22,10 @@ class Workload(object):
     Use as a context manager: the guests are stopped on exit.
     """
 
-    def __init__(self, count=4, mib=64, identical=0.9, first_tag=1):
+    def __init__(self, count=4, mib=64, identical=0.9, first_tag=1,
+                 fill_pause=0.0):
         self.count = count
+        self.fill_pause = fill_pause
         self.mib = mib
         self.identical = identical
         self.first_tag = first_tag
@@ -52,7 +54,8 @@ class Workload(object):
             self.procs.append(subprocess.Popen(
                 [sys.executable, '-m', ksm_guest.__name__,
                  '-m', str(self.mib), '--identical', str(self.identical),
-                 '--volatile', '0', '--tag', str(tag)],
+                 '--volatile', '0', '--tag', str(tag),
+                 '--fill-pause', str(self.fill_pause)],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE))
         for proc in self.procs:
             if proc.stdout.readline() != ksm_guest.READY:

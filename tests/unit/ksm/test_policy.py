@@ -790,6 +790,86 @@ def test_a_boost_that_merges_keeps_skipping():
     assert decisions[-1].state == policy.SETTLED
 
 
+def second_guest_after_the_first(scans_alone=4, merged=0):
+    """The first guest (pid 100, ``merged`` of its pages merged with each
+    other) ran alone for ``scans_alone`` full scans (from the fourth on,
+    smart_scan may skip its pages) before a second guest of its image
+    (pid 200) starts."""
+    tuner = make()
+    host = Host(guests=1, guest_pages=100000, unvisited=0, tracked=100000,
+                merged=merged, pages_skipped=0,
+                process_merging={100: merged})
+    tuner.decide(host.sample)
+    for _ in range(scans_alone):
+        scan(tuner, host, 1, merged)
+    decision = tuner.decide(host.next(
+        guests=2, started=True, guest_pages=200000,
+        process_merging={100: merged, 200: 0}))
+    assert decision.state == policy.BOOST
+    return tuner, host
+
+
+def test_older_twins_merging_while_pages_are_skipped_unskip_a_full_scan():
+    """The new guest's pages merge with the part of the first guest's
+    that smart_scan visited (its pages came in over two full scans, and
+    are skipped in two cohorts): its ksm_merging_pages grows, so the
+    skipped ones may hold more twins. smart_scan goes off at once, and
+    the boost holds its end until a whole full scan has visited every
+    page; then it ends, with no full scan more."""
+    tuner, host = second_guest_after_the_first()
+    # First visits, then second ones: nothing merged yet.
+    for lap in (1, 2):
+        decision = scan(tuner, host, 1, 0, pages_skipped=50000 * lap)
+        assert (decision.state, decision.smart_scan) == (policy.BOOST, 1)
+    # Mid scan: 20,000 of the first guest's pages merged, a cohort.
+    decision = tuner.decide(host.next(
+        dt=0.05, merged=20000, pages_skipped=110000,
+        process_merging={100: 20000, 200: 20000}))
+    assert (decision.state, decision.smart_scan) == (policy.BOOST, 0)
+    # Every new page was visited twice at the end of this full scan, but
+    # it began with smart_scan on: held.
+    decision = scan(tuner, host, 1, 30000, pages_skipped=120000,
+                    process_merging={100: 30000, 200: 30000},
+                    profit=100 * 2 ** 20)
+    assert (decision.state, decision.smart_scan) == (policy.BOOST, 0)
+    assert decision.reason == 'merging'
+    # The whole full scan with smart_scan off merged the rest: the end.
+    decision = scan(tuner, host, 1, 70000, pages_skipped=120000,
+                    process_merging={100: 70000, 200: 70000},
+                    profit=200 * 2 ** 20)
+    assert (decision.state, decision.smart_scan) == (policy.SETTLED, 1)
+    assert decision.reason.startswith('every guest page visited twice')
+
+
+def test_twins_that_merged_already_keep_smart_scan_on():
+    """An older guest whose twins are merged already (its zero pages,
+    here): the new pages join those KSM pages and its ksm_merging_pages
+    does not change. The boost keeps skipping its unmerged pages and
+    ends once every new page was visited twice."""
+    tuner, host = second_guest_after_the_first(merged=40000)
+    decisions = [scan(tuner, host, 1, merged, pages_skipped=50000 * lap,
+                      profit=200 * 2 ** 20,
+                      process_merging={100: 40000, 200: merged - 40000})
+                 for lap, merged in enumerate((40000, 40000, 90000), 1)]
+    assert [d.smart_scan for d in decisions] == [1, 1, 1]
+    assert decisions[-1].state == policy.SETTLED
+
+
+@pytest.mark.parametrize('scans_alone,skipped', [(2, 50000), (4, 0)])
+def test_young_or_unskipped_twins_keep_smart_scan_on(scans_alone, skipped):
+    """The first guest's pages merging with the new ones need no full scan
+    with smart_scan off when ksmd had been through it for fewer than
+    three full scans (smart_scan skips none of its pages yet), or when
+    no page was skipped in the boost."""
+    tuner, host = second_guest_after_the_first(scans_alone)
+    decisions = [scan(tuner, host, 1, merged, pages_skipped=skipped * lap,
+                      profit=200 * 2 ** 20,
+                      process_merging={100: merged, 200: merged})
+                 for lap, merged in enumerate((0, 0, 30000), 1)]
+    assert [d.smart_scan for d in decisions] == [1, 1, 1]
+    assert decisions[-1].state == policy.SETTLED
+
+
 def test_without_rmap_items_the_plateau_decides():
     tuner = make()
     host = Host(guests=2, started=True, guest_pages=200000)

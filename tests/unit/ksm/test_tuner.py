@@ -265,6 +265,7 @@ def test_samples_count_the_guest_pages_ksmd_has_not_visited(
                   own_pages=2000)
     sample = tuner.sample()
     assert (sample.guest_pages, sample.unvisited) == (26576, 12384)
+    assert sample.process_merging == {906: 0, 907: 0}
     # A kernel without ksm_stat's rmap items (before 6.1): unknown.
     fake_proc.add(908, mergeable=True, rss_pages=100)
     fake_proc._write(908, 'ksm_stat', 'ksm_merging_pages 0\n'

@@ -49,6 +49,18 @@ def test_rewrite_changes_only_the_volatile_pages():
     assert after[18] != before[18] and after[19] != before[19]
 
 
+def test_a_fill_in_two_halves_writes_the_same_pages_as_one():
+    """``--fill-pause``: the first half, then the rest from its page on,
+    gives the pages one fill gives (the second fill leaves the first
+    half alone)."""
+    body = ksm_guest.pattern()[:8 * PAGE]  # chunks of 8 pages
+    buf = bytearray(20 * PAGE)
+    ksm_guest.fill(buf, 10, 15, 3, body)
+    assert pages_of(buf, 20)[10:] == [bytes(PAGE)] * 10
+    ksm_guest.fill(buf, 20, 15, 3, body, first_page=10)
+    assert pages_of(buf, 20) == guest(3, body=body)
+
+
 def test_parser_takes_qemu_options_first():
     args = ksm_guest.build_parser().parse_args([
         '-enable-kvm', '-name', 'guest=bench-w1-g1', '-m', '256',
