@@ -340,3 +340,10 @@ def test_a_wave_static_max_merged_far_less_of_is_noted():
     assert targets.short_waves({'waves': waves}) == []
     waves[1].update(static_pages=1000, adaptive_pages=3000)
     assert targets.short_waves({'waves': waves}) == []
+    # The tuner short of static-max: a saving left for later.
+    waves[1].update(static_pages=100000, adaptive_pages=41000)
+    assert targets.short_waves({'waves': waves}) == [
+        'wave 2: the tuner had 41000 pages merged by the end of its '
+        'phase, static-max 100000']
+    waves[1].update(static_pages=100000, adaptive_pages=81000)
+    assert targets.short_waves({'waves': waves}) == []
