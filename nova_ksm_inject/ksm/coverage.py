@@ -130,6 +130,16 @@ class Coverage(object):
         return self._unskip_at is not None or self._twins_at not in (
             None, True)
 
+    @property
+    def unskip_reason(self):
+        """Why the boost scans with ``smart_scan`` off (for the log)."""
+        if self._twins_at not in (None, True):
+            return ('an older guest\'s unmerged pages merged with the new '
+                    'ones while smart_scan skipped pages: smart_scan off '
+                    'for a full scan')
+        return ('nothing merged while smart_scan skipped pages: smart_scan '
+                'off for a full scan')
+
     def note_older_twins(self, sample):
         """Turn ``smart_scan`` off for a whole full scan once an older
         guest's unmerged pages merge with the new ones while pages are

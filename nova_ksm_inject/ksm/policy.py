@@ -221,7 +221,7 @@ class AdaptivePolicy(object):
             return self._loss(sample, cpu, self.profit.verdict)
         if self.state == BOOST:
             if not verdict:
-                return self._boost(sample, cpu, 'merging')
+                return self._boost(sample, cpu, self._merging_reason())
             self.scan.end_boost()
             self.growth.reset(sample)
             return self._settled(sample, cpu, verdict)
@@ -281,6 +281,10 @@ class AdaptivePolicy(object):
         smart_scan may skip their pages."""
         return [pid for pid, seen in self._seen_at.items()
                 if sample.full_scans - seen >= coverage.OLD_SCANS]
+
+    def _merging_reason(self):
+        unskipping = self._smart_boost and self.coverage.unskipping
+        return self.coverage.unskip_reason if unskipping else 'merging'
 
     def _note_coverage(self, sample):
         """Count a start's boost's passes from every page's first visit

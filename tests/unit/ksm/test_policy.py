@@ -743,7 +743,8 @@ def test_a_boost_that_merged_nothing_visits_the_skipped_pages():
         assert (decision.state, decision.smart_scan) == (policy.BOOST, 1)
     decision = scan(tuner, host, 1, 0, pages_skipped=150000)
     assert (decision.state, decision.smart_scan) == (policy.BOOST, 0)
-    assert decision.reason == 'merging'
+    assert decision.reason == ('nothing merged while smart_scan skipped '
+                               'pages: smart_scan off for a full scan')
     decision = scan(tuner, host, 1, 80000, pages_skipped=150000,
                     profit=300 * 2 ** 20)
     assert (decision.state, decision.smart_scan) == (policy.BOOST, 0)
@@ -832,7 +833,9 @@ def test_older_twins_merging_while_pages_are_skipped_unskip_a_full_scan():
                     process_merging={100: 30000, 200: 30000},
                     profit=100 * 2 ** 20)
     assert (decision.state, decision.smart_scan) == (policy.BOOST, 0)
-    assert decision.reason == 'merging'
+    assert decision.reason == (
+        "an older guest's unmerged pages merged with the new ones while "
+        "smart_scan skipped pages: smart_scan off for a full scan")
     # The whole full scan with smart_scan off merged the rest: the end.
     decision = scan(tuner, host, 1, 70000, pages_skipped=120000,
                     process_merging={100: 70000, 200: 70000},
