@@ -25,6 +25,7 @@ connection and exits (fuse2fs flushes and closes the filesystem first).
 import os
 import socket
 import stat
+import time
 
 from oslo_log import log as logging
 
@@ -35,6 +36,9 @@ from nova_ksm_inject import utils
 LOG = logging.getLogger(__name__)
 
 FUSERMOUNT = 'fusermount3'
+# A busy mount is unmounted again every BUSY_SLEEP s for this long.
+BUSY_SECONDS = 3.0
+BUSY_SLEEP = 0.1
 
 
 def _failed(mountpoint, reason):
@@ -104,13 +108,29 @@ def is_mounted(mountpoint):
     return mountpoint in procfs.mount_points()
 
 
-def unmount(mountpoint, lazy=False):
-    """Unmount ``mountpoint`` (a no-op when it is not mounted)."""
+def unmount(mountpoint, lazy=False, sleep=time.sleep):
+    """Unmount ``mountpoint`` (a no-op when it is not mounted).
+
+    A mount that is still busy the moment its last file was closed (the
+    kernel can drop a closed file's last reference a little later, as
+    io_uring does from a worker) is tried again for up to
+    :data:`BUSY_SECONDS` before the unmount fails; a lazy one never is.
+    """
     if not is_mounted(mountpoint):
         return
     if os.geteuid() == 0:
         cmd = ['umount'] + (['--lazy'] if lazy else []) + [mountpoint]
     else:
         cmd = [FUSERMOUNT, '-u'] + (['-z'] if lazy else []) + [mountpoint]
-    utils.execute(*cmd, action='unmounting FUSE at %s' % mountpoint)
+    tries = 1 if lazy else int(BUSY_SECONDS / BUSY_SLEEP) + 1
+    for left in range(tries - 1, -1, -1):
+        try:
+            utils.execute(*cmd, action='unmounting FUSE at %s' % mountpoint)
+            break
+        except exception.CommandFailed as err:
+            if not left or 'busy' not in str(err).lower():
+                raise
+            LOG.debug('FUSE at %s is still busy; unmounting it again',
+                      mountpoint)
+            sleep(BUSY_SLEEP)
     LOG.debug('Unmounted FUSE at %s', mountpoint)

@@ -222,6 +222,48 @@ def test_unmount_command_depends_on_root_and_lazy(monkeypatch, mountinfo,
     assert executed.cmds == [(*cmd, '/state/work/1/root')]
 
 
+class Busy:
+    """``umount`` that finds the mount busy ``times`` times."""
+
+    def __init__(self, monkeypatch, times, stderr='target is busy.'):
+        self.cmds, self.times, self.stderr = [], times, stderr
+        monkeypatch.setattr(utils, 'execute', self)
+
+    def __call__(self, *cmd, **kwargs):
+        self.cmds.append(cmd)
+        if len(self.cmds) <= self.times:
+            raise exception.CommandFailed(
+                action=kwargs['action'], cmd=' '.join(cmd), code=32,
+                stderr='umount: %s: %s' % (cmd[-1], self.stderr))
+        return '', ''
+
+
+def test_a_busy_mount_is_unmounted_again_until_it_is_not(monkeypatch,
+                                                         mountinfo):
+    """The kernel may drop a closed file's last reference to the mount a
+    moment after the close: umount finds the mount busy, then not."""
+    mountinfo('/', '/state/work/1/root')
+    busy = Busy(monkeypatch, times=3)
+    slept = []
+    fuse.unmount('/state/work/1/root', sleep=slept.append)
+    assert len(busy.cmds) == 4 and slept == [fuse.BUSY_SLEEP] * 3
+
+
+@pytest.mark.parametrize('times, stderr, lazy, calls', [
+    (1000, 'target is busy.', False,
+     int(fuse.BUSY_SECONDS / fuse.BUSY_SLEEP) + 1),  # still busy: fails
+    (1, 'not mounted.', False, 1),  # another failure: at once
+    (1, 'target is busy.', True, 1)])  # a lazy unmount is not busy
+def test_an_unmount_that_keeps_failing_raises(monkeypatch, mountinfo,
+                                              times, stderr, lazy, calls):
+    mountinfo('/', '/state/work/1/root')
+    busy = Busy(monkeypatch, times=times, stderr=stderr)
+    with pytest.raises(exception.CommandFailed, match=stderr):
+        fuse.unmount('/state/work/1/root', lazy=lazy,
+                     sleep=lambda seconds: None)
+    assert len(busy.cmds) == calls
+
+
 @pytest.mark.parametrize('uid', [0, 1000])
 def test_unmount_of_what_is_not_mounted_does_nothing(monkeypatch, mountinfo,
                                                      uid):
