@@ -84,13 +84,14 @@ class Coverage(object):
         self._start = None if sample is None else (
             sample.merged, sample.pages_skipped, sample.guest_pages)
         self._unskip_at = None  # full scans when smart_scan went off
-        # The older guests' ksm_merging_pages at the start, and the full
-        # scans when their twins turned smart_scan off (None: not yet;
-        # True: done, a whole full scan visited every page).
+        # The older guests' ksm_merging_pages at the start, the full
+        # scans when their twins turned smart_scan off, and whether a
+        # whole full scan has visited every page since.
         merging = (sample.process_merging or {}) if sample else {}
         self._older = {pid: merging[pid] for pid in older
                        if merging.get(pid) is not None}
         self._twins_at = None
+        self._twins_done = False
 
     def note(self, sample):
         """Remember the pass in which every guest page had been visited
@@ -127,18 +128,21 @@ class Coverage(object):
     def unskipping(self):
         """Whether the boost should scan with ``smart_scan`` off: it is
         visiting the skipped pages (see :meth:`waiting_for_skipped`)."""
-        return self._unskip_at is not None or self._twins_at not in (
-            None, True)
+        return self._unskip_at is not None or self._twins_pending
 
     @property
     def unskip_reason(self):
         """Why the boost scans with ``smart_scan`` off (for the log)."""
-        if self._twins_at not in (None, True):
+        if self._twins_pending:
             return ('an older guest\'s unmerged pages merged with the new '
                     'ones while smart_scan skipped pages: smart_scan off '
                     'for a full scan')
         return ('nothing merged while smart_scan skipped pages: smart_scan '
                 'off for a full scan')
+
+    @property
+    def _twins_pending(self):
+        return self._twins_at is not None and not self._twins_done
 
     def note_older_twins(self, sample):
         """Turn ``smart_scan`` off for a whole full scan once an older
@@ -170,14 +174,14 @@ class Coverage(object):
         a whole full scan, which compares every page with the new ones;
         if their twins merge, until a full scan merges no more; if nothing
         merged, there was nothing to merge."""
-        if self._twins_at not in (None, True):
+        if self._twins_pending:
             # The full scan under way began with smart_scan on: the next.
             if sample.full_scans < self._twins_at + 2:
                 return ('older guests\' pages merging with the new ones '
                         'while %d pages were skipped: visiting them, '
                         'smart_scan off, for a full scan'
                         % (sample.pages_skipped - self._start[1]))
-            self._twins_at = True  # every pair met in that full scan
+            self._twins_done = True  # every pair met in that full scan
         if self._start is None or None in (sample.pages_skipped,
                                            self._start[1]):
             return ''
