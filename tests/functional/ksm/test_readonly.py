@@ -25,7 +25,9 @@ def in_namespace(setup, *command, stdin=None, env=None):
 
 def hook_in_namespace(setup, conf, domain):
     """The hook as libvirt runs it, for a guest starting."""
-    env = dict(os.environ, NOVA_KSM_INJECT_CONFIG_FILES=conf.path)
+    # Its settings cache in the test's directory, not under /run.
+    env = dict(os.environ, NOVA_KSM_INJECT_CONFIG_FILES=conf.path,
+               NOVA_KSM_INJECT_HOOK_CACHE=conf.cache)
     return in_namespace(setup, os.path.join(conftest.BIN,
                                             'nova-ksm-libvirt-hook'),
                         domain, 'prepare', 'begin', '-', stdin=XML, env=env)
@@ -39,6 +41,7 @@ READ_ONLY = ('mount --bind {ksm} {ksm} && '
 def conf(tmp_path):
     class Conf(object):
         log = str(tmp_path / 'hook.log')
+        cache = str(tmp_path / 'hook-settings.json')
         path = conftest.write_conf(
             tmp_path / 'nova.conf', state_dir=tmp_path / 'state',
             hook_log_file=tmp_path / 'hook.log', connection_uri='',
