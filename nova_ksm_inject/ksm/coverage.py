@@ -38,6 +38,13 @@ meets in it, and the boost may end after it. An *older* guest is one
 ksmd has been through :data:`OLD_SCANS` full scans at least since it
 was first seen: younger pages are never skipped.
 
+A boost with no older guest waits for no skipped page: what
+``smart_scan`` skips then are the new guests' own pages, from their
+fifth visit on, and those have met every other page in the full scans
+before. A first guest of an image running alone had waited two full
+scans more, with ``smart_scan`` off, for its own pages before its boost
+could call the loss (2.7 ksmd CPU seconds for a guest of 992 MiB).
+
 Memory that arrives after the first visits starts the count again.
 
 The tuner counts a process's mergeable resident pages as its resident
@@ -90,6 +97,11 @@ class Coverage(object):
         merging = (sample.process_merging or {}) if sample else {}
         self._older = {pid: merging[pid] for pid in older
                        if merging.get(pid) is not None}
+        # Skipped pages are older guests' only when there are any (or
+        # when the kernel does not say whose pages are whose): otherwise
+        # they are the new guests' own, skipped from their fifth visit.
+        self._skips_count = bool(older) or (
+            sample is not None and sample.process_merging is None)
         self._twins_at = None
         self._twins_done = False
 
@@ -183,7 +195,8 @@ class Coverage(object):
                         % (sample.pages_skipped - self._start[1]))
             self._twins_done = True  # every pair met in that full scan
         if self._start is None or None in (sample.pages_skipped,
-                                           self._start[1]):
+                                           self._start[1]) or \
+                not self._skips_count:
             return ''
         merged0, skipped0, _ = self._start
         nothing = self._nothing(sample)

@@ -174,6 +174,7 @@ class AdaptivePolicy(object):
         self._smart_boost = True  # the boost leaves smart_scan on
         self.coverage = coverage.Coverage()
         self._seen_at = {}  # pid: full scans when first seen mergeable
+        self._seen_any = False  # whether a look has listed processes
 
     def decide(self, sample):
         """The decision for ``sample``; call once per poll."""
@@ -273,8 +274,13 @@ class AdaptivePolicy(object):
         pids = sample.process_merging
         if pids is None:
             return
-        self._seen_at = {pid: self._seen_at.get(pid, sample.full_scans)
-                         for pid in pids}
+        # The processes of the first look (a tuner started on a busy
+        # host) may have been through any number of full scans: as many
+        # as there were, up to enough to be older.
+        first = sample.full_scans if self._seen_any else max(
+            0, sample.full_scans - coverage.OLD_SCANS)
+        self._seen_any = True
+        self._seen_at = {pid: self._seen_at.get(pid, first) for pid in pids}
 
     def _older(self, sample):
         """The processes ksmd has been through for enough full scans that

@@ -873,6 +873,44 @@ def test_young_or_unskipped_twins_keep_smart_scan_on(scans_alone, skipped):
     assert decisions[-1].state == policy.SETTLED
 
 
+def test_a_first_guest_alone_waits_for_no_skipped_page():
+    """The first guest of an image runs alone: nothing merges, and from
+    their fifth visit smart_scan skips its own pages. Those met every
+    other page in the full scans before, and no guest is older: the loss
+    is called once every page was visited twice, with smart_scan on (it
+    had waited two full scans more, smart_scan off)."""
+    tuner = make()
+    host = Host(guests=1, started=True, guest_pages=200000, unvisited=0,
+                tracked=200000, pages_skipped=0, profit=-4 * 2 ** 20,
+                process_merging={100: 0})
+    assert tuner.decide(host.sample).state == policy.BOOST
+    # Visited once in the first full scan, twice in the second; skipped
+    # from the third.
+    decisions = [scan(tuner, host, 1, 0, pages_skipped=skipped)
+                 for skipped in (0, 0, 100000)]
+    assert [d.state for d in decisions] == [policy.BOOST] * 2 + [
+        policy.LOSS]
+    assert [d.smart_scan for d in decisions[:2]] == [1, 1]
+
+
+def test_guests_a_tuner_finds_running_may_be_older():
+    """A tuner started on a host whose ksmd has been through full scans
+    cannot tell how many of them its guests saw: they count as older,
+    and pages skipped in its boost are visited before any end."""
+    tuner = make()
+    host = Host(guests=1, guest_pages=200000, unvisited=0, tracked=200000,
+                full_scans=10, pages_skipped=0, profit=-4 * 2 ** 20,
+                process_merging={100: 0})
+    assert tuner.decide(host.sample).state == policy.BOOST
+    decisions = [scan(tuner, host, 1, 0, pages_skipped=50000 * lap)
+                 for lap in (1, 2, 3)]
+    assert (decisions[-1].state, decisions[-1].smart_scan) == (
+        policy.BOOST, 0)
+    assert decisions[-1].reason == ('nothing merged while smart_scan '
+                                    'skipped pages: smart_scan off for a '
+                                    'full scan')
+
+
 def test_without_rmap_items_the_plateau_decides():
     tuner = make()
     host = Host(guests=2, started=True, guest_pages=200000)
