@@ -41,9 +41,10 @@ was first seen: younger pages are never skipped.
 A boost with no older guest waits for no skipped page: what
 ``smart_scan`` skips then are the new guests' own pages, from their
 fifth visit on, and those have met every other page in the full scans
-before. A first guest of an image running alone had waited two full
-scans more, with ``smart_scan`` off, for its own pages before its boost
-could call the loss (2.7 ksmd CPU seconds for a guest of 992 MiB).
+before. A first guest of an image running alone, whose boost lasted
+until its own pages were skipped, had waited two full scans more with
+``smart_scan`` off before it could call the loss (4.0 ksmd CPU seconds
+for a guest of 1520 MiB, in one run of seven such first waves).
 
 Memory that arrives after the first visits starts the count again.
 
