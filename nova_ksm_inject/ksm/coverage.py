@@ -65,7 +65,10 @@ MERGED_NOTHING = 64
 # with its guests (a few hundred pages the interpreters or firmware of
 # two guests share are not the twins of a whole guest).
 MERGED_NOTHING_FRACTION = 0.01
-# smart_scan skips a page only from its fourth visit without merging on.
+# smart_scan skips no page before its fifth visit without merging (its
+# age must reach 3, and that visit only sets the count of skips):
+# after three full scans a process's pages may be skipped in the next
+# ones (one full scan of margin).
 OLD_SCANS = 3
 
 
