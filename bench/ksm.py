@@ -26,6 +26,7 @@ from oslo_log import log as logging
 from bench import ksm_adaptive
 from bench import ksm_launcher
 from bench import ksm_metrics
+from bench import ksm_oracle
 from bench import ksm_policies
 from bench import ksm_preflight
 from bench import ksm_sampler
@@ -41,7 +42,8 @@ LOG = logging.getLogger(__name__)
 LOCK_PATH = '/run/lock/nova-ksm-inject-ksm-tests.lock'
 POLICIES = {cls.name: cls for cls in (
     ksm_policies.KernelDefault, ksm_policies.StaticMax,
-    ksm_policies.Ksmtuned, ksm_policies.Advisor, ksm_adaptive.Adaptive)}
+    ksm_policies.Ksmtuned, ksm_policies.Advisor, ksm_adaptive.Adaptive,
+    ksm_oracle.Oracle)}
 ORDER = ('default', 'static-max', 'ksmtuned', 'advisor', 'adaptive')
 
 
@@ -111,12 +113,14 @@ def make_launcher(scenario, workdir, policy, progress):
         hook_cache=getattr(policy, 'hook_cache', None))
 
 
-def run_policy(name, scenario, host, settings, workdir, progress):
-    """Run ``scenario`` under policy ``name``; the raw results."""
+def run_policy(name, scenario, host, settings, workdir, progress,
+               options=None):
+    """Run ``scenario`` under policy ``name`` (made with ``options``,
+    keyword arguments of its class); the raw results."""
     policy_dir = os.path.join(workdir, name)
     os.makedirs(policy_dir)
     reset(host)
-    policy = POLICIES[name](host, policy_dir, settings)
+    policy = POLICIES[name](host, policy_dir, settings, **(options or {}))
     launcher = make_launcher(scenario, workdir, policy, progress)
     runner = ksm_scenario.ScenarioRunner(scenario, launcher, policy)
     ballast = ballast_mib(scenario) if scenario.pressure else 0
@@ -214,9 +218,21 @@ def session(sysfs, lock_path, progress):
 def run(scenario, policies, settings, lock_path=LOCK_PATH, sysfs=None,
         progress=LOG.info):
     """Run every policy of ``policies`` (in order); the results dict."""
+    began = time.monotonic()
+    runs = run_policies(scenario, policies, settings, lock_path=lock_path,
+                        sysfs=sysfs, progress=progress)
+    return dict(results(scenario, runs, settings),
+                wall_seconds=round(time.monotonic() - began, 1))
+
+
+def run_policies(scenario, policies, settings, lock_path=LOCK_PATH,
+                 sysfs=None, progress=LOG.info, options=None):
+    """Run every policy of ``policies`` (in order, each made with
+    ``options[name]``); their raw results by name."""
     sysfs = sysfs or ksm_sysfs.KsmSysfs()
     ksm_preflight.preflight(policies, sysfs, scenario)
-    runs, began = {}, time.monotonic()
+    options = options or {}
+    runs = {}
     for i, name in enumerate(policies):
         progress('[%d/%d] %s, %s: %d guests of %d MiB over %.0f s'
                  % (i + 1, len(policies), scenario.kind, name,
@@ -226,12 +242,11 @@ def run(scenario, policies, settings, lock_path=LOCK_PATH, sysfs=None,
         # hour, and finds the KSM settings as they were.
         with session(sysfs, lock_path, progress) as (host, workdir):
             runs[name] = run_policy(name, scenario, host, settings,
-                                    workdir, progress)
+                                    workdir, progress, options.get(name))
         for pid_name in runs[name]['noise']:
             progress('  WARNING: other mergeable process %(name)s '
                      '(pid %(pid)d) ran too' % pid_name)
-    return dict(results(scenario, runs, settings),
-                wall_seconds=round(time.monotonic() - began, 1))
+    return runs
 
 
 def results(scenario, runs, settings):

@@ -130,6 +130,13 @@ def build_parser():
     parser.add_argument('--grid-only', type=case_list,
                         help='grid: only these case numbers (comma-'
                              'separated), e.g. to run a disturbed one again')
+    parser.add_argument('--grid-oracle', action='store_true',
+                        help='grid: also run the oracle on each case (ksmd '
+                             'flat out until each wave reaches the level '
+                             'static-max\'s run gave it, stopped between): '
+                             'tells which misses no policy that stops '
+                             'scanning between waves could meet; adds a '
+                             'third run per case')
     parser.add_argument('--long', action='store_true',
                         help='waves: bigger guests, longer runs, and '
                              'ballast memory so the host is short of memory')
@@ -189,7 +196,8 @@ def run_scenario(kind, args, settings):
         result = ksm_grid.run(args.seed, args.grid_cases, settings,
                               progress=progress, on_case=lambda partial:
                               _write_json(args, partial),
-                              only=args.grid_only)
+                              only=args.grid_only,
+                              oracle=args.grid_oracle)
         return result, ksm_grid_report.format_text(result)
     scenario = scenario_from_args(args, kind)
     policies = args.policies or list(ksm_scenario.PRESETS[kind][1])

@@ -24,6 +24,7 @@ import time
 from bench import ksm
 from bench import ksm_grid_targets
 from bench import ksm_metrics
+from bench import ksm_oracle
 from bench import ksm_preflight
 from bench import ksm_scenario
 
@@ -111,12 +112,13 @@ def describe(scenario):
 
 
 def run(seed, count, settings, bounds=Bounds(), lock_path=ksm.LOCK_PATH,
-        progress=print, on_case=None, only=None):
+        progress=print, on_case=None, only=None, oracle=False):
     """Run every case of the grid (or the case numbers in ``only``, to
     run a disturbed case again); the results dict. ``on_case(result)``
-    is called after each case (to save what was measured so far)."""
+    is called after each case (to save what was measured so far). With
+    ``oracle``, each case also runs :mod:`ksm_oracle` after the two."""
     scenarios = draw(seed, count, bounds)
-    result = {'seed': seed, 'count': count,
+    result = {'seed': seed, 'count': count, 'oracle': oracle,
               'bounds': dataclasses.asdict(bounds), 'cases': []}
     for i, scenario in enumerate(scenarios):
         if only and i + 1 not in only:
@@ -124,7 +126,8 @@ def run(seed, count, settings, bounds=Bounds(), lock_path=ksm.LOCK_PATH,
         progress('grid seed %d, case %d/%d: %s, %.0f s per policy'
                  % (seed, i + 1, count, describe(scenario),
                     scenario.duration))
-        raw = run_case(scenario, settings, lock_path, progress)
+        raw = run_case(scenario, settings, lock_path, progress,
+                       oracle=oracle)
         result['cases'].append(case_result(i + 1, scenario, raw, settings))
         result['host'] = raw['host']
         if on_case:
@@ -132,14 +135,28 @@ def run(seed, count, settings, bounds=Bounds(), lock_path=ksm.LOCK_PATH,
     return finish(result)
 
 
-def run_case(scenario, settings, lock_path, progress, tries=3):
-    """Both policies on ``scenario``; a case refused because a KSM
-    test's tuner started meanwhile is run again once it has stopped."""
+def run_case(scenario, settings, lock_path, progress, tries=3,
+             oracle=False):
+    """Both policies on ``scenario`` (and the oracle, given static-max's
+    marks); a case refused because a KSM test's tuner started meanwhile
+    is run again once it has stopped."""
     for attempt in range(tries):
         wait_for_controllers(progress)
         try:
-            return ksm.run(scenario, list(POLICIES), settings,
-                           lock_path=lock_path, progress=progress)
+            began = time.monotonic()
+            runs = ksm.run_policies(scenario, list(POLICIES), settings,
+                                    lock_path=lock_path, progress=progress)
+            if oracle:
+                marks = ksm_oracle.marks_from_static(
+                    scenario, runs[ksm_metrics.STATIC])
+                progress('  the oracle stops at %s pages saved'
+                         % '/'.join(str(m) for m in marks))
+                runs.update(ksm.run_policies(
+                    scenario, [ksm_oracle.NAME], settings,
+                    lock_path=lock_path, progress=progress,
+                    options={ksm_oracle.NAME: {'marks': marks}}))
+            return dict(ksm.results(scenario, runs, settings),
+                        wall_seconds=round(time.monotonic() - began, 1))
         except ksm_preflight.BenchRefused:
             if attempt + 1 == tries or \
                     not ksm_preflight.competing_controllers():
@@ -176,6 +193,10 @@ def case_result(number, scenario, raw, settings):
     adaptive = raw['policies'].get(ksm_metrics.ADAPTIVE, {})
     policies.get(ksm_metrics.ADAPTIVE, {})['decisions'] = (
         adaptive.get('report', {}).get('decisions', []))
+    if ksm_oracle.NAME in policies:
+        # Its marks, and when it ran and stopped ksmd.
+        policies[ksm_oracle.NAME]['report'] = (
+            raw['policies'][ksm_oracle.NAME].get('report', {}))
     numbers = ksm_grid_targets.case_numbers(scenario, raw['policies'],
                                             settings)
     return {'case': number, 'scenario': dataclasses.asdict(scenario),

@@ -96,13 +96,62 @@ def format_text(result):
             lines.append('[disturbed] #%d %s' % (case['case'], why))
         for note in targets.short_waves(case['numbers']):
             lines.append('[note] #%d %s' % (case['case'], note))
+        for entry in targets.oracle_verdicts(case['numbers']):
+            lines.append('[oracle] #%d %s missed: %s (%s)' % (
+                case['case'], entry['target'], VERDICTS[entry['verdict']],
+                entry['measured']))
     lines.append('')
+    if any('oracle' in c['numbers'] for c in result['cases']):
+        lines += [ORACLE_INTRO, '', oracle_table([(None, c) for c in
+                                                  result['cases']]), '']
     lines.append('%d of %d checks met%s' % (
         len(result['targets']) - len(missed), len(result['targets']),
         '' if not missed else '; MISSED: ' + ', '.join(
             '%s %s' % (c['scenario'], c['target'].split(' <=')[0])
             for c in missed)))
     return '\n'.join(lines)
+
+
+VERDICTS = {'kernel': 'the oracle missed it too (no policy that stops '
+                     'scanning between waves meets it)',
+            'tuner': 'the oracle met it (the tuner\'s own)'}
+ORACLE_INTRO = (
+    'The oracle (ksm_oracle): ksmd flat out from each wave\'s first guest '
+    'until the saving reaches the wave\'s t95 mark from static-max\'s run, '
+    'stopped in between; held to the same targets:')
+ORACLE_COLUMNS = ('case', 'oracle t95 per wave (s)', 't95 ratio', 'CPU (s)',
+                  'allowed (s)', '5 min', 'time', 'CPU', 'tuner missed',
+                  'oracle missed too')
+
+
+def oracle_row(case, seed=None):
+    n = case['numbers']
+    o = n['oracle']
+    label = str(case['case']) if seed is None else '%s#%d' % (seed,
+                                                              case['case'])
+    verdicts = targets.oracle_verdicts(n)
+
+    def named(entry):
+        return entry['target'] if entry['wave'] is None else (
+            'wave %d' % entry['wave'])
+    return (label, '/'.join('-' if w['oracle_t95'] is None
+                            else '%.1f' % w['oracle_t95'] for w in o['waves']),
+            _ratio(o['t95_ratio']), '%.1f' % o['cpu'],
+            '%.1f' % n['allowed_cpu'], _percent(o['projected_share']),
+            'met' if o['t95_met'] else 'MISSED',
+            'met' if o['cpu_met'] else 'MISSED',
+            ', '.join(named(v) for v in verdicts) or '-',
+            ', '.join(named(v) for v in verdicts
+                      if v['verdict'] == 'kernel') or '-')
+
+
+def oracle_table(seeded_cases):
+    """The oracle's row of every case that ran it, worst first."""
+    rows = sorted((sc for sc in seeded_cases if 'oracle' in sc[1]['numbers']),
+                  key=lambda sc: -sc[1]['numbers']['badness'])
+    header = ORACLE_COLUMNS if all(s is None for s, _ in rows) else (
+        ('seed#case',) + ORACLE_COLUMNS[1:])
+    return ksm_report.rst_table(header, [oracle_row(c, s) for s, c in rows])
 
 
 def points(results):
@@ -203,6 +252,10 @@ def main(argv=None):
         print('Every case of seeds %s, worst first:\n' % ', '.join(
             str(r['seed']) for r in results))
         print(combined_table(results) + '\n')
+        seeded = [(r['seed'], c) for r in results for c in r['cases']]
+        if any('oracle' in c['numbers'] for _, c in seeded):
+            print(ORACLE_INTRO + '\n')
+            print(oracle_table(seeded) + '\n')
     if args.plot:
         why_not = plot(results, args.plot)
         print(why_not or 'Wrote %s' % args.plot, file=sys.stderr)

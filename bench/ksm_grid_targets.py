@@ -25,6 +25,7 @@
 """
 
 from bench import ksm_metrics
+from bench import ksm_oracle
 
 MAX_T95_RATIO = 1.5
 MAX_FLOOR_MULTIPLE = 1.5
@@ -199,8 +200,83 @@ def case_numbers(scenario, policies, settings):
         else round(settled_cost, 3),
         'duration': scenario.duration,
     }
+    oracle = policies.get(ksm_oracle.NAME)
+    if oracle and 'samples' in oracle:
+        numbers['oracle'] = oracle_numbers(scenario, static, oracle,
+                                           allowed)
     numbers['badness'] = badness(numbers)
     return numbers
+
+
+def oracle_numbers(scenario, static, oracle, allowed):
+    """The oracle's (:mod:`ksm_oracle`) t95 per wave and ksmd CPU, held
+    to the tuner's targets: what no policy that stops scanning between
+    waves can beat."""
+    waves = wave_numbers(static, oracle)
+    cpu = oracle['summary']['ksmd_cpu_seconds']
+    theirs = static['summary']['ksmd_cpu_seconds']
+    ratios = [w['ratio'] for w in waves if w['ratio'] is not None]
+    projected = project_share(cpu, theirs, scenario.duration, 0.0,
+                              static_steady_rate(static))
+    return {
+        'waves': [{'wave': w['wave'], 'static_t95': w['static_t95'],
+                   'oracle_t95': w['adaptive_t95'], 'ratio': w['ratio'],
+                   'met': w['met']} for w in waves],
+        't95_ratio': None if len(ratios) < len(waves) else max(
+            ratios, default=0.0),
+        't95_met': all(w['met'] for w in waves),
+        'cpu': cpu, 'cpu_met': cpu <= allowed,
+        'projected_share': projected,
+        'projected_met': projected is not None
+        and projected <= MAX_STATIC_SHARE,
+    }
+
+
+def oracle_verdicts(numbers):
+    """For each target the tuner missed, whether the oracle met it
+    ('tuner': the miss is the tuner's own) or missed it too ('kernel':
+    no policy that stops scanning between waves meets it), with the
+    numbers; [] without an oracle run."""
+    oracle = numbers.get('oracle')
+    if not oracle:
+        return []
+    found = []
+    for ours, its in zip(numbers['waves'], oracle['waves'], strict=False):
+        if ours['met']:
+            continue
+        found.append({
+            'target': 'time', 'wave': ours['wave'],
+            'verdict': 'tuner' if its['met'] else 'kernel',
+            'measured': 'wave %d: tuner %s s, oracle %s s, static-max %s s '
+                        '(limit %.1f s)' % (
+                            ours['wave'], _seconds(ours['adaptive_t95']),
+                            _seconds(its['oracle_t95']),
+                            _seconds(ours['static_t95']),
+                            _limit(ours['static_t95']))})
+    if not numbers['cpu_met']:
+        found.append({
+            'target': 'cpu', 'wave': None,
+            'verdict': 'tuner' if oracle['cpu_met'] else 'kernel',
+            'measured': 'tuner %.1f s, oracle %.1f s, allowed %.1f s' % (
+                numbers['adaptive_cpu'], oracle['cpu'],
+                numbers['allowed_cpu'])})
+    if not numbers['projected_met']:
+        found.append({
+            'target': 'five minutes', 'wave': None,
+            'verdict': 'tuner' if oracle['projected_met'] else 'kernel',
+            'measured': 'tuner %s, oracle %s of static-max\'s' % (
+                _share(numbers['projected_share']),
+                _share(oracle['projected_share']))})
+    return found
+
+
+def _limit(static_t95):
+    return (float('nan') if static_t95 is None
+            else MAX_T95_RATIO * static_t95 + RESOLUTION)
+
+
+def _share(value):
+    return 'n/a' if value is None else '%.1f%%' % (100 * value)
 
 
 def settled_cpu_seconds(settings, seconds):

@@ -254,6 +254,16 @@ def test_the_cli_runs_only_the_cases_asked_for():
     assert args.grid_only == {1, 4}
 
 
+def fake_policies(monkeypatch, fake_run):
+    """The grid's policies run as ``fake_run`` (raw runs by name), their
+    results as the raw runs."""
+    monkeypatch.setattr(ksm_grid.ksm, 'run_policies', fake_run)
+    monkeypatch.setattr(ksm_grid.ksm, 'results', lambda scenario, runs, s:
+                        {'policies': runs, 'host': {'cpus': 2}})
+    monkeypatch.setattr(ksm_grid.ksm_preflight, 'competing_controllers',
+                        lambda: [])
+
+
 def test_the_grid_runs_each_case_under_both_policies(monkeypatch):
     ran = []
 
@@ -265,10 +275,8 @@ def test_the_grid_runs_each_case_under_both_policies(monkeypatch):
         for policy in raw.values():
             policy.update(noise=[], loadavg=[0.1, 0.1],
                           report={'decisions': []})
-        return {'policies': raw, 'host': {'cpus': 2}, 'wall_seconds': 1.0}
-    monkeypatch.setattr(ksm_grid.ksm, 'run', fake_run)
-    monkeypatch.setattr(ksm_grid.ksm_preflight, 'competing_controllers',
-                        lambda: [])
+        return raw
+    fake_policies(monkeypatch, fake_run)
     saved = []
     result = ksm_grid.run(5, 3, SETTINGS, only={1, 3}, progress=lambda m:
                           None, on_case=saved.append)
@@ -282,6 +290,70 @@ def test_the_grid_runs_each_case_under_both_policies(monkeypatch):
     # What a case keeps is enough to compute its numbers again.
     kept = result['cases'][0]['policies']['adaptive']['samples']
     assert set(kept) == {'t', 'ksmd_cpu', 'state'}
+    assert 'oracle' not in result['cases'][0]['numbers']
+
+
+def static_with_events(levels, seconds=40.0, step=0.5):
+    """static-max's raw run of two waves (at 0 and 20 s) whose saving
+    reaches ``levels`` 2 s into each phase."""
+    raw = run(full_speed, [(0.0, 2.0), (20.0, 2.0)], seconds=seconds,
+              step=step)
+    raw['samples']['saved'] = [
+        0 if t < 2 else levels[0] if t < 22 else levels[1]
+        for t in raw['samples']['t']]
+    raw['events'] = [{'time': 0.0, 'kind': 'arrive', 'wave': 1, 'done': 0.1},
+                     {'time': 20.0, 'kind': 'arrive', 'wave': 2,
+                      'done': 20.1}]
+    return raw
+
+
+def test_the_oracle_runs_after_both_with_static_maxs_marks(monkeypatch):
+    """With --grid-oracle each case runs the oracle third, given each
+    wave's t95 mark from static-max's run of the same case, and the
+    report says which of the tuner's misses the oracle missed too."""
+    calls = []
+
+    def fake_run(scenario, policies, settings, lock_path, progress,
+                 options=None):
+        calls.append((tuple(policies), options))
+        if policies == ['oracle']:
+            # Flat out to each mark: wave 2 takes 6 s (its old pages are
+            # young), over 1.5 x static-max's 2 s + 0.5 s.
+            oracle = run(lambda t: min(t, 2.0) + min(max(0.0, t - 20.0),
+                                                     2.0),
+                         [(0.0, 2.0), (20.0, 6.0)])
+            oracle.update(noise=[], loadavg=[], report={'marks': [1]})
+            return {'oracle': oracle}
+        cpu, state = tuner(3.0)
+        raw = {'static-max': static_with_events((1000, 3000)),
+               # The tuner misses wave 2's time (7 s) and the CPU.
+               'adaptive': run(lambda t: 3 * cpu(t), [(0.0, 2.5),
+                                                      (20.0, 7.0)], state)}
+        for policy in raw.values():
+            policy.update(noise=[], loadavg=[], report={'decisions': []})
+        return raw
+    fake_policies(monkeypatch, fake_run)
+    result = ksm_grid.run(5, 1, SETTINGS, progress=lambda m: None,
+                          oracle=True)
+    assert [c[0] for c in calls] == [('static-max', 'adaptive'),
+                                     ('oracle',)]
+    # 95% of the first wave's 1000 pages, then 1000 + 95% of 2000 more.
+    assert calls[1][1] == {'oracle': {'marks': [950, 2900]}}
+    numbers = result['cases'][0]['numbers']
+    assert numbers['oracle']['t95_met'] is False
+    assert numbers['oracle']['cpu_met'] is True
+    verdicts = {v['target']: v['verdict']
+                for v in targets.oracle_verdicts(numbers)}
+    assert verdicts == {'time': 'kernel', 'cpu': 'tuner'}
+    text = ksm_grid_report.format_text(result)
+    assert '[oracle] #1 time missed: the oracle missed it too' in text
+    assert '[oracle] #1 cpu missed: the oracle met it' in text
+    assert 'oracle t95 per wave' in text
+    assert result['cases'][0]['policies']['oracle']['report'] == {
+        'marks': [1]}
+    # The JSON keeps enough to compute the oracle's numbers again.
+    again = ksm_grid_report.refresh(result)
+    assert again['cases'][0]['numbers']['oracle'] == numbers['oracle']
 
 
 def test_the_kernel_bound_is_the_floor_plus_a_lap_after_t95():

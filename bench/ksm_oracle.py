@@ -1,0 +1,132 @@
+"""A policy no tuner can be: it knows when each wave has merged.
+
+The grid (``--grid-oracle``) runs it after static-max and the tuner on
+the same case, to tell the kernel's limits from the tuner's. It is
+given, from static-max's run of the case, each wave's *mark*: the saving
+at which that wave's t95 is counted (the level before the wave plus 95%
+of what static-max's run added in the wave's phase). From a wave's
+first guest it runs ksmd flat out, and it stops ksmd (``run`` 0) the
+moment the saving reaches the mark, until the next wave's first guest.
+
+So it never spends a full scan learning that a wave is done (no policy
+can know without one: a page is matched only at its second visit), it
+never scans a first guest that has nothing to merge with, and it never
+waits for a budget. What it cannot choose is the kernel's: where ksmd's
+cursor is when a guest joins, and how old, and so how often skipped by
+``smart_scan``, the older guests' pages are. Its pages age only while it
+merges, as every policy's do that stops scanning between waves.
+
+* A wave whose t95 target the oracle misses too is missed by every
+  policy that stops scanning between waves: no knowledge of when to
+  stop and no speed helps. Only scanning between waves (ageing the
+  older pages, as static-max does) would; that costs what the CPU
+  targets allow or more (performance.rst, the pages' age).
+* Its ksmd CPU is the least a policy that stops needs to reach every
+  wave's mark at full speed; not a strict floor (a policy that scans
+  more slowly while guests fill their memory may visit fewer pages
+  twice), so the grid reports it beside the allowed CPU, not as proof.
+
+ksmd runs in batches of :data:`BATCH_PAGES` with no sleep between them
+(flat out, as static-max, whose batch is a whole full scan): ``run`` is
+read between batches, so a stop takes effect within one batch (about
+10 ms of unique pages) rather than at the end of a full scan.
+"""
+
+import threading
+
+from bench import ksm_metrics
+from bench import ksm_policies
+
+NAME = 'oracle'
+BATCH_PAGES = 2000
+POLL_SECONDS = 0.02
+MARK_FRACTION = 0.95
+
+
+def marks(phases, levels):
+    """Each wave's mark (pages saved): the level before it plus
+    :data:`MARK_FRACTION` of what it adds, as ``ksm_metrics.wave_times``
+    counts t95."""
+    found, previous = [], 0
+    for _phase, level in zip(phases, levels, strict=False):
+        found.append(int(previous + MARK_FRACTION * (level - previous)))
+        previous = level
+    return found
+
+
+def marks_from_static(scenario, static):
+    """The marks of static-max's raw run of ``scenario``."""
+    phases = ksm_metrics.phases_from_log(static['events'], scenario.duration)
+    samples = static['samples']
+    levels = ksm_metrics.achievable_levels(phases, samples['t'],
+                                           samples[ksm_metrics.SAVED])
+    return marks(phases, levels)
+
+
+class Oracle(ksm_policies.Policy):
+    """ksmd flat out from a wave's first guest to the wave's mark."""
+
+    name = NAME
+    knobs = {'pages_to_scan': BATCH_PAGES, 'sleep_millisecs': 0, 'run': 0}
+
+    def __init__(self, host, workdir, settings=None, marks=(), **kwargs):
+        super().__init__(host, workdir, settings, **kwargs)
+        self.marks = list(marks)
+        self.wave = 0
+        self.mark = None
+        self.running = False
+        self.switches = []  # (seconds since start, 'run'|'stop', wave, saved)
+        self.lock = threading.Lock()
+        self.halt = threading.Event()
+        self.watcher = None
+        self.t0 = None
+
+    def start(self):
+        super().start()
+        self.t0 = self.clock()
+        self.watcher = threading.Thread(target=self._watch, daemon=True)
+        self.watcher.start()
+
+    def guest_starting(self, guest):
+        with self.lock:
+            if guest.wave <= self.wave:
+                return
+            self.wave = guest.wave
+            self.mark = (self.marks[guest.wave - 1]
+                         if guest.wave <= len(self.marks) else None)
+            self._switch(not self._reached())
+
+    def _reached(self):
+        return self.mark is not None and self.saved() >= self.mark
+
+    def saved(self):
+        """Pages saved now (only the guests merge while the bench runs:
+        its sampler reports any other mergeable process as noise)."""
+        return self.host.sysfs.read_int('pages_sharing')
+
+    def _watch(self):
+        while not self.halt.wait(POLL_SECONDS):
+            with self.lock:
+                if self.running and self._reached():
+                    self._switch(False)
+
+    def _switch(self, run):
+        if run == self.running:
+            return
+        self.host.sysfs.write('run', 1 if run else 0)
+        self.running = run
+        self.switches.append((round(self.clock() - self.t0, 3),
+                              'run' if run else 'stop', self.wave,
+                              self.saved()))
+
+    def stop(self):
+        self.halt.set()
+        if self.watcher is not None:
+            self.watcher.join(timeout=5)
+
+    def state(self):
+        return 'running' if self.running else 'stopped'
+
+    def report(self):
+        return dict(super().report(), marks=self.marks,
+                    switches=self.switches)
