@@ -133,7 +133,8 @@ def build_parser():
     parser.add_argument('--grid-oracle', action='store_true',
                         help='grid: also run the oracle on each case (ksmd '
                              'flat out until each wave reaches the level '
-                             'static-max\'s run gave it, stopped between): '
+                             'static-max\'s run gave it and its pages were '
+                             'visited twice, stopped between): '
                              'tells which misses no policy that stops '
                              'scanning between waves could meet; adds a '
                              'third run per case')

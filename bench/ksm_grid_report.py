@@ -117,8 +117,9 @@ VERDICTS = {'kernel': 'the oracle missed it too (no policy that stops '
             'tuner': 'the oracle met it (the tuner\'s own)'}
 ORACLE_INTRO = (
     'The oracle (ksm_oracle): ksmd flat out from each wave\'s first guest '
-    'until the saving reaches the wave\'s t95 mark from static-max\'s run, '
-    'stopped in between; held to the same targets:')
+    'until the saving reaches the wave\'s t95 mark from static-max\'s run '
+    'and the full scan then in progress ends (every new page visited '
+    'twice), stopped in between; held to the same targets:')
 ORACLE_COLUMNS = ('case', 'oracle t95 per wave (s)', 't95 ratio', 'CPU (s)',
                   'allowed (s)', '5 min', 'time', 'CPU', 'tuner missed',
                   'oracle missed too')

@@ -5,26 +5,32 @@ the same case, to tell the kernel's limits from the tuner's. It is
 given, from static-max's run of the case, each wave's *mark*: the saving
 at which that wave's t95 is counted (the level before the wave plus 95%
 of what static-max's run added in the wave's phase). From a wave's
-first guest it runs ksmd flat out, and it stops ksmd (``run`` 0) the
-moment the saving reaches the mark, until the next wave's first guest.
+first guest it runs ksmd flat out until the saving reaches the mark and
+the full scan in progress then ends, and it stops ksmd (``run`` 0) until
+the next wave's first guest. A wave whose mark is reached when it
+arrives (a lone first guest, with nothing to merge) is never scanned.
 
-So it never spends a full scan learning that a wave is done (no policy
-can know without one: a page is matched only at its second visit), it
-never scans a first guest that has nothing to merge with, and it never
-waits for a budget. What it cannot choose is the kernel's: where ksmd's
-cursor is when a guest joins, and how old, and so how often skipped by
-``smart_scan``, the older guests' pages are. Its pages age only while it
-merges, as every policy's do that stops scanning between waves.
+The end of that full scan is the kernel's: a page is matched only at
+its second visit, and the mark is reached during the new guests' second
+visits, so the scan's end is the earliest moment every page of theirs,
+the unique ones too, was visited twice; no policy can know a wave has
+merged all it will before then. Beyond it the oracle spends nothing on
+knowing: it never waits for a full scan that merges nothing, never
+scans a first guest alone, never waits for a budget. What it cannot
+choose is the kernel's too: where ksmd's cursor is when a guest joins,
+and how old, and so how often skipped by ``smart_scan``, the older
+guests' pages are. Its pages age only while it merges, as every
+policy's do that stops scanning between waves.
 
 * A wave whose t95 target the oracle misses too is missed by every
   policy that stops scanning between waves: no knowledge of when to
   stop and no speed helps. Only scanning between waves (ageing the
-  older pages, as static-max does) would; that costs what the CPU
-  targets allow or more (performance.rst, the pages' age).
-* Its ksmd CPU is the least a policy that stops needs to reach every
-  wave's mark at full speed; not a strict floor (a policy that scans
-  more slowly while guests fill their memory may visit fewer pages
-  twice), so the grid reports it beside the allowed CPU, not as proof.
+  older pages, as static-max does) would, and that costs what
+  static-max pays for it (performance.rst, the pages' age).
+* A CPU target it misses too is missed by every policy that stops
+  scanning once a wave's pages were visited twice, at full speed; a
+  policy that scans more slowly while guests fill their memory may
+  visit fewer pages twice, so this is measured, not proven.
 
 ksmd runs in batches of :data:`BATCH_PAGES` with no sleep between them
 (flat out, as static-max, whose batch is a whole full scan): ``run`` is
@@ -74,8 +80,10 @@ class Oracle(ksm_policies.Policy):
         self.marks = list(marks)
         self.wave = 0
         self.mark = None
+        self.scans_at_mark = None  # full_scans when the mark was reached
         self.running = False
-        self.switches = []  # (seconds since start, 'run'|'stop', wave, saved)
+        # (seconds since start, 'run'|'mark'|'stop', wave, pages saved)
+        self.switches = []
         self.lock = threading.Lock()
         self.halt = threading.Event()
         self.watcher = None
@@ -94,10 +102,24 @@ class Oracle(ksm_policies.Policy):
             self.wave = guest.wave
             self.mark = (self.marks[guest.wave - 1]
                          if guest.wave <= len(self.marks) else None)
+            self.scans_at_mark = None
             self._switch(not self._reached())
 
     def _reached(self):
         return self.mark is not None and self.saved() >= self.mark
+
+    def _done(self):
+        """The mark was reached and the full scan in progress then has
+        ended."""
+        if self.scans_at_mark is None:
+            if not self._reached():
+                return False
+            self.scans_at_mark = self.full_scans()
+            self._log('mark')
+        return self.full_scans() > self.scans_at_mark
+
+    def full_scans(self):
+        return self.host.sysfs.read_int('full_scans')
 
     def saved(self):
         """Pages saved now (only the guests merge while the bench runs:
@@ -107,7 +129,7 @@ class Oracle(ksm_policies.Policy):
     def _watch(self):
         while not self.halt.wait(POLL_SECONDS):
             with self.lock:
-                if self.running and self._reached():
+                if self.running and self._done():
                     self._switch(False)
 
     def _switch(self, run):
@@ -115,9 +137,11 @@ class Oracle(ksm_policies.Policy):
             return
         self.host.sysfs.write('run', 1 if run else 0)
         self.running = run
-        self.switches.append((round(self.clock() - self.t0, 3),
-                              'run' if run else 'stop', self.wave,
-                              self.saved()))
+        self._log('run' if run else 'stop')
+
+    def _log(self, what):
+        self.switches.append((round(self.clock() - self.t0, 3), what,
+                              self.wave, self.saved()))
 
     def stop(self):
         self.halt.set()

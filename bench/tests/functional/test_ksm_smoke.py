@@ -160,12 +160,15 @@ def test_scale(ksm_saved, tmp_path, gib):
 
 def test_grid(ksm_saved):
     """A tiny grid (one case of the smoke bounds: small guests, two
-    waves at most), static-max and the tuner on it; every target met."""
+    waves at most), static-max and the tuner on it; every target met.
+    The oracle runs third (``--grid-oracle``): the guests' own ksm_stat
+    must reach each wave's mark, and ksmd's CPU time must not move while
+    the oracle has it stopped."""
     from bench import ksm_grid
     from bench import ksm_grid_report
     said = []
     result = ksm_grid.run(SMOKE_SEED, 1, SETTINGS, ksm_grid.SMOKE,
-                          lock_path=None, progress=said.append)
+                          lock_path=None, progress=said.append, oracle=True)
     assert conftest.read_knobs() == ksm_saved
     assert bench_processes() == []
     print('\n' + ksm_grid_report.format_text(result))
@@ -174,4 +177,30 @@ def test_grid(ksm_saved):
     # The floor is real merge work: static-max merged something.
     assert case['numbers']['floor_cpu'] > 0
     assert [c['scenario'] for c in result['targets']] == ['grid #1'] * 3
+    assert_oracle_ran_and_stopped(case)
     assert_targets_met(result)
+
+
+def assert_oracle_ran_and_stopped(case):
+    """The oracle's samples (the kernel's counters, read by the sampler):
+    every wave reached its mark, and ksmd spent no CPU while stopped."""
+    oracle = case['policies']['oracle']
+    marks, switches = oracle['report']['marks'], oracle['report']['switches']
+    samples = oracle['samples']
+    assert len(marks) == case['scenario']['waves']
+    assert case['numbers']['oracle']['t95_met'] is not None
+    assert all(w['oracle_t95'] is not None
+               for w in case['numbers']['oracle']['waves'])
+    assert max(samples['saved']) >= marks[-1] > 0
+    stops = [t for t, what, _, _ in switches if what == 'stop']
+    assert stops, switches
+    runs = [t for t, what, _, _ in switches if what == 'run']
+    for stop in stops:
+        # From a sample after the stop to the sample before the next run
+        # (or the end): ksmd's own CPU time holds still.
+        resume = min([t for t in runs if t > stop], default=float('inf'))
+        held = [c for t, c in zip(samples['t'], samples['ksmd_cpu'],
+                                  strict=True)
+                if stop + 0.1 <= t <= resume - 0.1]
+        if len(held) >= 2:
+            assert held[-1] - held[0] <= 0.02, (stop, resume, held)

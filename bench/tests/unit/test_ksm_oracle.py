@@ -1,5 +1,6 @@
-"""The oracle: ksmd flat out from a wave's first guest to its mark,
-stopped in between (on a fake KSM sysfs)."""
+"""The oracle: ksmd flat out from a wave's first guest to the end of
+the full scan in which it reached its mark, stopped in between (on a
+fake KSM sysfs)."""
 
 import time
 
@@ -36,7 +37,7 @@ def wait_for(predicate, seconds=5.0):
     return False
 
 
-def test_it_runs_from_a_waves_first_guest_to_its_mark(fake, tmp_path):
+def test_it_runs_from_a_waves_first_guest_to_the_scan_after_its_mark(fake, tmp_path):
     host = ksm_host.KsmHost(sysfs=fake.sysfs)
     oracle = ksm.POLICIES['oracle'](host, str(tmp_path), marks=[0, 950])
     oracle.start()
@@ -55,6 +56,12 @@ def test_it_runs_from_a_waves_first_guest_to_its_mark(fake, tmp_path):
         time.sleep(5 * ksm_oracle.POLL_SECONDS)
         assert fake.get('run') == '1'
         fake.set('pages_sharing', 950)
+        # At the mark it goes on to the end of the full scan in progress:
+        # only then was every new page visited twice.
+        assert wait_for(lambda: len(oracle.switches) == 2)
+        time.sleep(5 * ksm_oracle.POLL_SECONDS)
+        assert fake.get('run') == '1'
+        fake.set('full_scans', 1)
         assert wait_for(lambda: fake.get('run') == '0')
         # A wave past the marks (none given) runs to the end.
         oracle.guest_starting(guest(3))
@@ -63,5 +70,5 @@ def test_it_runs_from_a_waves_first_guest_to_its_mark(fake, tmp_path):
         oracle.stop()
     assert [(what, wave, saved) for _, what, wave, saved
             in oracle.report()['switches']] == [
-        ('run', 2, 0), ('stop', 2, 950), ('run', 3, 950)]
+        ('run', 2, 0), ('mark', 2, 950), ('stop', 2, 950), ('run', 3, 950)]
     assert oracle.report()['marks'] == [0, 950]
