@@ -37,7 +37,8 @@ def wait_for(predicate, seconds=5.0):
     return False
 
 
-def test_it_runs_from_a_waves_first_guest_to_the_scan_after_its_mark(fake, tmp_path):
+def test_it_runs_from_a_first_guest_to_the_scan_after_its_mark(fake,
+                                                                tmp_path):
     host = ksm_host.KsmHost(sysfs=fake.sysfs)
     oracle = ksm.POLICIES['oracle'](host, str(tmp_path), marks=[0, 950])
     oracle.start()
