@@ -114,6 +114,8 @@ def format_text(result):
 
 VERDICTS = {'kernel': 'the oracle missed it too (no policy that stops '
                      'scanning between waves meets it)',
+            'bound': 'the oracle met it only by knowing the mark (the '
+                     'kernel\'s bound is over the allowed CPU)',
             'tuner': 'the oracle met it (the tuner\'s own)'}
 ORACLE_INTRO = (
     'The oracle (ksm_oracle): ksmd flat out from each wave\'s first guest '
@@ -122,7 +124,7 @@ ORACLE_INTRO = (
     'twice), stopped in between; held to the same targets:')
 ORACLE_COLUMNS = ('case', 'oracle t95 per wave (s)', 't95 ratio', 'CPU (s)',
                   'allowed (s)', '5 min', 'time', 'CPU', 'tuner missed',
-                  'oracle missed too')
+                  'the kernel\'s')
 
 
 def oracle_row(case, seed=None):
@@ -135,6 +137,8 @@ def oracle_row(case, seed=None):
     def named(entry):
         return entry['target'] if entry['wave'] is None else (
             'wave %d' % entry['wave'])
+    def kernel(entry):
+        return entry['verdict'] != 'tuner'
     return (label, '/'.join('-' if w['oracle_t95'] is None
                             else '%.1f' % w['oracle_t95'] for w in o['waves']),
             _ratio(o['t95_ratio']), '%.1f' % o['cpu'],
@@ -142,8 +146,9 @@ def oracle_row(case, seed=None):
             'met' if o['t95_met'] else 'MISSED',
             'met' if o['cpu_met'] else 'MISSED',
             ', '.join(named(v) for v in verdicts) or '-',
-            ', '.join(named(v) for v in verdicts
-                      if v['verdict'] == 'kernel') or '-')
+            ', '.join(named(v) + ('' if v['verdict'] == 'kernel'
+                                  else ' (bound)')
+                      for v in verdicts if kernel(v)) or '-')
 
 
 def oracle_table(seeded_cases):

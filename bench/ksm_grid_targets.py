@@ -233,10 +233,13 @@ def oracle_numbers(scenario, static, oracle, allowed):
 
 
 def oracle_verdicts(numbers):
-    """For each target the tuner missed, whether the oracle met it
-    ('tuner': the miss is the tuner's own) or missed it too ('kernel':
-    no policy that stops scanning between waves meets it), with the
-    numbers; [] without an oracle run."""
+    """For each target the tuner missed, whether the oracle missed it
+    too ('kernel': no policy that stops scanning between waves meets
+    it), met the CPU target only with what it knows ('bound': the
+    kernel's bound is over the allowed CPU, so a policy that must see
+    every page twice to know a wave is done cannot), or met it ('tuner':
+    the miss is the tuner's own), with the numbers; [] without an oracle
+    run."""
     oracle = numbers.get('oracle')
     if not oracle:
         return []
@@ -256,7 +259,8 @@ def oracle_verdicts(numbers):
     if not numbers['cpu_met']:
         found.append({
             'target': 'cpu', 'wave': None,
-            'verdict': 'tuner' if oracle['cpu_met'] else 'kernel',
+            'verdict': 'kernel' if not oracle['cpu_met'] else 'bound'
+            if numbers['bound_over_allowed'] else 'tuner',
             'measured': 'tuner %.1f s, oracle %.1f s, allowed %.1f s' % (
                 numbers['adaptive_cpu'], oracle['cpu'],
                 numbers['allowed_cpu'])})

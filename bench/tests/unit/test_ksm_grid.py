@@ -419,3 +419,28 @@ def test_a_wave_static_max_merged_far_less_of_is_noted():
         'phase, static-max 100000']
     waves[1].update(static_pages=100000, adaptive_pages=81000)
     assert targets.short_waves({'waves': waves}) == []
+
+
+def test_a_cpu_miss_the_oracle_met_only_by_knowing_is_the_bounds():
+    """The oracle stops once the mark it was given is reached; a policy
+    that must see every page twice cannot. Where the kernel's bound is
+    over the allowed CPU, the oracle meeting it does not make the miss
+    the tuner's."""
+    numbers = {'waves': [{'wave': 1, 'met': True}], 'cpu_met': False,
+               'projected_met': True, 'adaptive_cpu': 10.4,
+               'allowed_cpu': 6.3, 'bound_over_allowed': True,
+               'oracle': {'waves': [{'wave': 1, 'met': True}],
+                          'cpu': 4.7, 'cpu_met': True}}
+    [verdict] = targets.oracle_verdicts(numbers)
+    assert verdict['verdict'] == 'bound'
+    numbers['bound_over_allowed'] = False
+    assert targets.oracle_verdicts(numbers)[0]['verdict'] == 'tuner'
+    numbers['oracle']['cpu_met'] = False
+    assert targets.oracle_verdicts(numbers)[0]['verdict'] == 'kernel'
+    case = {'case': 1, 'numbers': dict(numbers, bound_over_allowed=True,
+                                       badness=2.0)}
+    numbers['oracle'].update(waves=[{'wave': 1, 'oracle_t95': 5.0,
+                                     'met': True}], t95_ratio=0.8,
+                             t95_met=True, projected_share=0.016)
+    numbers['oracle']['cpu_met'] = True
+    assert ksm_grid_report.oracle_row(case)[-2:] == ('cpu', 'cpu (bound)')
