@@ -149,7 +149,7 @@ def run_case(scenario, settings, lock_path, progress, tries=3,
             if oracle:
                 marks = ksm_oracle.marks_from_static(
                     scenario, runs[ksm_metrics.STATIC])
-                progress('  the oracle stops at %s pages saved'
+                progress('  the oracle\'s marks: %s pages saved'
                          % '/'.join(str(m) for m in marks))
                 runs.update(ksm.run_policies(
                     scenario, [ksm_oracle.NAME], settings,
