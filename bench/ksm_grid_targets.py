@@ -210,8 +210,8 @@ def case_numbers(scenario, policies, settings):
 
 def oracle_numbers(scenario, static, oracle, allowed):
     """The oracle's (:mod:`ksm_oracle`) t95 per wave and ksmd CPU, held
-    to the tuner's targets: what no policy that stops scanning between
-    waves can beat."""
+    to the tuner's targets: a target it misses, no policy that stops
+    scanning between waves meets (:func:`oracle_verdicts`)."""
     waves = wave_numbers(static, oracle)
     cpu = oracle['summary']['ksmd_cpu_seconds']
     theirs = static['summary']['ksmd_cpu_seconds']
