@@ -116,6 +116,9 @@ VERDICTS = {'kernel': 'the oracle missed it too (no policy that stops '
                      'scanning between waves meets it)',
             'bound': 'the oracle met it only by knowing the mark (the '
                      'kernel\'s bound is over the allowed CPU)',
+            'budget': 'the oracle met it only over the tuner\'s budget '
+                      '(the least CPU either spent, at the budget, takes '
+                      'longer than allowed)',
             'tuner': 'the oracle met it (the tuner\'s own)'}
 ORACLE_INTRO = (
     'The oracle (ksm_oracle): ksmd flat out from each wave\'s first guest '
@@ -124,7 +127,7 @@ ORACLE_INTRO = (
     'twice), stopped in between; held to the same targets:')
 ORACLE_COLUMNS = ('case', 'oracle t95 per wave (s)', 't95 ratio', 'CPU (s)',
                   'allowed (s)', '5 min', 'time', 'CPU', 'tuner missed',
-                  'the kernel\'s')
+                  'not the tuner\'s')
 
 
 def oracle_row(case, seed=None):
@@ -147,7 +150,7 @@ def oracle_row(case, seed=None):
             'met' if o['cpu_met'] else 'MISSED',
             ', '.join(named(v) for v in verdicts) or '-',
             ', '.join(named(v) + ('' if v['verdict'] == 'kernel'
-                                  else ' (bound)')
+                                  else ' (%s)' % v['verdict'])
                       for v in verdicts if kernel(v)) or '-')
 
 

@@ -68,7 +68,11 @@ def wave_numbers(static, adaptive):
             score = ours['t95'] / (MAX_T95_RATIO * t95 + RESOLUTION)
         lap = None if t95 is None else lap_after(
             static['samples'], theirs['start'] + t95 + ROUNDING)
+        spent = None if ours['t95'] is None else cpu_between(
+            adaptive['samples'], ours['start'],
+            ours['start'] + ours['t95'] + ROUNDING)
         waves.append({
+            'adaptive_cpu_t95': None if spent is None else round(spent, 2),
             'wave': theirs['wave'], 'static_t95': t95,
             'static_pages': theirs.get('achievable_pages'),
             'adaptive_pages': phase_level(adaptive, ours),
@@ -204,6 +208,7 @@ def case_numbers(scenario, policies, settings):
     if oracle and 'samples' in oracle:
         numbers['oracle'] = oracle_numbers(scenario, static, oracle,
                                            allowed)
+        numbers['budget_percent'] = settings.cpu_budget_percent
     numbers['badness'] = badness(numbers)
     return numbers
 
@@ -221,6 +226,7 @@ def oracle_numbers(scenario, static, oracle, allowed):
     return {
         'waves': [{'wave': w['wave'], 'static_t95': w['static_t95'],
                    'oracle_t95': w['adaptive_t95'], 'ratio': w['ratio'],
+                   'oracle_cpu_t95': w['adaptive_cpu_t95'],
                    'met': w['met']} for w in waves],
         't95_ratio': None if len(ratios) < len(waves) else max(
             ratios, default=0.0),
@@ -237,9 +243,11 @@ def oracle_verdicts(numbers):
     too ('kernel': no policy that stops scanning between waves meets
     it), met the CPU target only with what it knows ('bound': the
     kernel's bound is over the allowed CPU, so a policy that must see
-    every page twice to know a wave is done cannot), or met it ('tuner':
-    the miss is the tuner's own), with the numbers; [] without an oracle
-    run."""
+    every page twice to know a wave is done cannot), met the time
+    target only by running ksmd over the tuner's budget ('budget': the
+    least CPU either spent until the wave's t95, at the budget, takes
+    longer than the target allows), or met it ('tuner': the miss is the
+    tuner's own), with the numbers; [] without an oracle run."""
     oracle = numbers.get('oracle')
     if not oracle:
         return []
@@ -247,13 +255,18 @@ def oracle_verdicts(numbers):
     for ours, its in zip(numbers['waves'], oracle['waves'], strict=False):
         if ours['met']:
             continue
+        verdict = 'kernel'
+        if its['met']:
+            verdict = 'budget' if over_budget(
+                ours, its, numbers.get('budget_percent')) else 'tuner'
         found.append({
-            'target': 'time', 'wave': ours['wave'],
-            'verdict': 'tuner' if its['met'] else 'kernel',
-            'measured': 'wave %d: tuner %s s, oracle %s s, static-max %s s '
-                        '(limit %.1f s)' % (
+            'target': 'time', 'wave': ours['wave'], 'verdict': verdict,
+            'measured': 'wave %d: tuner %s s on %s ksmd CPU s, oracle %s s '
+                        'on %s, static-max %s s (limit %.1f s)' % (
                             ours['wave'], _seconds(ours['adaptive_t95']),
+                            _cpu(ours.get('adaptive_cpu_t95')),
                             _seconds(its['oracle_t95']),
+                            _cpu(its.get('oracle_cpu_t95')),
                             _seconds(ours['static_t95']),
                             _limit(ours['static_t95']))})
     if not numbers['cpu_met']:
@@ -274,9 +287,25 @@ def oracle_verdicts(numbers):
     return found
 
 
+def over_budget(ours, its, budget_percent):
+    """Whether the least ksmd CPU the tuner or the oracle spent until
+    this wave's t95, spent at ``budget_percent`` of a core from the
+    wave's arrival, takes longer than the time target allows."""
+    spent = [c for c in (ours.get('adaptive_cpu_t95'),
+                         its.get('oracle_cpu_t95')) if c is not None]
+    if not spent or not budget_percent or ours['static_t95'] is None:
+        return False
+    return (min(spent) / (budget_percent / 100.0)
+            > _limit(ours['static_t95']))
+
+
 def _limit(static_t95):
     return (float('nan') if static_t95 is None
             else MAX_T95_RATIO * static_t95 + RESOLUTION)
+
+
+def _cpu(value):
+    return 'n/a' if value is None else '%.2f' % value
 
 
 def _share(value):

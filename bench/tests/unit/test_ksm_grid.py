@@ -444,3 +444,30 @@ def test_a_cpu_miss_the_oracle_met_only_by_knowing_is_the_bounds():
                              t95_met=True, projected_share=0.016)
     numbers['oracle']['cpu_met'] = True
     assert ksm_grid_report.oracle_row(case)[-2:] == ('cpu', 'cpu (bound)')
+
+
+def test_a_time_miss_the_oracle_met_only_over_the_budget_is_the_budgets():
+    """The oracle runs ksmd flat out; the tuner keeps it under its
+    budget. When the least CPU either spent until the wave's t95 takes,
+    at the budget, longer than the target allows, no tuner within the
+    budget meets it; otherwise the miss is the tuner's."""
+    ours = {'wave': 2, 'met': False, 'static_t95': 1.5,
+            'adaptive_t95': 4.0, 'adaptive_cpu_t95': 2.57}
+    its = {'wave': 2, 'met': True, 'oracle_t95': 2.5,
+           'oracle_cpu_t95': 2.45}
+    numbers = {'waves': [ours], 'cpu_met': True, 'projected_met': True,
+               'budget_percent': 70, 'oracle': {'waves': [its]}}
+    # 2.45 CPU s at 70% of a core: 3.5 s, over 1.5 x 1.5 + 0.5 = 2.75 s.
+    [verdict] = targets.oracle_verdicts(numbers)
+    assert verdict['verdict'] == 'budget'
+    assert 'tuner 4.0 s on 2.57 ksmd CPU s, oracle 2.5 s on 2.45' in (
+        verdict['measured'])
+    # 1.8 CPU s at 70%: 2.6 s, within the limit: the tuner's own.
+    its['oracle_cpu_t95'] = 1.8
+    assert targets.oracle_verdicts(numbers)[0]['verdict'] == 'tuner'
+    # The least of the two counts: the tuner's own 1.8 s too.
+    its['oracle_cpu_t95'], ours['adaptive_cpu_t95'] = 2.45, 1.8
+    assert targets.oracle_verdicts(numbers)[0]['verdict'] == 'tuner'
+    # At a budget of 100%, 2.45 s is within the limit.
+    ours['adaptive_cpu_t95'], numbers['budget_percent'] = 2.57, 100
+    assert targets.oracle_verdicts(numbers)[0]['verdict'] == 'tuner'
