@@ -70,7 +70,8 @@ def marks_from_static(scenario, static):
 
 
 class Oracle(ksm_policies.Policy):
-    """ksmd flat out from a wave's first guest to the wave's mark."""
+    """ksmd flat out from a wave's first guest to the end of the full
+    scan in which the saving reached the wave's mark."""
 
     name = NAME
     knobs = {'pages_to_scan': BATCH_PAGES, 'sleep_millisecs': 0, 'run': 0}
