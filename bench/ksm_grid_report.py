@@ -21,8 +21,7 @@ def _ratio(value, digits=2):
     return 'never' if value is None else '%.*fx' % (digits, value)
 
 
-def _percent(value):
-    return 'n/a' if value is None else '%.1f%%' % (100 * value)
+_percent = targets.percent
 
 
 def case_row(case, seed=None):

@@ -282,8 +282,8 @@ def oracle_verdicts(numbers):
             'target': 'five minutes', 'wave': None,
             'verdict': 'tuner' if oracle['projected_met'] else 'kernel',
             'measured': 'tuner %s, oracle %s of static-max\'s' % (
-                _share(numbers['projected_share']),
-                _share(oracle['projected_share']))})
+                percent(numbers['projected_share']),
+                percent(oracle['projected_share']))})
     return found
 
 
@@ -308,7 +308,8 @@ def _cpu(value):
     return 'n/a' if value is None else '%.2f' % value
 
 
-def _share(value):
+def percent(value):
+    """A share as the grid's reports print it."""
     return 'n/a' if value is None else '%.1f%%' % (100 * value)
 
 

@@ -77,6 +77,12 @@ def achievable_levels(phases, times, saved):
             for _, start, end in phases]
 
 
+def threshold(previous, level, fraction):
+    """The saving at which a wave that took it from ``previous`` to
+    ``level`` has done ``fraction`` of that (what t50 and t95 count to)."""
+    return previous + fraction * (level - previous)
+
+
 def wave_times(phases, levels, times, saved, fractions=FRACTIONS):
     """Per wave: seconds to each fraction of what the wave adds."""
     waves, previous = [], 0
@@ -85,13 +91,13 @@ def wave_times(phases, levels, times, saved, fractions=FRACTIONS):
                  'phase_seconds': round(end - start, 2),
                  'achievable_pages': level}
         for fraction in fractions:
-            threshold = previous + fraction * (level - previous)
-            took = time_to(times, saved, threshold, start, end)
+            mark = threshold(previous, level, fraction)
+            took = time_to(times, saved, mark, start, end)
             entry['t%d' % round(fraction * 100)] = (
                 None if took is None else round(took, 2))
         # Never within the phase: at least until it got there later, or
         # until the end of the run when it never did.
-        later = time_to(times, saved, threshold, start, times[-1]
+        later = time_to(times, saved, mark, start, times[-1]
                         if times else end)
         entry['t95_at_least'] = round(
             later if later is not None else (times[-1] if times else end)

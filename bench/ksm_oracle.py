@@ -51,11 +51,12 @@ MARK_FRACTION = 0.95
 
 def marks(phases, levels):
     """Each wave's mark (pages saved): the level before it plus
-    :data:`MARK_FRACTION` of what it adds, as ``ksm_metrics.wave_times``
-    counts t95."""
+    :data:`MARK_FRACTION` of what it adds, the saving its t95 counts to
+    (:func:`ksm_metrics.threshold`)."""
     found, previous = [], 0
     for _phase, level in zip(phases, levels, strict=False):
-        found.append(int(previous + MARK_FRACTION * (level - previous)))
+        found.append(int(ksm_metrics.threshold(previous, level,
+                                               MARK_FRACTION)))
         previous = level
     return found
 
