@@ -24,13 +24,18 @@ def _ratio(value, digits=2):
 _percent = targets.percent
 
 
+def _label(case, seed):
+    """The case's number, or SEED#CASE in a table of several seeds."""
+    return str(case['case']) if seed is None else '%s#%d' % (seed,
+                                                             case['case'])
+
+
 def case_row(case, seed=None):
     n = case['numbers']
     static = '/'.join('-' if w['static_t95'] is None
                       else '%.1f' % w['static_t95'] for w in n['waves'])
     met = all(c['met'] for c in case['checks'])
-    label = str(case['case']) if seed is None else '%s#%d' % (seed,
-                                                              case['case'])
+    label = _label(case, seed)
     return (label, case['describe'], static, _ratio(n['t95_ratio']),
             '%.1f' % n['floor_cpu'], '%.1f' % n['adaptive_cpu'],
             _ratio(n['cpu_vs_floor'], 1), '%.1f' % n['allowed_cpu'],
@@ -132,15 +137,12 @@ ORACLE_COLUMNS = ('case', 'oracle t95 per wave (s)', 't95 ratio', 'CPU (s)',
 def oracle_row(case, seed=None):
     n = case['numbers']
     o = n['oracle']
-    label = str(case['case']) if seed is None else '%s#%d' % (seed,
-                                                              case['case'])
+    label = _label(case, seed)
     verdicts = targets.oracle_verdicts(n)
 
     def named(entry):
         return entry['target'] if entry['wave'] is None else (
             'wave %d' % entry['wave'])
-    def kernel(entry):
-        return entry['verdict'] != 'tuner'
     return (label, '/'.join('-' if w['oracle_t95'] is None
                             else '%.1f' % w['oracle_t95'] for w in o['waves']),
             _ratio(o['t95_ratio']), '%.1f' % o['cpu'],
@@ -150,7 +152,7 @@ def oracle_row(case, seed=None):
             ', '.join(named(v) for v in verdicts) or '-',
             ', '.join(named(v) + ('' if v['verdict'] == 'kernel'
                                   else ' (%s)' % v['verdict'])
-                      for v in verdicts if kernel(v)) or '-')
+                      for v in verdicts if v['verdict'] != 'tuner') or '-')
 
 
 def oracle_table(seeded_cases):
