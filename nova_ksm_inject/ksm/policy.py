@@ -126,6 +126,13 @@ class AdaptivePolicy(object):
     """Boost on new memory, settle on plateau, stop at a loss."""
 
     BOOST_SLEEP_MS = 20
+    # ksmd reads pages_to_scan once per batch, so a batch is as long as a
+    # cut, a boost's end or a new guest's boost waits. Up to a budget of
+    # about 75% of a core, the 20 ms sleep keeps a boost's batch under
+    # this many CPU seconds; above it the sleep shrinks instead, so that
+    # a batch stays this short (at cpu_budget_percent = 100 the batch
+    # between 20 ms sleeps was up to 2 s of ksmd's CPU: 931,503 pages).
+    MAX_BOOST_BATCH_SECONDS = 0.05
     SETTLED_SLEEP_MS = 200
     BOOST_POLL_SECONDS = 0.05
     MIN_BOOST_PAGES = 100
@@ -378,13 +385,32 @@ class AdaptivePolicy(object):
 
     def _boost(self, sample, cpu, reason):
         target = self.budget * self.BOOST_MARGIN
-        aim = self.scan.catch_up(target, self.budget + self.CATCH_UP_POINTS)
-        pages = self._batch(aim, self.BOOST_SLEEP_MS, self.MIN_BOOST_PAGES,
+        sleep = self.boost_sleep_ms(target)
+        # Catching up never asks for a batch over twice the longest.
+        longest = 2 * self.MAX_BOOST_BATCH_SECONDS
+        most = min(self.budget + self.CATCH_UP_POINTS,
+                   100.0 * longest / (longest + sleep / 1000.0))
+        aim = self.scan.catch_up(target, most)
+        pages = self._batch(aim, sleep, self.MIN_BOOST_PAGES,
                             self.MAX_PAGES, target)
         smart = self._smart_boost and not self.coverage.unskipping
-        return self._enter(BOOST, 1, reason, cpu, pages, self.BOOST_SLEEP_MS,
+        return self._enter(BOOST, 1, reason, cpu, pages, sleep,
                            smart_scan=int(smart),
                            poll_seconds=self.BOOST_POLL_SECONDS)
+
+    @classmethod
+    def boost_sleep_ms(cls, percent):
+        """The boost's sleep for ``percent`` of a core: 20 ms, or less
+        where a batch between 20 ms sleeps would be over
+        :attr:`MAX_BOOST_BATCH_SECONDS` (the kernel sleeps at least a
+        jiffy: 1-10 ms, measured as slept, see scanrate.py)."""
+        sleep = cls.BOOST_SLEEP_MS
+        if scanrate.duty_batch_seconds(percent, sleep) <= \
+                cls.MAX_BOOST_BATCH_SECONDS:
+            return sleep
+        fraction = min(percent, 99.0) / 100.0
+        return max(1, int(round(1000.0 * cls.MAX_BOOST_BATCH_SECONDS
+                                * (1 - fraction) / fraction)))
 
     def calm(self, reason):
         """The settled knobs for the last sample (when the tuner stops)."""

@@ -122,6 +122,7 @@ class WalkKsmd(object):
     cpu: float = 0.0
     scanned: int = 0
     now: float = 0.0
+    longest_batch: float = 0.0  # CPU seconds of the longest batch begun
 
     @property
     def pages(self):
@@ -144,6 +145,7 @@ class WalkKsmd(object):
         while self.now < end - 1e-12:
             pages = knobs['pages_to_scan']
             batch = self._batch_cost(pages)
+            self.longest_batch = max(self.longest_batch, batch)
             if self.now + batch > end:  # the rest of a batch, next look
                 done = (end - self.now) / batch
                 self.cpu += end - self.now

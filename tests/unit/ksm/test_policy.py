@@ -98,6 +98,42 @@ def test_a_boost_holds_its_target_over_cheap_and_costly_stretches():
     assert ksmd_model.worst_window(trace, 0.0) <= 70 + 10
 
 
+def _walk(budget, slack=1.1):
+    ksmd = ksmd_model.WalkKsmd(slack=slack)
+    trace = ksmd_model.drive(make(cpu_budget_percent=budget), ksmd, 30,
+                             started=True)
+    assert {t[2].state for t in trace} == {policy.BOOST}
+    return ksmd, trace
+
+
+@pytest.mark.parametrize('budget,slack', [(100, 4 / 3.0), (90, 1.1)])
+def test_a_boost_over_75_percent_sleeps_less_not_longer_batches(budget,
+                                                                 slack):
+    """Between 20 ms sleeps, a full core's batch is seconds long, and
+    ksmd reads pages_to_scan only between batches (at 100%, batches of
+    931,503 pages held a core through a boost's end; in this walk, 1.06 s
+    at 100% and 0.51 s at 90%). Over 75% of a core the sleep shrinks
+    instead (to a jiffy at 100%: a 3 ms sleep is 4 ms at HZ=250): the
+    batches stay as short as the default budget's, and the boost still
+    gets its budget."""
+    ksmd, trace = _walk(budget, slack)
+    default, _ = _walk(70)
+    assert {t[2].sleep_millisecs for t in trace} == {
+        policy.AdaptivePolicy.boost_sleep_ms(budget * 0.95)}
+    assert trace[0][2].sleep_millisecs < 20
+    assert ksmd.longest_batch <= 1.2 * default.longest_batch
+    used = (trace[-1][1] - trace[0][1]) / (trace[-1][0] - trace[0][0])
+    assert used * 100 >= 0.95 * budget * 0.95
+    assert ksmd_model.worst_window(trace, 0.0) <= budget + 5
+
+
+@pytest.mark.parametrize('budget', [1, 20, 50, 70, 75])
+def test_a_boost_up_to_75_percent_sleeps_20_ms(budget):
+    decision = make(cpu_budget_percent=budget).decide(
+        policy.Sample(time=0.0, guests=1, started=True, pages_scanned=0))
+    assert decision.sleep_millisecs == 20
+
+
 def test_a_starved_ksmd_never_gets_a_huge_batch():
     """Busy guests leave ksmd 5% of a core: its duty cycle looks low, yet
     the batch stays short (ksmd reads pages_to_scan once per batch, and
