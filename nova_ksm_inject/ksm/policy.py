@@ -181,6 +181,7 @@ class AdaptivePolicy(object):
         self._smart_boost = True  # the boost leaves smart_scan on
         self.coverage = coverage.Coverage()
         self._seen_at = {}  # pid: full scans when first seen mergeable
+        self._new_pids = set()  # ... of those, the ones the last look found
         self._seen_any = False  # whether a look has listed processes
 
     def decide(self, sample):
@@ -273,7 +274,7 @@ class AdaptivePolicy(object):
         self._mark = (sample.full_scans, sample.merged)
         self._boost_scans = self._quiet_scans = 0
         self._rss_mark, self._arrived = sample.guest_pages, False
-        self.coverage.reset(sample if smart else None, self._older(sample))
+        self.coverage.reset(sample if smart else None, self._before(sample))
         self.profit.reset()
 
     def _note_processes(self, sample):
@@ -286,14 +287,17 @@ class AdaptivePolicy(object):
         # as there were, up to enough to be older.
         first = sample.full_scans if self._seen_any else max(
             0, sample.full_scans - coverage.OLD_SCANS)
+        self._new_pids = set(pids) - set(self._seen_at) \
+            if self._seen_any else set()
         self._seen_any = True
         self._seen_at = {pid: self._seen_at.get(pid, first) for pid in pids}
 
-    def _older(self, sample):
-        """The processes ksmd has been through for enough full scans that
-        smart_scan may skip their pages."""
-        return [pid for pid, seen in self._seen_at.items()
-                if sample.full_scans - seen >= coverage.OLD_SCANS]
+    def _before(self, sample):
+        """{pid: full scans when first seen} of the processes that ran
+        before this look (not the ones it found new): those whose pages
+        smart_scan may skip during a boost (coverage.py)."""
+        return {pid: seen for pid, seen in self._seen_at.items()
+                if pid not in self._new_pids}
 
     def _merging_reason(self):
         unskipping = self._smart_boost and self.coverage.unskipping

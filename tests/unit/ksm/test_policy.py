@@ -894,12 +894,12 @@ def test_twins_that_merged_already_keep_smart_scan_on():
     assert decisions[-1].state == policy.SETTLED
 
 
-@pytest.mark.parametrize('scans_alone,skipped', [(2, 50000), (4, 0)])
+@pytest.mark.parametrize('scans_alone,skipped', [(0, 50000), (4, 0)])
 def test_young_or_unskipped_twins_keep_smart_scan_on(scans_alone, skipped):
     """The first guest's pages merging with the new ones need no full scan
-    with smart_scan off when ksmd had been through it for fewer than
-    three full scans (smart_scan skips none of its pages yet), or when
-    no page was skipped in the boost."""
+    with smart_scan off when the boost ended before their fifth visit
+    (the fourth full scan since ksmd was first seen with it: smart_scan
+    skipped none of them), or when no page was skipped in the boost."""
     tuner, host = second_guest_after_the_first(scans_alone)
     decisions = [scan(tuner, host, 1, merged, pages_skipped=skipped * lap,
                       profit=200 * 2 ** 20,
@@ -907,6 +907,37 @@ def test_young_or_unskipped_twins_keep_smart_scan_on(scans_alone, skipped):
                  for lap, merged in enumerate((0, 0, 30000), 1)]
     assert [d.smart_scan for d in decisions] == [1, 1, 1]
     assert decisions[-1].state == policy.SETTLED
+
+
+def test_a_guest_that_ages_during_the_boost_counts_as_older():
+    """Measured on the grid: a second guest of an image started two
+    full scans after the first, joined ksmd's list behind its cursor, and
+    its pages had their second visit in the boost's third full scan, the
+    first guest's fifth visit, in which smart_scan skipped the twins.
+    Nothing merged; the boost called a loss and stopped ksmd, and the
+    wave's whole saving waited for the next guest. The first guest was
+    too young to count at the boost's start, not by its end: the
+    skipped pages are visited, smart_scan off, and the twins merge."""
+    tuner, host = second_guest_after_the_first(scans_alone=2)
+    host.next(dt=0.0, unvisited=100000, profit=-4 * 2 ** 20)
+    # The new guest's first visits wait for a full scan of the first's.
+    decision = scan(tuner, host, 1, 0)
+    assert (decision.state, decision.smart_scan) == (policy.BOOST, 1)
+    tuner.decide(host.next(dt=0.05, unvisited=0))
+    decision = scan(tuner, host, 1, 0)
+    assert (decision.state, decision.smart_scan) == (policy.BOOST, 1)
+    # Second visits, in the full scan that skipped the first's pages.
+    decision = scan(tuner, host, 1, 0, pages_skipped=100000)
+    assert (decision.state, decision.smart_scan) == (policy.BOOST, 0)
+    assert decision.reason == ('nothing merged while smart_scan skipped '
+                               'pages: smart_scan off for a full scan')
+    decision = scan(tuner, host, 1, 80000, pages_skipped=100000,
+                    profit=300 * 2 ** 20,
+                    process_merging={100: 80000, 200: 80000})
+    assert (decision.state, decision.smart_scan) == (policy.BOOST, 0)
+    decision = scan(tuner, host, 1, 80000, pages_skipped=100000,
+                    process_merging={100: 80000, 200: 80000})
+    assert (decision.state, decision.smart_scan) == (policy.SETTLED, 1)
 
 
 def test_a_first_guest_alone_waits_for_no_skipped_page():
