@@ -766,6 +766,14 @@ def second_guest_of_an_image():
     return tuner, host
 
 
+def assert_visits_the_skipped(decision):
+    """A boost that merged nothing while pages were skipped: smart_scan
+    off for a full scan, and the reason logged."""
+    assert (decision.state, decision.smart_scan) == (policy.BOOST, 0)
+    assert decision.reason == ('nothing merged while smart_scan skipped '
+                               'pages: smart_scan off for a full scan')
+
+
 def test_a_boost_that_merged_nothing_visits_the_skipped_pages():
     """Nothing merged by the time every new page was visited twice, while
     pages were skipped: smart_scan goes off for a whole full scan, which
@@ -777,10 +785,7 @@ def test_a_boost_that_merged_nothing_visits_the_skipped_pages():
     for lap in (1, 2):
         decision = scan(tuner, host, 1, 0, pages_skipped=50000 * lap)
         assert (decision.state, decision.smart_scan) == (policy.BOOST, 1)
-    decision = scan(tuner, host, 1, 0, pages_skipped=150000)
-    assert (decision.state, decision.smart_scan) == (policy.BOOST, 0)
-    assert decision.reason == ('nothing merged while smart_scan skipped '
-                               'pages: smart_scan off for a full scan')
+    assert_visits_the_skipped(scan(tuner, host, 1, 0, pages_skipped=150000))
     decision = scan(tuner, host, 1, 80000, pages_skipped=150000,
                     profit=300 * 2 ** 20)
     assert (decision.state, decision.smart_scan) == (policy.BOOST, 0)
@@ -927,10 +932,7 @@ def test_a_guest_that_ages_during_the_boost_counts_as_older():
     decision = scan(tuner, host, 1, 0)
     assert (decision.state, decision.smart_scan) == (policy.BOOST, 1)
     # Second visits, in the full scan that skipped the first's pages.
-    decision = scan(tuner, host, 1, 0, pages_skipped=100000)
-    assert (decision.state, decision.smart_scan) == (policy.BOOST, 0)
-    assert decision.reason == ('nothing merged while smart_scan skipped '
-                               'pages: smart_scan off for a full scan')
+    assert_visits_the_skipped(scan(tuner, host, 1, 0, pages_skipped=100000))
     decision = scan(tuner, host, 1, 80000, pages_skipped=100000,
                     profit=300 * 2 ** 20,
                     process_merging={100: 80000, 200: 80000})
@@ -971,11 +973,7 @@ def test_guests_a_tuner_finds_running_may_be_older():
     assert tuner.decide(host.sample).state == policy.BOOST
     decisions = [scan(tuner, host, 1, 0, pages_skipped=50000 * lap)
                  for lap in (1, 2, 3)]
-    assert (decisions[-1].state, decisions[-1].smart_scan) == (
-        policy.BOOST, 0)
-    assert decisions[-1].reason == ('nothing merged while smart_scan '
-                                    'skipped pages: smart_scan off for a '
-                                    'full scan')
+    assert_visits_the_skipped(decisions[-1])
 
 
 def test_without_rmap_items_the_plateau_decides():
