@@ -391,9 +391,8 @@ class AdaptivePolicy(object):
         target = self.budget * self.BOOST_MARGIN
         sleep = self.boost_sleep_ms(target)
         # Catching up never asks for a batch over twice the longest.
-        longest = 2 * self.MAX_BOOST_BATCH_SECONDS
-        most = min(self.budget + self.CATCH_UP_POINTS,
-                   100.0 * longest / (longest + sleep / 1000.0))
+        most = min(self.budget + self.CATCH_UP_POINTS, scanrate.duty_percent(
+            2 * self.MAX_BOOST_BATCH_SECONDS, sleep))
         aim = self.scan.catch_up(target, most)
         pages = self._batch(aim, sleep, self.MIN_BOOST_PAGES,
                             self.MAX_PAGES, target)
@@ -412,9 +411,8 @@ class AdaptivePolicy(object):
         if scanrate.duty_batch_seconds(percent, sleep) <= \
                 cls.MAX_BOOST_BATCH_SECONDS:
             return sleep
-        fraction = min(percent, 99.0) / 100.0
-        return max(1, int(round(1000.0 * cls.MAX_BOOST_BATCH_SECONDS
-                                * (1 - fraction) / fraction)))
+        return max(1, int(round(scanrate.duty_sleep_ms(
+            percent, cls.MAX_BOOST_BATCH_SECONDS))))
 
     def calm(self, reason):
         """The settled knobs for the last sample (when the tuner stops)."""

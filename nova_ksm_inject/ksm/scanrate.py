@@ -68,6 +68,19 @@ def duty_batch_seconds(percent, sleep_ms):
     return fraction * sleep_ms / 1000.0 / (1 - fraction)
 
 
+def duty_sleep_ms(percent, batch_seconds):
+    """Milliseconds of sleep after a batch of ``batch_seconds`` for
+    ``percent`` of a core (the inverse of :func:`duty_batch_seconds`)."""
+    fraction = min(max(percent, 0.01), 99.0) / 100.0
+    return 1000.0 * batch_seconds * (1 - fraction) / fraction
+
+
+def duty_percent(batch_seconds, sleep_ms):
+    """Percent of a core of batches of ``batch_seconds`` between sleeps
+    of ``sleep_ms``."""
+    return 100.0 * batch_seconds / (batch_seconds + sleep_ms / 1000.0)
+
+
 class ScanRate(object):
     """Learns ksmd's cost, window by window, and sizes its batches."""
 
